@@ -1,0 +1,215 @@
+"""The `morm` command: every action of the app is also a command.
+
+Errors in user input print one clear message (file, line, field) and exit with status 2;
+`morm data validate` exits 1 when the file has errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from morm_explorer import __version__
+from morm_explorer.errors import MormError
+
+
+def _workspace(args):
+    from morm_explorer.workspace import Workspace
+
+    return Workspace(args.workspace)
+
+
+def _add_load_options(p: argparse.ArgumentParser) -> None:
+    from morm_explorer.data.readers import FORMATS
+    from morm_explorer.data.schema import MAX_TEXT_CHARS
+
+    p.add_argument("file", help="a JSONL/CSV/Parquet file, an HF dataset folder or hub name")
+    p.add_argument("--format", dest="fmt", choices=FORMATS, help="file format (default: from "
+                   "the name)")
+    p.add_argument("--preset", help="map a known public format: hh-rlhf, pku-saferlhf, "
+                   "helpsteer2, ultrafeedback (default: canonical records)")
+    p.add_argument("--objective", help="objective of single-objective presets (HH-RLHF)")
+    p.add_argument("--split", help="split of an HF dataset")
+    p.add_argument("--max-chars", type=int, default=MAX_TEXT_CHARS,
+                   help="longest prompt or response accepted (default: %(default)s)")
+
+
+def cmd_data_validate(args) -> int:
+    from morm_explorer.data.loaders import validate_file
+
+    _, report = validate_file(args.file, fmt=args.fmt, preset=args.preset,
+                              objective=args.objective, split=args.split,
+                              max_chars=args.max_chars)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(report.to_text(max_issues=args.max_issues))
+    failed = bool(report.errors) or (args.strict and bool(report.warnings))
+    return 1 if failed or report.n_valid == 0 else 0
+
+
+def cmd_data_summary(args) -> int:
+    from morm_explorer.data.convert import summarize
+    from morm_explorer.data.loaders import load_preference_data
+
+    ds = load_preference_data(args.file, fmt=args.fmt, preset=args.preset,
+                              objective=args.objective, split=args.split,
+                              max_chars=args.max_chars, on_error="drop")
+    s = summarize(ds.records, ds.kind)
+    if args.json:
+        print(json.dumps(s.to_dict(), indent=2))
+        return 0
+    print(f"{args.file}: {s.n_records} {s.kind} records, {s.n_prompts} prompts"
+          f" ({ds.report.n_bad_rows} bad rows dropped)")
+    print("\nrecords per category:\n" + s.categories.to_string())
+    print("\nper objective:\n" + s.per_objective.round(3).to_string())
+    print("\nlabel disagreement between objectives (share of jointly decided pairs):\n"
+          + s.disagreement.round(3).to_string())
+    return 0
+
+
+def cmd_data_synth(args) -> int:
+    from morm_explorer.data.synth import describe, generate, write_synth
+
+    n = write_synth(args.out, seed=args.seed, n_prompts=args.prompts)
+    print(f"wrote {n} pairwise records to {args.out} (seed {args.seed})")
+    if args.describe:
+        print(json.dumps(describe(generate(seed=args.seed, n_prompts=args.prompts)), indent=2))
+    return 0
+
+
+def cmd_data_import(args) -> int:
+    from morm_explorer.data.loaders import load_preference_data
+
+    ds = load_preference_data(args.file, fmt=args.fmt, preset=args.preset,
+                              objective=args.objective, split=args.split,
+                              max_chars=args.max_chars,
+                              on_error="drop" if args.drop_bad else "stop")
+    info = _workspace(args).save_dataset(args.name, ds, overwrite=args.overwrite)
+    dropped = ds.report.n_bad_rows
+    print(f"saved dataset {info.name!r}: {info.n_records} {info.kind} records, objectives "
+          f"{', '.join(info.objectives)}" + (f"; dropped {dropped} bad rows" if dropped else ""))
+    return 0
+
+
+def cmd_data_convert(args) -> int:
+    from morm_explorer.data.convert import ratings_to_pairs
+    from morm_explorer.data.loaders import load_preference_data
+    from morm_explorer.workspace import atomic_write_jsonl
+
+    ds = load_preference_data(args.file, fmt=args.fmt, preset=args.preset,
+                              objective=args.objective, split=args.split,
+                              max_chars=args.max_chars)
+    if ds.kind != "ratings":
+        raise MormError("expected ratings records (response, ratings)", file=args.file)
+    n = atomic_write_jsonl(args.out, ratings_to_pairs(ds.records, margin=args.margin))
+    print(f"wrote {n} pairwise records to {args.out}")
+    return 0
+
+
+def cmd_data_list(args) -> int:
+    infos = _workspace(args).list_datasets()
+    if not infos:
+        print("no datasets yet: import one with `morm data import`")
+    for d in infos:
+        print(f"{d.name:32s} {d.kind:9s} {d.n_records:7d}  {', '.join(d.objectives)}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from morm_explorer.demo import ensure_demo
+
+    ws = _workspace(args)
+    built = ensure_demo(ws)
+    print(f"demo workspace {ws.root}: " + (f"built {', '.join(built)}" if built
+                                           else "already complete"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="morm", description="MORM Explorer: multi-objective reward models, from "
+        "preference data to compared policies.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"morm {__version__}")
+    parser.add_argument("--workspace", help="workspace folder (default: $MORM_WORKSPACE or "
+                        "./workspace)")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+
+    data = groups.add_parser("data", help="preference data: validate, summarize, synthesize, "
+                             "import, convert, list")
+    sub = data.add_subparsers(dest="command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("validate", help="check a preference file; exit 1 when it has errors")
+    _add_load_options(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.add_argument("--max-issues", type=int, default=200, help="issues to print")
+    p.set_defaults(func=cmd_data_validate)
+
+    p = sub.add_parser("summary", help="per-objective counts, coverage, ties, disagreement")
+    _add_load_options(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_data_summary)
+
+    p = sub.add_parser("synth", help="write the built-in demo preference dataset")
+    p.add_argument("--out", required=True, help="output JSONL file")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--prompts", type=int, default=420, help="number of prompts")
+    p.add_argument("--describe", action="store_true", help="print counts and label stats")
+    p.set_defaults(func=cmd_data_synth)
+
+    p = sub.add_parser("import", help="validate a file and save it as a named dataset")
+    _add_load_options(p)
+    p.add_argument("--name", required=True, help="dataset name in the workspace")
+    p.add_argument("--drop-bad", action="store_true", help="drop bad rows instead of stopping")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset of that name")
+    p.set_defaults(func=cmd_data_import)
+
+    p = sub.add_parser("convert", help="ratings -> pairwise records (all pairs per prompt)")
+    _add_load_options(p)
+    p.add_argument("--out", required=True, help="output JSONL file")
+    p.add_argument("--margin", type=float, default=0.0, help="rating differences within this "
+                   "margin are ties (default: %(default)s)")
+    p.set_defaults(func=cmd_data_convert)
+
+    p = sub.add_parser("list", help="datasets in the workspace")
+    p.set_defaults(func=cmd_data_list)
+
+    p = groups.add_parser("demo", help="build the demo workspace (what the app builds on first "
+                          "start)")
+    p.set_defaults(func=cmd_demo)
+    parser.epilog = _command_index(groups)
+    return parser
+
+
+def _command_index(groups: argparse._SubParsersAction) -> str:
+    """Every command with its help, for the top-level --help."""
+    lines = ["commands:"]
+    for action in groups._choices_actions:
+        sub = groups.choices[action.dest]
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        if not nested:
+            lines.append(f"  morm {action.dest:16s} {action.help}")
+        for n in nested:
+            for child in n._choices_actions:
+                lines.append(f"  morm {action.dest} {child.dest:11s} {child.help}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MormError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

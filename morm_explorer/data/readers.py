@@ -1,0 +1,177 @@
+"""Reading raw rows out of files: JSONL (optionally gzipped), CSV, Parquet and HF datasets.
+
+Each reader yields ``(line, row)`` where ``row`` is a dict or, for a line that cannot be read
+(bad UTF-8, malformed JSON), an `Issue`. Line numbers are 1-based lines of the file for JSONL and
+CSV (the CSV header is line 1) and 1-based row numbers for Parquet and datasets.
+
+Flat tables (CSV, Parquet) carry labels either as one JSON column ``labels`` / ``ratings`` or as
+one column per objective, ``label_<objective>`` / ``rating_<objective>``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from morm_explorer.data.validation import Issue
+from morm_explorer.errors import MormError
+
+FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet", "hf")
+Row = tuple[int, "dict | Issue"]
+
+
+def detect_format(path: str | Path) -> str:
+    """The file format from the path: a folder is an HF dataset, else by suffix."""
+    p = Path(path)
+    if p.is_dir():
+        return "hf"
+    name = p.name.lower().removesuffix(".gz")
+    for suffix, fmt in ((".jsonl", "jsonl"), (".json", "jsonl"), (".csv", "csv"),
+                        (".parquet", "parquet"), (".pq", "parquet")):
+        if name.endswith(suffix):
+            return fmt
+    if not p.exists() and "/" in str(path) and not str(path).startswith((".", "/")):
+        return "hf"  # looks like a hub name such as "Anthropic/hh-rlhf"
+    raise MormError(
+        f"cannot tell the format from the name; pass one of {', '.join(FORMATS)}", file=str(path)
+    )
+
+
+def _open_bytes(path: Path) -> io.BufferedIOBase:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
+def _decode_line(raw: bytes, file: str, line: int) -> str | Issue:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Issue(file, line, None, f"invalid UTF-8 byte 0x{raw[e.start]:02x} at byte {e.start + 1}")
+
+
+def read_jsonl(path: Path) -> Iterator[Row]:
+    file = str(path)
+    try:
+        with _open_bytes(path) as fh:
+            for line_no, raw in enumerate(fh, start=1):
+                text = _decode_line(raw, file, line_no)
+                if isinstance(text, Issue):
+                    yield line_no, text
+                    continue
+                if not text.strip():
+                    continue  # blank lines are allowed between records
+                try:
+                    yield line_no, json.loads(text)
+                except json.JSONDecodeError as e:
+                    yield line_no, Issue(file, line_no, None,
+                                         f"malformed JSON: {e.msg} (column {e.colno})")
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise MormError(f"cannot read file: {e}", file=file) from e
+
+
+def _unflatten(row: dict[str, Any], line: int, file: str) -> dict | Issue:
+    """Fold ``label_<obj>`` / ``rating_<obj>`` columns (or JSON text columns) into dicts."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, float) and math.isnan(value):
+            value = None  # an empty cell in a table
+        for prefix, target in (("label_", "labels"), ("rating_", "ratings")):
+            if key.startswith(prefix):
+                out.setdefault(target, {})[key[len(prefix):]] = value
+                break
+        else:
+            if key in ("labels", "ratings", "meta") and isinstance(value, str):
+                try:
+                    value = json.loads(value) if value.strip() else None
+                except json.JSONDecodeError as e:
+                    return Issue(file, line, key, f"malformed JSON in column: {e.msg}")
+            if value is not None or key not in out:
+                out[key] = value
+    return out
+
+
+def _coerce_cell(value: str) -> Any:
+    """CSV cells are text: turn numeric rating cells into numbers, empty cells into None."""
+    if value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def read_csv(path: Path) -> Iterator[Row]:
+    file = str(path)
+    with _open_bytes(path) as fh:
+        data = fh.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        yield line, Issue(file, line, None,
+                          f"invalid UTF-8 byte 0x{data[e.start]:02x}: the whole file is unreadable")
+        return
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames:
+        raise MormError("empty CSV file: no header row", file=file)
+    for row in reader:
+        line = reader.line_num
+        if None in row:
+            yield line, Issue(file, line, None, "more cells than header columns")
+            continue
+        cells = {k: (_coerce_cell(v) if k.startswith("rating_") else (v if v != "" else None))
+                 for k, v in row.items()}
+        yield line, _unflatten(cells, line, file)
+
+
+def _table_rows(records: Iterator[dict], file: str) -> Iterator[Row]:
+    for i, row in enumerate(records, start=1):
+        yield i, _unflatten(dict(row), i, file)
+
+
+def read_parquet(path: Path) -> Iterator[Row]:
+    import pyarrow.parquet as pq  # heavy import, only when needed
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise MormError(f"cannot read Parquet file: {e}", file=str(path)) from e
+    yield from _table_rows(iter(table.to_pylist()), str(path))
+
+
+def read_hf(name: str, split: str | None = None) -> Iterator[Row]:
+    """A local `datasets` folder (save_to_disk) or, where the hub is reachable, a hub name."""
+    import datasets  # heavy import, only when needed
+
+    try:
+        if Path(name).is_dir():
+            ds = datasets.load_from_disk(name)
+        else:
+            ds = datasets.load_dataset(name, split=split or "train")
+    except Exception as e:  # datasets raises many types; the message is what matters
+        raise MormError(f"cannot load Hugging Face dataset: {e}", file=name) from e
+    if isinstance(ds, datasets.DatasetDict):
+        if split is None and len(ds) > 1:
+            raise MormError(f"dataset has splits {list(ds)}; choose one with --split", file=name)
+        ds = ds[split] if split else next(iter(ds.values()))
+    yield from _table_rows(iter(ds), name)
+
+
+def read_rows(path: str | Path, fmt: str | None = None, split: str | None = None) -> Iterator[Row]:
+    """Raw rows of a file in any supported format (see module docstring)."""
+    fmt = fmt or detect_format(path)
+    if fmt not in FORMATS:
+        raise MormError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if fmt == "hf":
+        return read_hf(str(path), split)
+    p = Path(path)
+    if not p.is_file():
+        raise MormError("no such file", file=str(path))
+    return {"jsonl": read_jsonl, "csv": read_csv, "parquet": read_parquet}[fmt](p)

@@ -1,0 +1,1 @@
+"""Pure helpers the pages share: plotly figure builders and table shaping (no Streamlit)."""

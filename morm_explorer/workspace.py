@@ -1,0 +1,222 @@
+"""Where artifacts live on disk: the workspace folder, atomic writes, and its SQLite database.
+
+Layout::
+
+    <workspace>/morm.sqlite          metadata (datasets now; jobs, metrics, ratings later), WAL
+    <workspace>/datasets/<name>/     data.jsonl + info.json, one folder per named dataset
+
+The workspace is ``--workspace``, else ``$MORM_WORKSPACE``, else ``./workspace``. Names that
+become paths go through `sanitize_name`; every file is written to a temporary file in the same
+folder and renamed into place, so a crash never leaves half a file under its real name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from morm_explorer.errors import MormError
+
+_NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_NAME_LEN = 64
+
+# Each entry upgrades the schema by one version (PRAGMA user_version); never edit old entries.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE datasets (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        n_records INTEGER NOT NULL,
+        objectives TEXT NOT NULL,      -- JSON list
+        source TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
+]
+
+
+def sanitize_name(name: str) -> str:
+    """A safe artifact name: letters, digits, '.', '_' and '-', at most 64 characters.
+
+    Other characters become '-'; leading dots are removed so that no name is hidden or refers
+    to a parent folder. Raises `MormError` when nothing usable is left.
+    """
+    if not isinstance(name, str):
+        raise MormError(f"artifact name must be text, got {type(name).__name__}")
+    cleaned = _NAME_OK.sub("-", name.strip()).strip("-.")
+    if not cleaned or len(cleaned) > MAX_NAME_LEN:
+        raise MormError(
+            f"invalid name {name!r}: use 1-{MAX_NAME_LEN} letters, digits, '.', '_' or '-'"
+        )
+    return cleaned
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    kind: str
+    n_records: int
+    objectives: list[str]
+    source: str
+    fingerprint: str
+    created_at: float
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("MORM_WORKSPACE") or "workspace")
+
+
+class Workspace:
+    """One workspace folder and its database."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "morm.sqlite"
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    # -- database -------------------------------------------------------------------------
+    def connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA busy_timeout=30000")
+        con.execute("PRAGMA foreign_keys=ON")
+        return con
+
+    @contextmanager
+    def transaction(self):
+        """A write transaction taken up front (BEGIN IMMEDIATE), so two processes never race
+        between a read and the write that depends on it."""
+        con = self.connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def _migrate(self) -> None:
+        try:
+            with self.transaction() as con:
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+                for i, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+                    for stmt in filter(str.strip, sql.split(";")):
+                        con.execute(stmt)
+                    con.execute(f"PRAGMA user_version={i}")
+        except sqlite3.DatabaseError as e:
+            raise MormError(f"workspace database is unreadable ({e}); move it aside to start "
+                            "a new one", file=str(self.db_path)) from e
+
+    # -- paths ----------------------------------------------------------------------------
+    def artifact_dir(self, group: str, name: str) -> Path:
+        """The folder of artifact ``name`` in ``group``; never outside the workspace."""
+        path = (self.root / sanitize_name(group) / sanitize_name(name)).resolve()
+        if self.root.resolve() not in path.parents:
+            raise MormError(f"name {name!r} escapes the workspace")
+        return path
+
+    # -- datasets -------------------------------------------------------------------------
+    def save_dataset(self, name: str, dataset, *, overwrite: bool = False) -> DatasetInfo:
+        """Store a loaded `Dataset` under ``name`` (data.jsonl + info.json + a database row)."""
+        name = sanitize_name(name)
+        folder = self.artifact_dir("datasets", name)
+        info = DatasetInfo(
+            name=name, kind=dataset.kind, n_records=len(dataset), objectives=dataset.objectives,
+            source=str(dataset.source), fingerprint=dataset.fingerprint(), created_at=time.time(),
+        )
+        with self.transaction() as con:
+            exists = con.execute("SELECT 1 FROM datasets WHERE name=?", (name,)).fetchone()
+            if exists and not overwrite:
+                raise MormError(f"a dataset named {name!r} exists; choose another name or "
+                                "overwrite it")
+            atomic_write_jsonl(folder / "data.jsonl", dataset.records)
+            atomic_write_text(folder / "info.json", json.dumps(info.__dict__, indent=2))
+            con.execute(
+                "INSERT OR REPLACE INTO datasets VALUES (?,?,?,?,?,?,?)",
+                (name, info.kind, info.n_records, json.dumps(info.objectives), info.source,
+                 info.fingerprint, info.created_at),
+            )
+        return info
+
+    def list_datasets(self) -> list[DatasetInfo]:
+        con = self.connect()
+        try:
+            rows = con.execute("SELECT * FROM datasets ORDER BY created_at").fetchall()
+        finally:
+            con.close()
+        return [DatasetInfo(**{**dict(r), "objectives": json.loads(r["objectives"])})
+                for r in rows]
+
+    def dataset_path(self, name: str) -> Path:
+        path = self.artifact_dir("datasets", name) / "data.jsonl"
+        if not path.exists():
+            raise MormError(f"no dataset named {name!r} in {self.root}")
+        return path
+
+    def load_dataset(self, name: str):
+        from morm_explorer.data.loaders import load_preference_data
+
+        return load_preference_data(self.dataset_path(name), fmt="jsonl")
+
+    def delete_dataset(self, name: str) -> None:
+        folder = self.artifact_dir("datasets", name)
+        with self.transaction() as con:
+            con.execute("DELETE FROM datasets WHERE name=?", (sanitize_name(name),))
+        shutil.rmtree(folder, ignore_errors=True)

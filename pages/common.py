@@ -1,0 +1,32 @@
+"""What every page shares: the workspace (one per server process) and the demo build."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from morm_explorer.demo import ensure_demo
+from morm_explorer.errors import MormError
+from morm_explorer.workspace import Workspace, default_root
+
+
+@st.cache_resource(show_spinner=False)
+def _workspace(root: str) -> Workspace:
+    return Workspace(root)
+
+
+def workspace() -> Workspace:
+    """The workspace of this server ($MORM_WORKSPACE or ./workspace)."""
+    return _workspace(str(default_root().resolve()))
+
+
+@st.cache_resource(show_spinner="Building the demo workspace (first start only) ...")
+def _demo_built(root: str) -> list[str]:
+    return ensure_demo(_workspace(root))
+
+
+def ensure_demo_workspace() -> None:
+    """Build the demo data once per server process; show an error instead of crashing."""
+    try:
+        _demo_built(str(default_root().resolve()))
+    except MormError as e:
+        st.error(f"Could not build the demo workspace: {e}")

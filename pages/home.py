@@ -1,0 +1,49 @@
+"""Overview: what MORM Explorer is for, and what the workspace holds."""
+
+import pandas as pd
+import streamlit as st
+
+from pages.common import workspace
+
+ws = workspace()
+st.title("MORM Explorer")
+st.markdown(
+    "A single reward model averages *helpful*, *harmless* and *honest* into one number and "
+    "hides the trade-offs. A **multi-objective reward model** keeps one reward per objective; "
+    "you choose the trade-off explicitly with scalarization weights, "
+    "$R = \\sum_k w_k R_k$, and see what that choice does."
+)
+
+datasets = ws.list_datasets()
+c1, c2 = st.columns(2)
+c1.metric("Datasets", len(datasets))
+c2.metric("Records", f"{sum(d.n_records for d in datasets):,}")
+
+st.subheader("Workspace")
+st.caption(f"Folder: `{ws.root.resolve()}`")
+if datasets:
+    st.dataframe(
+        pd.DataFrame(
+            [{"name": d.name, "kind": d.kind, "records": d.n_records,
+              "objectives": ", ".join(d.objectives), "source": d.source,
+              "created": pd.Timestamp(d.created_at, unit="s").strftime("%Y-%m-%d %H:%M")}
+             for d in datasets]
+        ),
+        hide_index=True, use_container_width=True,
+    )
+else:
+    st.info("No datasets yet. Open **Data** to load one.")
+
+st.subheader("Start here")
+st.page_link("pages/data.py", label="Data: load, validate and summarize preference data",
+             icon=":material/table_view:")
+st.markdown(
+    "- **Canonical pairs**: `prompt`, `response_a`, `response_b`, "
+    "`labels: {objective: a | b | tie}` (an objective left out is not annotated).\n"
+    "- **Ratings**: `prompt`, `response`, `ratings: {objective: number}`.\n"
+    "- **Presets** for HH-RLHF, PKU-SafeRLHF, HelpSteer2 and UltraFeedback map those public "
+    "formats onto the canonical one.\n"
+    "- The built-in demo data (*demo-preferences*) has three objectives that really conflict: "
+    "complying with a harmful request is helpful but harmful; refusing a harmless one is "
+    "harmless but unhelpful."
+)

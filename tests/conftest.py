@@ -1,0 +1,77 @@
+"""Shared test set-up: offline hubs, a fresh workspace per test, and defect fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    from morm_explorer.workspace import Workspace
+
+    root = tmp_path / "ws"
+    monkeypatch.setenv("MORM_WORKSPACE", str(root))
+    return Workspace(root)
+
+
+def good_pair(i: int = 0, **over) -> dict:
+    rec = {"id": f"p{i}", "prompt": f"How do I boil an egg, take {i}?",
+           "response_a": "Put it in boiling water for nine minutes.",
+           "response_b": "I can't help with that.",
+           "labels": {"helpful": "a", "harmless": "tie"}, "category": "howto"}
+    rec.update(over)
+    return rec
+
+
+# Each defect: (raw line bytes, the field the report must name or None, severity).
+DEFECTS: list[tuple[str, bytes, str | None, str]] = [
+    ("malformed JSON", b'{"prompt": "x", "response_a": "y",', None, "error"),
+    ("not an object", b'["prompt", "response_a"]', None, "error"),
+    ("missing field", json.dumps({k: v for k, v in good_pair(2).items()
+                                  if k != "response_b"}).encode(), "response_b", "error"),
+    ("wrong type", json.dumps(good_pair(3, prompt=42)).encode(), "prompt", "error"),
+    ("empty prompt", json.dumps(good_pair(4, prompt="   ")).encode(), "prompt", "error"),
+    ("identical responses", json.dumps(good_pair(5, response_b="Put it in boiling water for "
+                                                 "nine minutes.")).encode(),
+     "response_b", "error"),
+    ("unknown label value", json.dumps(good_pair(6, labels={"helpful": "c"})).encode(),
+     "labels.helpful", "error"),
+    ("labels not an object", json.dumps(good_pair(7, labels=["a"])).encode(), "labels", "error"),
+    ("invalid objective name", json.dumps(good_pair(8, labels={"be nice!": "a"})).encode(),
+     "labels.be nice!", "error"),
+    ("non-UTF-8 bytes", json.dumps(good_pair(9)).encode().replace(b"boil", b"b\xffil"),
+     None, "error"),
+    ("response over size limit", json.dumps(good_pair(10, response_a="x" * 2000)).encode(),
+     "response_a", "error"),
+    ("duplicate id", json.dumps(good_pair(0, prompt="A different prompt")).encode(), "id",
+     "error"),
+    ("id wrong type", json.dumps(good_pair(12, id=[1])).encode(), "id", "error"),
+    ("meta not an object", json.dumps(good_pair(13, meta="x")).encode(), "meta", "error"),
+    ("empty response", json.dumps(good_pair(14, response_b="")).encode(), "response_b",
+     "warning"),
+    ("unknown field", json.dumps(good_pair(15, extra=1)).encode(), "extra", "warning"),
+]
+MAX_CHARS_FOR_DEFECTS = 1000
+
+
+def write_defect_file(path: Path) -> list[tuple[int, str, str | None, str]]:
+    """A JSONL file with one good line, then one line per defect; returns the expectations
+    as (line, kind, field, severity)."""
+    lines = [json.dumps(good_pair(0)).encode()]
+    expected = []
+    for kind, raw, fld, sev in DEFECTS:
+        lines.append(raw)
+        expected.append((len(lines), kind, fld, sev))
+    lines.append(json.dumps(good_pair(99)).encode())
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return expected
