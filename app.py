@@ -1,11 +1,14 @@
 """MORM Explorer: the Streamlit app shell. Pages live in pages/; the work in morm_explorer/."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from pages.common import ensure_demo_workspace
 
-st.set_page_config(page_title="MORM Explorer", page_icon="assets/logo.svg", layout="wide")
-st.logo("assets/logo.svg")
+LOGO = str(Path(__file__).parent / "assets" / "logo.svg")
+st.set_page_config(page_title="MORM Explorer", page_icon=LOGO, layout="wide")
+st.logo(LOGO)
 ensure_demo_workspace()
 
 pages = [

@@ -119,6 +119,11 @@ def validate_file(
     file = str(path)
     report = ValidationReport(file=file)
     p = preset_lib.get_preset(preset) if preset else None
+    if p is not None and p.name == "hh-rlhf" and not objective:
+        objective = preset_lib.hh_objective_from_source(file)
+        if objective is None:
+            raise MormError("HH-RLHF files hold one objective; the file name does not say which "
+                            "(e.g. harmless-base): pass it as the objective", file=file)
     options = {"objective": objective, "source": file}
     kind: Kind | None = p.kind if p else None  # type: ignore[assignment]
     kept: list[tuple[int, dict]] = []
@@ -141,6 +146,7 @@ def validate_file(
             kept.append((line, record))
     report.kind = kind
     records = _assign_ids(kept, file, report)
+    report.issues.sort(key=lambda i: (i.line is None, i.line or 0))
     report.n_valid = len(records)
     return records, report
 
