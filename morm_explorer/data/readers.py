@@ -53,7 +53,8 @@ def _decode_line(raw: bytes, file: str, line: int) -> str | Issue:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        return Issue(file, line, None, f"invalid UTF-8 byte 0x{raw[e.start]:02x} at byte {e.start + 1}")
+        return Issue(file, line, None,
+                     f"invalid UTF-8 byte 0x{raw[e.start]:02x} at byte {e.start + 1}")
 
 
 def read_jsonl(path: Path) -> Iterator[Row]:
