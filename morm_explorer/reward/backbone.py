@@ -1,0 +1,117 @@
+"""The shared text encoder of a reward model: any Hugging Face `AutoModel`, its tokenizer,
+input formatting and pooling.
+
+Encoders (BERT family) read ``(prompt, response)`` as a sentence pair and pool by mean over
+tokens (the sentence-transformers recipe) or take CLS / the BERT pooler; decoders (Llama,
+SmolLM2) read the chat-formatted conversation and take the last non-pad token, as
+`AutoModelForSequenceClassification` does for them. No remote code is ever run.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BatchEncoding
+
+from morm_explorer.errors import MormError
+from morm_explorer.models import canonical_name, resolve_backbone
+
+DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi", "phi3",
+                 "gemma", "gemma2", "olmo", "smollm3", "gptj", "opt", "falcon"}
+
+
+def is_decoder_config(config) -> bool:
+    archs = getattr(config, "architectures", None) or []
+    return (config.model_type in DECODER_TYPES or bool(getattr(config, "is_decoder", False))
+            or any(a.endswith("ForCausalLM") for a in archs))
+
+
+def resolve_pooling(pooling: str, decoder: bool) -> str:
+    if pooling == "auto":
+        return "last" if decoder else "mean"
+    if decoder and pooling in ("cls", "pooler"):
+        raise MormError(f"pooling {pooling!r} needs an encoder backbone; decoders use 'last'",
+                        field="pooling")
+    return pooling
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of hidden states over real tokens. hidden (B, T, H), mask (B, T) -> (B, H)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def last_token(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Hidden state of the last real token (right padding). (B, T, H) -> (B, H)."""
+    idx = mask.long().sum(1).clamp(min=1) - 1  # (B,)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+
+
+class Backbone(nn.Module):
+    """A pretrained transformer that turns (prompt, response) pairs into vectors (B, H)."""
+
+    def __init__(self, name: str, pooling: str = "auto", max_length: int = 256,
+                 model: nn.Module | None = None, tokenizer=None) -> None:
+        super().__init__()
+        self.name = canonical_name(name)
+        path = resolve_backbone(name) if model is None or tokenizer is None else None
+        try:
+            config = model.config if model is not None else AutoConfig.from_pretrained(path)
+            self.model = model if model is not None else AutoModel.from_pretrained(
+                path, use_safetensors=True)
+            self.tokenizer = tokenizer if tokenizer is not None else \
+                AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as e:
+            raise MormError(f"cannot load backbone {name!r}: {e}") from e
+        self.decoder = is_decoder_config(config)
+        self.pooling = resolve_pooling(pooling, self.decoder)
+        self.max_length = max_length
+        if self.decoder:
+            if self.tokenizer.pad_token is None:
+                self.tokenizer.pad_token = self.tokenizer.eos_token
+            self.tokenizer.padding_side = "right"
+            self.tokenizer.truncation_side = "left"  # keep the end: the last token is pooled
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def format_decoder(self, prompt: str, response: str) -> str:
+        """The conversation as the decoder saw it in training: its chat template if any."""
+        if getattr(self.tokenizer, "chat_template", None):
+            msgs = [{"role": "user", "content": prompt},
+                    {"role": "assistant", "content": response}]
+            return self.tokenizer.apply_chat_template(msgs, tokenize=False)
+        return f"{prompt}\n\n{response}"
+
+    def tokenize(self, prompts: list[str], responses: list[str]) -> BatchEncoding:
+        if self.decoder:
+            texts = [self.format_decoder(p, r) for p, r in zip(prompts, responses, strict=True)]
+            enc = self.tokenizer(texts, padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+        else:
+            enc = self.tokenizer(prompts, responses, padding=True, truncation="longest_first",
+                                 max_length=self.max_length, return_tensors="pt")
+        return enc.to(self.device)
+
+    def forward(self, enc: BatchEncoding) -> torch.Tensor:
+        """Pooled embeddings (B, H) of tokenized inputs."""
+        out = self.model(**enc)
+        mask = enc["attention_mask"]
+        if self.pooling == "mean":
+            return masked_mean(out.last_hidden_state, mask)
+        if self.pooling == "last":
+            return last_token(out.last_hidden_state, mask)
+        if self.pooling == "cls":
+            return out.last_hidden_state[:, 0]
+        if getattr(out, "pooler_output", None) is None:
+            raise MormError(f"backbone {self.name!r} has no pooler; use mean or cls",
+                            field="pooling")
+        return out.pooler_output
+
+    def embed(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        return self(self.tokenize(prompts, responses))

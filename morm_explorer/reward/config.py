@@ -1,0 +1,164 @@
+"""Configs of reward models and their training: frozen dataclasses that check themselves.
+
+`ModelConfig` is what rebuilds a model from its folder; `TrainConfig` is what `morm rm train`
+takes (a field's name is its CLI flag's name) and what the artifact records about its training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from morm_explorer.data.schema import is_valid_objective
+from morm_explorer.errors import MormError
+
+ARCHITECTURES = ("multi_head", "separate")
+POOLINGS = ("auto", "mean", "last", "cls", "pooler")
+HEADS = ("linear", "mlp")
+MODES = ("frozen", "full", "lora")
+TIES = ("half", "skip")
+RATINGS_MODES = ("regression", "pairs")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise MormError(f"{name} must be one of {', '.join(allowed)}, got {value!r}", field=name)
+
+
+def _positive(name: str, value: float, *, integer: bool = False, zero_ok: bool = False) -> None:
+    bad_type = isinstance(value, bool) or not isinstance(value, (int, float))
+    if bad_type or (integer and not isinstance(value, int)) or not math.isfinite(value):
+        raise MormError(f"{name} must be a finite {'integer' if integer else 'number'}, "
+                        f"got {value!r}", field=name)
+    if value < 0 or (value == 0 and not zero_ok):
+        raise MormError(f"{name} must be {'>= 0' if zero_ok else '> 0'}, got {value!r}",
+                        field=name)
+
+
+class _DictMixin:
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(d) - known
+        if unknown:
+            raise MormError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_DictMixin):
+    """Everything needed to rebuild a reward model's structure."""
+
+    objectives: tuple[str, ...]
+    """Objective names, one head (or one separate model) each."""
+    backbone: str = "minilm"
+    """Hugging Face model name or folder (alias: minilm)."""
+    architecture: str = "multi_head"
+    """multi_head: one backbone, K heads; separate: K single-head models."""
+    pooling: str = "auto"
+    """auto (mean for encoders, last token for decoders), mean, last, cls, pooler."""
+    head: str = "linear"
+    """linear, or mlp (one hidden layer)."""
+    head_hidden: int = 256
+    """Hidden width of mlp heads."""
+    max_length: int = 256
+    """Tokens per (prompt, response) input; longer inputs keep the response's end."""
+
+    def __post_init__(self) -> None:
+        if not self.objectives:
+            raise MormError("at least one objective is needed", field="objectives")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise MormError(f"duplicate objectives in {list(self.objectives)}", field="objectives")
+        for o in self.objectives:
+            if not is_valid_objective(o):
+                raise MormError(f"invalid objective name {o!r}", field="objectives")
+        _choice("architecture", self.architecture, ARCHITECTURES)
+        _choice("pooling", self.pooling, POOLINGS)
+        _choice("head", self.head, HEADS)
+        _positive("head_hidden", self.head_hidden, integer=True)
+        _positive("max_length", self.max_length, integer=True)
+        if self.max_length < 8:
+            raise MormError("max_length must be >= 8", field="max_length")
+
+
+@dataclass(frozen=True)
+class TrainConfig(_DictMixin):
+    """How to train a reward model (`morm rm train` flags have these names)."""
+
+    dataset: str
+    """Workspace dataset name, or a preference file path."""
+    name: str = "reward-model"
+    """Name of the artifact folder in the workspace (reward_models/<name>)."""
+    objectives: tuple[str, ...] = ()
+    """Objectives to train (default: all in the data)."""
+    backbone: str = "minilm"
+    architecture: str = "multi_head"
+    pooling: str = "auto"
+    head: str = "linear"
+    head_hidden: int = 256
+    max_length: int = 256
+    mode: str = "frozen"
+    """frozen (cached embeddings, heads only), full (fine-tune all), lora (peft adapters)."""
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    """w_k in L = sum_k w_k L_pref,k (default 1 each)."""
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    """Learning rate (heads; the backbone uses backbone_lr)."""
+    backbone_lr: float = 3e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    grad_clip: float = 1.0
+    margin: float = 0.0
+    """Margin m in -log sigmoid(r_chosen - r_rejected - m), decided pairs only."""
+    center_coef: float = 0.0
+    """Reward-centering term c * mean((r_a + r_b)^2), as in TRL's RewardTrainer."""
+    ties: str = "half"
+    """half: a tie is a 0.5 target for sigmoid(r_a - r_b); skip: ties are ignored."""
+    ratings_mode: str = "regression"
+    """Ratings data: regression on standardized ratings, or pairs derived per prompt."""
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    """Held-out prompts (split by prompt, never by pair) for early stopping and evaluation."""
+    patience: int = 5
+    """Early stopping: epochs without validation improvement."""
+    lora_r: int = 8
+    lora_alpha: int = 16
+    seed: int = 0
+    device: str = "auto"
+    """auto (cuda when present), cpu or cuda."""
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("architecture", ARCHITECTURES), ("pooling", POOLINGS),
+                              ("head", HEADS), ("mode", MODES), ("ties", TIES),
+                              ("ratings_mode", RATINGS_MODES),
+                              ("device", ("auto", "cpu", "cuda"))):
+            _choice(name, getattr(self, name), allowed)
+        for name in ("epochs", "batch_size", "head_hidden", "max_length", "lora_r",
+                     "lora_alpha"):
+            _positive(name, getattr(self, name), integer=True)
+        for name in ("lr", "backbone_lr"):
+            _positive(name, getattr(self, name))
+        for name in ("weight_decay", "warmup_ratio", "grad_clip", "margin", "center_coef"):
+            _positive(name, getattr(self, name), zero_ok=True)
+        _positive("patience", self.patience, integer=True, zero_ok=True)
+        if not 0 <= self.val_fraction < 0.5 or not 0 < self.test_fraction < 0.5:
+            raise MormError("val_fraction must be in [0, 0.5) and test_fraction in (0, 0.5)",
+                            field="test_fraction")
+        if self.epochs > 10_000 or self.batch_size > 65_536:
+            raise MormError("epochs or batch_size absurdly large", field="epochs")
+        for obj, w in self.loss_weights.items():
+            _positive(f"loss_weights.{obj}", w, zero_ok=True)
+        if self.loss_weights and not any(self.loss_weights.values()):
+            raise MormError("all loss weights are zero: nothing to train", field="loss_weights")
+
+    def model_config(self, objectives: tuple[str, ...]) -> ModelConfig:
+        return ModelConfig(objectives=objectives, backbone=self.backbone,
+                           architecture=self.architecture, pooling=self.pooling, head=self.head,
+                           head_hidden=self.head_hidden, max_length=self.max_length)
