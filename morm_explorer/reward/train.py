@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from morm_explorer.data.convert import ratings_to_pairs
 from morm_explorer.data.loaders import Dataset, load_preference_data
 from morm_explorer.errors import MormError
 from morm_explorer.reward import data as rdata
@@ -32,6 +33,7 @@ from morm_explorer.reward.evaluate import evaluate_pairs, head_correlation, true
 from morm_explorer.reward.losses import (
     bradley_terry_loss,
     centering_loss,
+    regression_loss,
     weighted_total,
 )
 from morm_explorer.reward.model import RewardModel, build_model
@@ -107,104 +109,108 @@ class _EarlyStop:
         return self.patience > 0 and self.bad >= self.patience
 
 
-def _frozen_loop(model, emb_tr, emb_va, split_tr, split_va, cfg, weights, hooks, history):
-    """Train heads on cached embeddings; emb_* are (U, H) tensors on the device."""
-    heads = [p for h in model.heads for p in h.parameters()]
-    opt = torch.optim.AdamW(heads, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    stop, step, n = _EarlyStop(cfg.patience), 0, len(split_tr)
-    targets_tr = torch.tensor(split_tr.targets, device=emb_tr.device)
-    gen = torch.Generator().manual_seed(cfg.seed)
+class _Rewards:
+    """Rewards of texts by index into a split's text table, for the training loop.
 
-    def rewards(emb):
-        return model.rewards_from_embeddings([emb] * len(model.heads))
+    Frozen mode reads cached embeddings (heads only); fine-tuning runs the whole model.
+    """
 
-    for epoch in range(cfg.epochs):
-        model.train()
-        for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
-            r = rewards(emb_tr)  # (U, K): heads are cheap, recompute all
-            loss, per_obj = _pair_losses(r[split_tr.ia[idx]], r[split_tr.ib[idx]],
-                                         targets_tr[idx], cfg, weights)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(heads, cfg.grad_clip or math.inf)
-            opt.step()
-            step += 1
-        val = _val_loss(model, lambda: rewards(emb_va), split_va, cfg, weights)
-        _log_epoch(hooks, history, step, epoch, cfg.epochs, loss, per_obj, model, val)
-        hooks.check_cancelled()
-        if val is not None and stop.update(val, model):
-            break
-    if stop.state is not None:
-        model.load_state_dict(stop.state)
+    def __init__(self, model: RewardModel, split, emb: torch.Tensor | None) -> None:
+        self.model, self.split, self.emb = model, split, emb
+
+    def __call__(self, idx: np.ndarray) -> torch.Tensor:  # (n,) -> (n, K)
+        if self.emb is not None:
+            h = self.emb[torch.as_tensor(idx, device=self.emb.device)]
+            return self.model.rewards_from_embeddings([h] * len(self.model.heads))
+        return self.model([self.split.prompts[i] for i in idx],
+                          [self.split.responses[i] for i in idx])
+
+    @torch.no_grad()
+    def all(self) -> torch.Tensor:  # (U, K)
+        if self.emb is not None:
+            return self(np.arange(len(self.split.prompts)))
+        scores = self.model.score(self.split.prompts, self.split.responses)
+        return torch.tensor(scores, device=self.model.device)
+
+
+def _batch_loss(rewards: _Rewards, idx: np.ndarray, targets: torch.Tensor, cfg, weights):
+    """Loss of one minibatch: pairs (Bradley-Terry) or rated items (regression)."""
+    split = rewards.split
+    if isinstance(split, rdata.ItemSet):
+        per_obj = regression_loss(rewards(idx), targets[idx])
+        return weighted_total(per_obj, weights), per_obj
+    r = rewards(np.concatenate([split.ia[idx], split.ib[idx]]))  # (2B, K)
+    return _pair_losses(r[: len(idx)], r[len(idx):], targets[idx], cfg, weights)
 
 
 @torch.no_grad()
-def _val_loss(model, rewards_fn, split, cfg, weights) -> float | None:
-    if split is None or len(split) == 0:
+def _val_loss(rewards: _Rewards | None, cfg, weights) -> float | None:
+    if rewards is None or len(rewards.split.prompts) == 0:
         return None
-    model.eval()
-    r = rewards_fn()
+    rewards.model.eval()
+    r = rewards.all()
+    split = rewards.split
     target = torch.tensor(split.targets, device=r.device)
+    if isinstance(split, rdata.ItemSet):
+        return float(weighted_total(regression_loss(r, target), weights))
     loss, _ = _pair_losses(r[split.ia], r[split.ib], target, cfg, weights)
     return float(loss)
 
 
-def _log_epoch(hooks, history, step, epoch, epochs, loss, per_obj, model, val) -> None:
-    values = {"loss/total": float(loss.detach())}
-    for k, obj in enumerate(model.objectives):
-        values[f"loss/{obj}"] = float(per_obj[k])
-    if val is not None:
-        values["eval/loss"] = val
-    history.append({"step": step, "epoch": epoch + 1, **values})
-    hooks.metrics(step, values)
-    hooks.progress(0.1 + 0.8 * (epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}")
-
-
-def _texts_rewards(model, prompts, responses, batch_size) -> torch.Tensor:
-    """Rewards (U, K) with gradients off, batched."""
-    return torch.tensor(model.score(prompts, responses, batch_size), device=model.device)
-
-
-def _finetune_loop(model, split_tr, split_va, cfg, weights, hooks, history) -> None:
+def _optimizer(model: RewardModel, cfg: TrainConfig, total_steps: int):
     from transformers import get_linear_schedule_with_warmup
 
     head_params = [p for h in model.heads for p in h.parameters()]
     head_ids = {id(p) for p in head_params}
     body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    opt = torch.optim.AdamW([{"params": head_params, "lr": cfg.lr},
-                             {"params": body, "lr": cfg.backbone_lr}],
-                            weight_decay=cfg.weight_decay)
-    n = len(split_tr)
-    total_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total_steps), total_steps)
-    stop, step = _EarlyStop(cfg.patience), 0
+    groups = [{"params": head_params, "lr": cfg.lr}]
+    if body:
+        groups.append({"params": body, "lr": cfg.backbone_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_ratio * total_steps) if body else 0
+    return opt, get_linear_schedule_with_warmup(opt, warmup, total_steps)
+
+
+def _train_loop(model, train: _Rewards, val: _Rewards | None, cfg, weights, hooks, history):
+    """Minibatch AdamW over epochs with clipping and early stopping on the validation loss."""
+    n = len(train.split.targets)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    opt, sched = _optimizer(model, cfg, cfg.epochs * steps_per_epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    targets = torch.tensor(train.split.targets, device=model.device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    targets = torch.tensor(split_tr.targets, device=model.device)
+    stop, step = _EarlyStop(cfg.patience), 0
     for epoch in range(cfg.epochs):
         model.train()
         for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
-            ia, ib = split_tr.ia[idx], split_tr.ib[idx]
-            prompts = [split_tr.prompts[i] for i in np.concatenate([ia, ib])]
-            resps = [split_tr.responses[i] for i in np.concatenate([ia, ib])]
-            r = model(prompts, resps)  # (2B, K)
-            loss, per_obj = _pair_losses(r[: len(idx)], r[len(idx):], targets[idx], cfg, weights)
+            loss, per_obj = _batch_loss(train, idx.numpy(), targets, cfg, weights)
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
             opt.step()
             sched.step()
             step += 1
-            if step % 10 == 0:
-                hooks.metrics(step, {"loss/step": float(loss)})
+            if train.emb is None and step % 10 == 0:
+                hooks.metrics(step, {"loss/step": float(loss.detach())})
                 hooks.check_cancelled()
-        val = _val_loss(model, lambda: _texts_rewards(model, split_va.prompts,
-                                                      split_va.responses, 64),
-                        split_va, cfg, weights) if split_va is not None else None
-        _log_epoch(hooks, history, step, epoch, cfg.epochs, loss, per_obj, model, val)
-        if val is not None and stop.update(val, model):
+        v = _val_loss(val, cfg, weights)
+        _log_epoch(hooks, history, step, epoch, cfg.epochs, loss, per_obj, model, v)
+        hooks.check_cancelled()
+        if v is not None and stop.update(v, model):
             break
     if stop.state is not None:
         model.load_state_dict(stop.state)
+
+
+def _log_epoch(hooks, history, step, epoch, epochs, loss, per_obj, model, val) -> None:
+    values = {"loss/total": float(loss.detach())}
+    for k, obj in enumerate(model.objectives):
+        values[f"loss/{obj}"] = float(per_obj[k].detach())
+    if val is not None:
+        values["eval/loss"] = val
+    history.append({"step": step, "epoch": epoch + 1, **values})
+    hooks.metrics(step, values)
+    hooks.progress(0.1 + 0.8 * (epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}")
 
 
 def _add_lora(model: RewardModel, cfg: TrainConfig) -> None:
@@ -221,6 +227,36 @@ def _merge_lora(model: RewardModel) -> None:
             b.model = b.model.merge_and_unload()
 
 
+def prepare_splits(dataset: Dataset, objectives: list[str], cfg: TrainConfig):
+    """(train, val, test) sets: pairs, or for ratings in regression mode rated items for
+    train/val (standardized with the training split's statistics). Test is always pairs."""
+    regression = dataset.kind == "ratings" and cfg.ratings_mode == "regression"
+    records = dataset.records if regression else rdata.as_pairs(dataset)
+    tr, va, te = rdata.split_by_prompt(records, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    if regression:
+        stats = rdata.rating_stats(tr, objectives)
+        train = rdata.item_set(tr, objectives, stats)
+        val = rdata.item_set(va, objectives, stats) if va else None
+        test = rdata.pair_set(ratings_to_pairs(te), objectives)
+    else:
+        train = rdata.pair_set(tr, objectives)
+        val = rdata.pair_set(va, objectives) if va else None
+        test = rdata.pair_set(te, objectives)
+    if np.isnan(train.targets).all():
+        raise MormError("no labelled training data for the chosen objectives", field="dataset")
+    return train, val, test
+
+
+def _embed_split(model, split, cache, hooks, lo: float, hi: float) -> torch.Tensor:
+    def report(done: int, total: int) -> None:
+        hooks.progress(lo + (hi - lo) * done / total, "embedding texts")
+        hooks.check_cancelled()
+
+    e = embed_with_cache(model.backbones[0], split.prompts, split.responses, cache,
+                         progress=report)
+    return torch.tensor(e, device=model.device)
+
+
 def train_reward_model(cfg: TrainConfig, out_dir: str | Path, workspace=None,
                        hooks: Hooks | None = None, cache_root: str | Path | None = None
                        ) -> TrainResult:
@@ -232,51 +268,38 @@ def train_reward_model(cfg: TrainConfig, out_dir: str | Path, workspace=None,
     hooks.progress(0.0, "loading data")
     dataset = resolve_dataset(cfg.dataset, workspace)
     objectives = default_objectives(dataset, cfg.objectives)
-    weights = torch.tensor([cfg.loss_weights.get(o, 1.0) for o in objectives], device=device)
     unknown = set(cfg.loss_weights) - set(objectives)
     if unknown:
         raise MormError(f"loss weights for unknown objectives {sorted(unknown)}",
                         field="loss_weights")
-    records = rdata.as_pairs(dataset)
-    tr, va, te = rdata.split_by_prompt(records, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    splits = [rdata.pair_set(part, objectives) if part else None for part in (tr, va, te)]
-    if splits[0] is None or np.isnan(splits[0].targets).all():
-        raise MormError("no labelled training pairs for the chosen objectives", field="dataset")
+    weights = torch.tensor([cfg.loss_weights.get(o, 1.0) for o in objectives], device=device)
+    train, val, test = prepare_splits(dataset, objectives, cfg)
 
     mcfg = cfg.model_config(tuple(objectives))
     n_backbones = len(objectives) if cfg.architecture == "separate" and cfg.mode != "frozen" else 1
     hooks.progress(0.02, f"loading backbone {cfg.backbone}")
     model = build_model(mcfg, n_backbones, device)
-    history: list[dict] = []
+    e_tr = e_va = None
     if cfg.mode == "frozen":
-        for b in model.backbones:
-            b.requires_grad_(False)
+        model.backbones.requires_grad_(False)
         cache = EmbeddingCache(cache_root, mcfg.backbone, model.backbones[0].pooling,
                                mcfg.max_length) if cache_root else None
-
-        def emb(split, lo, hi):
-            if split is None:
-                return None
-            e = embed_with_cache(model.backbones[0], split.prompts, split.responses, cache,
-                                 progress=lambda d, t: hooks.progress(lo + (hi - lo) * d / t,
-                                                                      "embedding texts"))
-            return torch.tensor(e, device=device)
-
-        e_tr, e_va = emb(splits[0], 0.02, 0.08), emb(splits[1], 0.08, 0.1)
-        _frozen_loop(model, e_tr, e_va, splits[0], splits[1], cfg, weights, hooks, history)
-    else:
-        if cfg.mode == "lora":
-            _add_lora(model, cfg)
-        _finetune_loop(model, splits[0], splits[1], cfg, weights, hooks, history)
-        _merge_lora(model)
+        e_tr = _embed_split(model, train, cache, hooks, 0.02, 0.08)
+        e_va = _embed_split(model, val, cache, hooks, 0.08, 0.1) if val else None
+    elif cfg.mode == "lora":
+        _add_lora(model, cfg)
+    history: list[dict] = []
+    _train_loop(model, _Rewards(model, train, e_tr),
+                _Rewards(model, val, e_va) if val else None, cfg, weights, hooks, history)
+    _merge_lora(model)
     train_seconds = time.perf_counter() - t0
 
     hooks.progress(0.92, "evaluating on held-out prompts")
-    metrics = evaluate_model(model, splits[2], objectives)
+    metrics = evaluate_model(model, test, objectives)
     metrics["train_seconds"] = train_seconds
-    metrics["n_pairs"] = {"train": len(splits[0]), "val": len(splits[1] or []),
-                          "test": len(splits[2] or [])}
-    stats = reward_stats(model.score(splits[0].prompts, splits[0].responses))
+    metrics["n_train"], metrics["n_val"] = len(train.targets), len(val.targets) if val else 0
+    metrics["n_test_pairs"] = len(test)
+    stats = reward_stats(model.score(train.prompts, train.responses))
     path = save_reward_model(model, out_dir, training=cfg.to_dict(), metrics=metrics,
                              stats=stats, history=history,
                              data={"source": dataset.source, "kind": dataset.kind,
