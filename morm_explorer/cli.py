@@ -65,8 +65,10 @@ def cmd_data_summary(args) -> int:
           f" ({ds.report.n_bad_rows} bad rows dropped)")
     print("\nrecords per category:\n" + s.categories.to_string())
     print("\nper objective:\n" + s.per_objective.round(3).to_string())
-    print("\nlabel disagreement between objectives (share of jointly decided pairs):\n"
+    print("\nobjectives preferring opposite responses, share of pairs labelled a/b on both:\n"
           + s.disagreement.round(3).to_string())
+    print("\n... share of all pairs labelled on both (ties included, a tie is no conflict):\n"
+          + s.conflict.round(3).to_string())
     return 0
 
 

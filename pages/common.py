@@ -9,6 +9,20 @@ from morm_explorer.errors import MormError
 from morm_explorer.workspace import Workspace, default_root
 
 
+def _leave_legacy_pages_mode() -> None:
+    """`streamlit run app.py` beside a pages/ folder starts in Streamlit's legacy multipage mode
+    until app.py calls st.navigation, so a first visit straight to /data would run that page
+    without the app shell. Switch the server to st.navigation mode and rerun through app.py."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_legacy_pages_mode()
+
+
 @st.cache_resource(show_spinner=False)
 def _workspace(root: str) -> Workspace:
     return Workspace(root)

@@ -90,7 +90,11 @@ st.caption(f"{summary.n_records:,} {summary.kind} records over {summary.n_prompt
 c1, c2 = st.columns(2)
 c1.plotly_chart(figures.label_counts_figure(summary) if dataset.kind == "pairwise"
                 else figures.ratings_figure(summary), key="fig_labels")
-c2.plotly_chart(figures.disagreement_figure(summary), key="fig_disagree")
+among = c2.segmented_control("Disagreement among", ["decided", "labelled"], default="decided",
+                              key="data_among",
+                              format_func=lambda x: "pairs decided on both" if x == "decided"
+                              else "all pairs labelled on both")
+c2.plotly_chart(figures.disagreement_figure(summary, among or "decided"), key="fig_disagree")
 c3, c4 = st.columns(2)
 c3.dataframe(summary.per_objective.round(3), width="stretch")
 c4.plotly_chart(figures.categories_figure(summary), key="fig_categories")

@@ -67,3 +67,11 @@ def test_summary_of_ratings_uses_derived_pairs():
     s = summarize(recs, "ratings")
     assert s.per_objective.loc["helpful", "mean"] == 2.0
     assert s.disagreement.loc["helpful", "honest"] == 1.0
+
+
+def test_conflict_share_counts_ties_as_no_conflict():
+    recs = [pair(helpful="a", harmless="b"), pair(helpful="a", harmless="tie"),
+            pair(helpful="b", harmless="b"), pair(helpful="a")]
+    s = summarize(recs, "pairwise")
+    assert s.disagreement.loc["helpful", "harmless"] == 0.5  # 1 of 2 decided on both
+    assert s.conflict.loc["helpful", "harmless"] == pytest.approx(1 / 3)  # 1 of 3 labelled

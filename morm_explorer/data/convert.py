@@ -63,7 +63,8 @@ class Summary:
     n_prompts: int
     categories: pd.Series  # records per category
     per_objective: pd.DataFrame  # one row per objective
-    disagreement: pd.DataFrame  # (K, K): share of jointly labelled pairs where labels differ
+    disagreement: pd.DataFrame  # (K, K): opposite labels, share of jointly decided pairs
+    conflict: pd.DataFrame  # (K, K): opposite labels, share of all jointly labelled pairs
 
     def to_dict(self) -> dict:
         return {
@@ -72,11 +73,14 @@ class Summary:
             "n_prompts": self.n_prompts,
             "categories": {str(k): int(v) for k, v in self.categories.items()},
             "per_objective": self.per_objective.reset_index().to_dict(orient="records"),
-            "disagreement": {
-                str(i): {str(j): (None if pd.isna(v) else float(v)) for j, v in row.items()}
-                for i, row in self.disagreement.iterrows()
-            },
+            "disagreement": _matrix_dict(self.disagreement),
+            "conflict": _matrix_dict(self.conflict),
         }
+
+
+def _matrix_dict(frame: pd.DataFrame) -> dict:
+    return {str(i): {str(j): (None if pd.isna(v) else float(v)) for j, v in row.items()}
+            for i, row in frame.iterrows()}
 
 
 def _label_matrix(records: list[dict], objectives: list[str]) -> np.ndarray:
@@ -90,18 +94,23 @@ def _label_matrix(records: list[dict], objectives: list[str]) -> np.ndarray:
     return m
 
 
-def disagreement_matrix(records: list[dict], objectives: list[str]) -> pd.DataFrame:
-    """For objectives j, k: among pairs labelled a/b (not tie) on both, the share whose labels
-    differ. The diagonal is 0; NaN where no pair is labelled on both."""
+def disagreement_matrix(records: list[dict], objectives: list[str],
+                        among: str = "decided") -> pd.DataFrame:
+    """How often objectives j and k prefer opposite responses of the same pair.
+
+    ``among="decided"``: the share among pairs labelled a or b (not tie) on both;
+    ``among="labelled"``: the share among all pairs labelled on both, ties included (a tie on
+    one side is no conflict). The diagonal is 0; NaN where no pair qualifies.
+    """
     m = _label_matrix(records, objectives)
-    decided = np.isfinite(m) & (m != 0)
+    ok = np.isfinite(m) & (m != 0) if among == "decided" else np.isfinite(m)
     K = len(objectives)
     out = np.full((K, K), np.nan)
     for j in range(K):
         for k in range(K):
-            both = decided[:, j] & decided[:, k]
+            both = ok[:, j] & ok[:, k]
             if both.any():
-                out[j, k] = float(np.mean(m[both, j] != m[both, k]))
+                out[j, k] = float(np.mean(m[both, j] * m[both, k] < 0))
     return pd.DataFrame(out, index=objectives, columns=objectives)
 
 
@@ -144,15 +153,16 @@ def summarize(records: list[dict], kind: Kind, objectives: list[str] | None = No
     cats = pd.Series([r.get("category") or "(none)" for r in records]).value_counts()
     if kind == "pairwise":
         per_obj = _pair_stats(records, objectives)
-        dis = disagreement_matrix(records, objectives)
+        pairs = records
     else:
         per_obj = _rating_stats(records, objectives)
-        dis = disagreement_matrix(ratings_to_pairs(records), objectives)
+        pairs = ratings_to_pairs(records)
     return Summary(
         kind=kind,
         n_records=len(records),
         n_prompts=len({r["prompt"] for r in records}),
         categories=cats,
         per_objective=per_obj,
-        disagreement=dis,
+        disagreement=disagreement_matrix(pairs, objectives),
+        conflict=disagreement_matrix(pairs, objectives, among="labelled"),
     )

@@ -36,14 +36,16 @@ def ratings_figure(summary: Summary) -> go.Figure:
     return fig
 
 
-def disagreement_figure(summary: Summary) -> go.Figure:
-    """Heatmap of how often two objectives prefer different responses of the same pair."""
-    d = summary.disagreement
+def disagreement_figure(summary: Summary, among: str = "decided") -> go.Figure:
+    """Heatmap of how often two objectives prefer opposite responses of the same pair, among
+    pairs decided (a/b) on both, or among all pairs labelled on both."""
+    d = summary.disagreement if among == "decided" else summary.conflict
     text = d.map(lambda v: "" if pd.isna(v) else f"{v:.0%}")
     fig = go.Figure(go.Heatmap(z=d.values, x=d.columns, y=d.index, text=text.values,
                                texttemplate="%{text}", colorscale="Oranges", zmin=0, zmax=1,
                                colorbar=dict(title="disagree")))
-    fig.update_layout(title="Where objectives disagree", height=340,
+    fig.update_layout(title="Where objectives disagree (" + ("pairs decided on both)" if among ==
+                      "decided" else "all pairs labelled on both)"), height=340,
                       margin=dict(t=50, b=30, l=40, r=10), yaxis_autorange="reversed")
     return fig
 
