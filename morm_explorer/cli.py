@@ -183,22 +183,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = groups.add_parser("demo", help="build the demo workspace (what the app builds on first "
                           "start)")
     p.set_defaults(func=cmd_demo)
+
+    from morm_explorer.reward.cli import add_rm_commands
+
+    add_rm_commands(groups)
     parser.epilog = _command_index(groups)
     return parser
 
 
 def _command_index(groups: argparse._SubParsersAction) -> str:
     """Every command with its help, for the top-level --help."""
-    lines = ["commands:"]
+    rows = []
     for action in groups._choices_actions:
         sub = groups.choices[action.dest]
         nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
         if not nested:
-            lines.append(f"  morm {action.dest:16s} {action.help}")
+            rows.append((action.dest, action.help))
         for n in nested:
-            for child in n._choices_actions:
-                lines.append(f"  morm {action.dest} {child.dest:11s} {child.help}")
-    return "\n".join(lines)
+            rows.extend((f"{action.dest} {child.dest}", child.help)
+                        for child in n._choices_actions)
+    width = max(len(name) for name, _ in rows)
+    return "commands:\n" + "\n".join(f"  morm {name:{width}s}  {h}" for name, h in rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

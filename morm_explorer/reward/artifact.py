@@ -52,8 +52,9 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_reward_model(model: RewardModel, out_dir: str | Path, *, training: dict, metrics: dict,
                       stats: dict, history: list[dict], data: dict,
-                      backbone_trained: bool) -> Path:
-    """Write the artifact into a temp folder beside `out_dir`, then rename it into place."""
+                      backbone_trained: bool, extra: dict[str, Path] | None = None) -> Path:
+    """Write the artifact into a temp folder beside `out_dir`, then rename it into place.
+    ``extra`` folders (e.g. the single overall model) are moved inside under their keys."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -74,6 +75,10 @@ def save_reward_model(model: RewardModel, out_dir: str | Path, *, training: dict
         }
         atomic_write_text(tmp / "config.json", json.dumps(config, indent=2, default=float))
         atomic_write_text(tmp / "history.json", json.dumps(history))
+        for name, folder in (extra or {}).items():
+            shutil.move(str(folder), tmp / name)
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # an empty folder prepared for us (a job's staging folder)
         if out.exists():
             backup = out.with_name(f".{out.name}.old-{int(time.time())}")
             out.rename(backup)

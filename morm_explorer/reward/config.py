@@ -19,6 +19,9 @@ HEADS = ("linear", "mlp")
 MODES = ("frozen", "full", "lora")
 TIES = ("half", "skip")
 RATINGS_MODES = ("regression", "pairs")
+DEVICES = ("auto", "cpu", "cuda")
+CHOICES = {"architecture": ARCHITECTURES, "pooling": POOLINGS, "head": HEADS, "mode": MODES,
+           "ties": TIES, "ratings_mode": RATINGS_MODES, "device": DEVICES}
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -98,23 +101,35 @@ class TrainConfig(_DictMixin):
     objectives: tuple[str, ...] = ()
     """Objectives to train (default: all in the data)."""
     backbone: str = "minilm"
+    """Hugging Face model name or folder of the backbone (alias: minilm)."""
     architecture: str = "multi_head"
+    """multi_head (one backbone, K heads) or separate (K single-head models)."""
     pooling: str = "auto"
+    """auto (mean for encoders, last token for decoders), mean, last, cls, pooler."""
     head: str = "linear"
+    """linear, or mlp (one hidden layer of head_hidden units)."""
     head_hidden: int = 256
+    """Hidden width of mlp heads."""
     max_length: int = 256
+    """Tokens per (prompt, response) input."""
     mode: str = "frozen"
     """frozen (cached embeddings, heads only), full (fine-tune all), lora (peft adapters)."""
     loss_weights: dict[str, float] = field(default_factory=dict)
     """w_k in L = sum_k w_k L_pref,k (default 1 each)."""
     epochs: int = 30
+    """Passes over the training pairs (early stopping may end sooner)."""
     batch_size: int = 64
+    """Pairs (or rated items) per optimizer step."""
     lr: float = 3e-3
     """Learning rate (heads; the backbone uses backbone_lr)."""
     backbone_lr: float = 3e-5
+    """Learning rate of the backbone (full) or its LoRA adapters."""
     weight_decay: float = 0.01
+    """AdamW weight decay."""
     warmup_ratio: float = 0.06
+    """Share of steps with linear warmup (fine-tuning), then linear decay."""
     grad_clip: float = 1.0
+    """Gradient norm clipping (0: off)."""
     margin: float = 0.0
     """Margin m in -log sigmoid(r_chosen - r_rejected - m), decided pairs only."""
     center_coef: float = 0.0
@@ -129,16 +144,19 @@ class TrainConfig(_DictMixin):
     patience: int = 5
     """Early stopping: epochs without validation improvement."""
     lora_r: int = 8
+    """LoRA rank."""
     lora_alpha: int = 16
+    """LoRA scaling alpha."""
+    compare_overall: bool = True
+    """On data with an `overall` label, also train one single-output RM on it (same settings)
+    and compare it with the per-objective heads on each objective's held-out labels."""
     seed: int = 0
+    """Seed of the split, the initialisation and the batch order."""
     device: str = "auto"
     """auto (cuda when present), cpu or cuda."""
 
     def __post_init__(self) -> None:
-        for name, allowed in (("architecture", ARCHITECTURES), ("pooling", POOLINGS),
-                              ("head", HEADS), ("mode", MODES), ("ties", TIES),
-                              ("ratings_mode", RATINGS_MODES),
-                              ("device", ("auto", "cpu", "cuda"))):
+        for name, allowed in CHOICES.items():
             _choice(name, getattr(self, name), allowed)
         for name in ("epochs", "batch_size", "head_hidden", "max_length", "lora_r",
                      "lora_alpha"):

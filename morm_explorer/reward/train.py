@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import math
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +31,12 @@ from morm_explorer.reward import data as rdata
 from morm_explorer.reward.artifact import reward_stats, save_reward_model
 from morm_explorer.reward.cache import EmbeddingCache, embed_with_cache
 from morm_explorer.reward.config import TrainConfig
-from morm_explorer.reward.evaluate import evaluate_pairs, head_correlation, true_targets
+from morm_explorer.reward.evaluate import (
+    evaluate_pairs,
+    head_correlation,
+    single_vs_multi,
+    true_targets,
+)
 from morm_explorer.reward.losses import (
     bradley_terry_loss,
     centering_loss,
@@ -300,13 +307,50 @@ def train_reward_model(cfg: TrainConfig, out_dir: str | Path, workspace=None,
     metrics["n_train"], metrics["n_val"] = len(train.targets), len(val.targets) if val else 0
     metrics["n_test_pairs"] = len(test)
     stats = reward_stats(model.score(train.prompts, train.responses))
+    extra = {}
+    if cfg.compare_overall and "overall" in dataset.objectives and "overall" not in objectives:
+        hooks.progress(0.94, "training the single overall RM for comparison")
+        single = _train_overall(cfg, Path(out_dir).parent, workspace, cache_root)
+        metrics["single_vs_multi"] = compare_single(model, single.path, dataset, cfg,
+                                                    objectives)
+        extra["overall"] = single.path
     path = save_reward_model(model, out_dir, training=cfg.to_dict(), metrics=metrics,
                              stats=stats, history=history,
                              data={"source": dataset.source, "kind": dataset.kind,
                                    "fingerprint": dataset.fingerprint()},
-                             backbone_trained=cfg.mode != "frozen")
+                             backbone_trained=cfg.mode != "frozen", extra=extra)
+    for folder in extra.values():
+        shutil.rmtree(folder.parent, ignore_errors=True)  # the emptied temp parent
     hooks.progress(1.0, "done")
     return TrainResult(path=path, metrics=metrics, history=history)
+
+
+def _train_overall(cfg: TrainConfig, parent: Path, workspace, cache_root) -> TrainResult:
+    """One single-output RM on the `overall` label, same settings, in a temp folder."""
+    single_cfg = copy_config(cfg, objectives=["overall"], loss_weights={},
+                             compare_overall=False, architecture="multi_head")
+    parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=".overall-", dir=parent)) / "model"
+    return train_reward_model(single_cfg, out, workspace, None, cache_root)
+
+
+def compare_single(model: RewardModel, single_path: Path, dataset: Dataset, cfg: TrainConfig,
+                   objectives: list[str]) -> dict:
+    """Held-out accuracy per objective: the model's own head vs the single overall reward."""
+    from morm_explorer.reward.artifact import load_reward_model
+
+    _, _, test = prepare_splits(dataset, objectives, cfg)
+    single = load_reward_model(single_path, str(model.device))
+    multi = evaluate_pairs(*_sides(model, test), test.targets, objectives)
+    s_a, s_b = _sides(single, test)
+    table = single_vs_multi(multi, s_a, s_b, test.targets, objectives)
+    return {obj: {k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()}
+            for obj, row in table.to_dict(orient="index").items()}
+
+
+def _sides(model: RewardModel, split) -> tuple[np.ndarray, np.ndarray]:
+    scores = model.score(split.prompts, split.responses)
+    return scores[split.ia], scores[split.ib]
 
 
 def evaluate_model(model: RewardModel, split, objectives: list[str]) -> dict:

@@ -1,0 +1,170 @@
+"""`morm rm ...`: train, evaluate, list and export reward models from the command line.
+
+The flags of `morm rm train` are the fields of `TrainConfig`, named as the fields are (with
+`-` or `_`), with the fields' docstrings as help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import sys
+import typing
+
+from morm_explorer.errors import MormError
+from morm_explorer.reward.config import CHOICES, TrainConfig
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Attribute docstrings (a string literal right after a field) of a dataclass."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for prev, node in zip(body, body[1:], strict=False):
+        if (isinstance(prev, ast.AnnAssign) and isinstance(prev.target, ast.Name)
+                and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)):
+            docs[prev.target.id] = " ".join(node.value.value.split())
+    return docs
+
+
+def _parse_weights(text: str) -> dict[str, float]:
+    """'helpful=1,harmless=2.5' -> {'helpful': 1.0, 'harmless': 2.5}."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected objective=number, got {part!r}")
+    return out
+
+
+def add_config_flags(p: argparse.ArgumentParser, cls=TrainConfig) -> None:
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flags = sorted({f"--{f.name}", f"--{f.name.replace('_', '-')}"}, key=len)
+        help_ = docs.get(f.name, "")
+        kind = hints[f.name]
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            p.add_argument(*flags, dest=f.name, required=True, help=help_)
+        elif kind is bool:
+            p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction,
+                           default=f.default, help=help_)
+        elif typing.get_origin(kind) is dict:
+            p.add_argument(*flags, dest=f.name, type=_parse_weights, default={},
+                           help=help_ + " Format: objective=w,objective=w.")
+        elif typing.get_origin(kind) is tuple:
+            p.add_argument(*flags, dest=f.name, default=(),
+                           type=lambda s: tuple(x.strip() for x in s.split(",") if x.strip()),
+                           help=help_ + " Comma-separated.")
+        else:
+            p.add_argument(*flags, dest=f.name, type=kind, default=f.default,
+                           choices=CHOICES.get(f.name),
+                           help=f"{help_} (default: {f.default})".strip())
+
+
+def config_from_args(args, cls=TrainConfig):
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def _workspace(args):
+    from morm_explorer.workspace import Workspace
+
+    return Workspace(args.workspace)
+
+
+def cmd_train(args) -> int:
+    from morm_explorer.reward.jobs import GROUP, TrainRewardModelJob
+
+    cfg = config_from_args(args)
+    ws = _workspace(args)
+    if args.submit:
+        from morm_explorer.jobs.backend import get_backend
+
+        job_id = get_backend(ws).submit(TrainRewardModelJob(cfg.to_dict(), args.overwrite))
+        print(f"submitted job {job_id}: follow it with `morm jobs show {job_id}`")
+        return 0
+    from tqdm import tqdm
+
+    from morm_explorer.reward.train import Hooks, train_reward_model
+
+    target = ws.artifact_dir(GROUP, cfg.name)
+    if target.exists() and not args.overwrite:
+        raise MormError(f"{GROUP}/{target.name} exists; pass --overwrite or another --name")
+    with tqdm(total=100, unit="%", file=sys.stderr, dynamic_ncols=True) as bar:
+        def progress(frac: float, msg: str = "") -> None:
+            bar.n = round(100 * frac)
+            bar.set_description(msg)
+
+        result = train_reward_model(cfg, target, workspace=ws, hooks=Hooks(progress=progress),
+                                    cache_root=ws.root / "cache" / "embeddings")
+    print_metrics(result.metrics)
+    print(f"saved {result.path}")
+    return 0
+
+
+def print_metrics(metrics: dict) -> None:
+    print("held-out accuracy per objective (ties excluded, bootstrap 95% interval):")
+    for obj, m in metrics.get("objectives", {}).items():
+        truth = (f"  vs true ordering {m['truth_accuracy']:.3f}" if "truth_accuracy" in m
+                 else "")
+        print(f"  {obj:24s} {m['accuracy']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+              f"  n={m['n']:<5d} loss={m['loss']:.3f} ece={m['ece']:.3f}{truth}")
+    if "single_vs_multi" in metrics:
+        print("single overall RM vs per-objective heads, accuracy on each objective's labels:")
+        for obj, row in metrics["single_vs_multi"].items():
+            print(f"  {obj:24s} multi-head {row['multi_head']:.3f}   single overall "
+                  f"{row['single']:.3f} [{row['single_ci'][0]:.3f}, {row['single_ci'][1]:.3f}]")
+    if "train_seconds" in metrics:
+        print(f"training time: {metrics['train_seconds']:.1f} s")
+
+
+def cmd_eval(args) -> int:
+    from morm_explorer.reward.report import evaluate_artifact
+
+    metrics = evaluate_artifact(args.model, args.data, workspace=_workspace(args))
+    if args.json:
+        print(json.dumps(metrics, indent=2, default=float))
+    else:
+        print_metrics(metrics)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from morm_explorer.reward.report import list_reward_models
+
+    rows = list_reward_models(_workspace(args))
+    if not rows:
+        print("no reward models yet: train one with `morm rm train`")
+    for r in rows:
+        acc = ", ".join(f"{o} {a:.2f}" for o, a in r["accuracy"].items())
+        print(f"{r['name']:28s} {r['architecture']:10s} {r['mode']:6s} {acc}")
+    return 0
+
+
+def add_rm_commands(groups: argparse._SubParsersAction) -> None:
+    rm = groups.add_parser("rm", help="reward models: train, eval, list, export")
+    sub = rm.add_subparsers(dest="command", metavar="ACTION", required=True)
+    p = sub.add_parser("train", help="train a multi-head or separate reward model")
+    add_config_flags(p)
+    p.add_argument("--overwrite", action="store_true", help="replace a model of that name")
+    p.add_argument("--submit", action="store_true",
+                   help="run as a background job (the worker) instead of in this process")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="held-out accuracy with intervals, loss, calibration, "
+                       "head correlation, single-vs-multi")
+    p.add_argument("model", help="reward model name in the workspace, or a folder")
+    p.add_argument("--data", required=True, help="workspace dataset name or preference file")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("list", help="reward models in the workspace")
+    p.set_defaults(func=cmd_list)
