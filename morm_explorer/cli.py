@@ -184,9 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "start)")
     p.set_defaults(func=cmd_demo)
 
+    from morm_explorer.jobs.cli import add_job_commands
     from morm_explorer.reward.cli import add_rm_commands
 
     add_rm_commands(groups)
+    add_job_commands(groups)
     parser.epilog = _command_index(groups)
     return parser
 

@@ -42,6 +42,54 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     """,
+    # Jobs (morm_explorer.jobs.store): the queue, live progress, metrics, logs and workers.
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        spec TEXT NOT NULL,            -- JSON object
+        status TEXT NOT NULL
+            CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        worker_id TEXT,
+        heartbeat_at REAL,
+        progress REAL NOT NULL DEFAULT 0,
+        message TEXT NOT NULL DEFAULT '',
+        error TEXT,
+        result TEXT,                   -- JSON object once succeeded
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        device TEXT,
+        pid INTEGER                    -- the process running the job's runner
+    );
+    CREATE INDEX jobs_by_status ON jobs (status, created_at);
+    CREATE TABLE job_metrics (
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        step INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        value REAL,
+        t REAL NOT NULL
+    );
+    CREATE INDEX job_metrics_by_job ON job_metrics (job_id, step);
+    CREATE TABLE job_logs (
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        t REAL NOT NULL,
+        text TEXT NOT NULL,
+        PRIMARY KEY (job_id, seq)
+    );
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL,
+        device TEXT,
+        job_id TEXT
+    );
+    """,
 ]
 
 

@@ -137,6 +137,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from morm_explorer.reward.export import export_reward_model
+    from morm_explorer.reward.report import model_path
+
+    out = export_reward_model(model_path(args.model, _workspace(args)), args.out,
+                              weights=args.weights, normalize_weights=args.normalize)
+    print(f"exported to {out}: load it with "
+          f"AutoModelForSequenceClassification.from_pretrained({str(out)!r})")
+    return 0
+
+
 def cmd_list(args) -> int:
     from morm_explorer.reward.report import list_reward_models
 
@@ -168,3 +179,12 @@ def add_rm_commands(groups: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("list", help="reward models in the workspace")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("export", help="write a folder that transformers' "
+                       "AutoModelForSequenceClassification loads (K outputs, or 1 with --weights)")
+    p.add_argument("model", help="reward model name in the workspace, or a folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--weights", type=_parse_weights, default=None,
+                   help="scalarize: objective=w,... gives one output sum_k w_k r_k")
+    p.add_argument("--normalize", action="store_true", help="divide the weights by their sum")
+    p.set_defaults(func=cmd_export)

@@ -1,0 +1,125 @@
+"""Where jobs run, behind one interface: the `JobBackend` protocol and `LocalBackend`.
+
+Pages and commands talk only to a `JobBackend`: submit a spec, then poll `get`, `metrics` and
+`logs`, and `cancel`. `LocalBackend` keeps jobs in the workspace database and runs them in a
+local worker process, started on demand. A Ray backend (jobs submitted through the Ray Jobs
+API, artifacts under a shared root) will implement the same protocol, and `get_backend` will
+choose between them; no page changes when it does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from morm_explorer.errors import MormError
+from morm_explorer.jobs.spec import JobInfo, JobSpec
+from morm_explorer.jobs.store import STALE_AFTER_S, JobStore, WorkerInfo
+from morm_explorer.workspace import Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@runtime_checkable
+class JobBackend(Protocol):
+    """What every job backend offers. Job ids are strings; times are Unix seconds."""
+
+    def submit(self, spec: JobSpec) -> str:
+        """Queue a job; returns its id."""
+        ...
+
+    def get(self, job_id: str) -> JobInfo:
+        """The job's current state (raises `MormError` for an unknown id)."""
+        ...
+
+    def list(self, status: str | Sequence[str] | None = None, kind: str | None = None,
+             limit: int = 100) -> list[JobInfo]:
+        """Jobs, newest first."""
+        ...
+
+    def metrics(self, job_id: str, wide: bool = False) -> pd.DataFrame:
+        """Long (step, key, value, t) or wide (index step, one column per metric key)."""
+        ...
+
+    def logs(self, job_id: str, since: int = 0) -> list[str]:
+        """Log lines after the first ``since``."""
+        ...
+
+    def cancel(self, job_id: str) -> JobInfo:
+        """Cancel: a queued job at once, a running one within 5 s."""
+        ...
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobInfo:
+        """Block until the job is finished; raises `MormError` after ``timeout`` seconds."""
+        ...
+
+
+class LocalBackend:
+    """Jobs in the workspace database, run by local worker processes (`morm worker`).
+
+    ``start_worker``: start a worker on submit when none is alive. Every read first reaps the
+    jobs of dead workers, so a poll shows a killed worker's job as failed within seconds
+    (on this machine) or ``stale_after`` seconds (elsewhere).
+    """
+
+    def __init__(self, ws: Workspace, start_worker: bool = True,
+                 stale_after: float = STALE_AFTER_S) -> None:
+        self.ws = ws
+        self.store = JobStore(ws)
+        self.start_worker = start_worker
+        self.stale_after = stale_after
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({str(self.ws.root)!r})"
+
+    def submit(self, spec: JobSpec) -> str:
+        job_id = self.store.submit(spec)
+        if self.start_worker:
+            self.ensure_worker()
+        return job_id
+
+    def ensure_worker(self) -> bool:
+        """Start a worker unless one is alive; returns whether one was started."""
+        # Imported here: `python -m morm_explorer.jobs.worker` must not find it imported.
+        from morm_explorer.jobs.worker import ensure_worker
+
+        return ensure_worker(self.ws, stale_after=self.stale_after)
+
+    def workers(self) -> list[WorkerInfo]:
+        """The live workers."""
+        self.store.reap(self.stale_after)
+        return self.store.live_workers(self.stale_after)
+
+    def get(self, job_id: str) -> JobInfo:
+        self.store.reap(self.stale_after)
+        return self.store.get(job_id)
+
+    def list(self, status: str | Sequence[str] | None = None, kind: str | None = None,
+             limit: int = 100) -> list[JobInfo]:
+        self.store.reap(self.stale_after)
+        return self.store.list(status=status, kind=kind, limit=limit)
+
+    def metrics(self, job_id: str, wide: bool = False) -> pd.DataFrame:
+        return self.store.metrics(job_id, wide=wide)
+
+    def logs(self, job_id: str, since: int = 0) -> list[str]:
+        return self.store.logs(job_id, since=since)
+
+    def cancel(self, job_id: str) -> JobInfo:
+        self.store.cancel(job_id)
+        return self.get(job_id)
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobInfo:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (info := self.get(job_id)).done:
+            if deadline is not None and time.monotonic() > deadline:
+                raise MormError(f"job {job_id} is still {info.status} after {timeout:g} s")
+            time.sleep(poll)
+        return info
+
+
+def get_backend(ws: Workspace, start_worker: bool = True) -> JobBackend:
+    """The backend for ``ws``: the local one (a Ray backend will be chosen here later)."""
+    return LocalBackend(ws, start_worker=start_worker)
