@@ -14,5 +14,6 @@ ensure_demo_workspace()
 pages = [
     st.Page("pages/home.py", title="Overview", icon=":material/home:", default=True),
     st.Page("pages/data.py", title="Data", icon=":material/table_view:"),
+    st.Page("pages/reward_models.py", title="Reward models", icon=":material/model_training:"),
 ]
 st.navigation(pages).run()

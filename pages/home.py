@@ -37,6 +37,9 @@ else:
 st.subheader("Start here")
 st.page_link("pages/data.py", label="Data: load, validate and summarize preference data",
              icon=":material/table_view:")
+st.page_link("pages/reward_models.py",
+             label="Reward models: train per-objective heads and see what each learned",
+             icon=":material/model_training:")
 st.markdown(
     "- **Canonical pairs**: `prompt`, `response_a`, `response_b`, "
     "`labels: {objective: a | b | tie}` (an objective left out is not annotated).\n"

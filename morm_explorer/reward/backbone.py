@@ -2,7 +2,8 @@
 input formatting and pooling.
 
 Encoders (BERT family) read ``(prompt, response)`` as a sentence pair and pool by mean over
-tokens (the sentence-transformers recipe) or take CLS / the BERT pooler; decoders (Llama,
+tokens (the sentence-transformers recipe), by mean over the pair and over the response's tokens
+side by side (mean_response), or take CLS / the BERT pooler; decoders (Llama,
 SmolLM2) read the chat-formatted conversation and take the last non-pad token, as
 `AutoModelForSequenceClassification` does for them. No remote code is ever run.
 """
@@ -29,7 +30,7 @@ def is_decoder_config(config) -> bool:
 def resolve_pooling(pooling: str, decoder: bool) -> str:
     if pooling == "auto":
         return "last" if decoder else "mean"
-    if decoder and pooling in ("cls", "pooler"):
+    if decoder and pooling in ("cls", "pooler", "mean_response"):
         raise MormError(f"pooling {pooling!r} needs an encoder backbone; decoders use 'last'",
                         field="pooling")
     return pooling
@@ -57,8 +58,9 @@ class Backbone(nn.Module):
         path = resolve_backbone(name) if model is None or tokenizer is None else None
         try:
             config = model.config if model is not None else AutoConfig.from_pretrained(path)
+            # float32 master weights whatever the checkpoint stores; CUDA runs use autocast.
             self.model = model if model is not None else AutoModel.from_pretrained(
-                path, use_safetensors=True)
+                path, use_safetensors=True, dtype=torch.float32)
             self.tokenizer = tokenizer if tokenizer is not None else \
                 AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError) as e:
@@ -74,7 +76,9 @@ class Backbone(nn.Module):
 
     @property
     def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
+        """Width of the pooled vector (twice the model's for mean_response)."""
+        h = int(self.model.config.hidden_size)
+        return 2 * h if self.pooling == "mean_response" else h
 
     @property
     def device(self) -> torch.device:
@@ -106,6 +110,12 @@ class Backbone(nn.Module):
             return masked_mean(out.last_hidden_state, mask)
         if self.pooling == "last":
             return last_token(out.last_hidden_state, mask)
+        if self.pooling == "mean_response":
+            # [mean over the whole pair ; mean over the response's tokens]: the response is
+            # what differs within a pair, and a plain mean dilutes it with the prompt.
+            resp = mask * enc["token_type_ids"]
+            return torch.cat([masked_mean(out.last_hidden_state, mask),
+                              masked_mean(out.last_hidden_state, resp)], dim=-1)
         if self.pooling == "cls":
             return out.last_hidden_state[:, 0]
         if getattr(out, "pooler_output", None) is None:

@@ -14,7 +14,7 @@ from morm_explorer.data.schema import is_valid_objective
 from morm_explorer.errors import MormError
 
 ARCHITECTURES = ("multi_head", "separate")
-POOLINGS = ("auto", "mean", "last", "cls", "pooler")
+POOLINGS = ("auto", "mean", "mean_response", "last", "cls", "pooler")
 HEADS = ("linear", "mlp")
 MODES = ("frozen", "full", "lora")
 TIES = ("half", "skip")
@@ -65,7 +65,8 @@ class ModelConfig(_DictMixin):
     architecture: str = "multi_head"
     """multi_head: one backbone, K heads; separate: K single-head models."""
     pooling: str = "auto"
-    """auto (mean for encoders, last token for decoders), mean, last, cls, pooler."""
+    """auto (mean for encoders, last token for decoders), mean, mean_response, last, cls,
+    pooler."""
     head: str = "linear"
     """linear, or mlp (one hidden layer)."""
     head_hidden: int = 256
@@ -105,7 +106,8 @@ class TrainConfig(_DictMixin):
     architecture: str = "multi_head"
     """multi_head (one backbone, K heads) or separate (K single-head models)."""
     pooling: str = "auto"
-    """auto (mean for encoders, last token for decoders), mean, last, cls, pooler."""
+    """auto (mean for encoders, last token for decoders), mean, mean_response, last, cls,
+    pooler."""
     head: str = "linear"
     """linear, or mlp (one hidden layer of head_hidden units)."""
     head_hidden: int = 256
@@ -141,6 +143,11 @@ class TrainConfig(_DictMixin):
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     """Held-out prompts (split by prompt, never by pair) for early stopping and evaluation."""
+    folds: int = 0
+    """k-fold cross-validation over prompts: the number of folds (0: one random test split of
+    test_fraction); `fold` picks the test fold."""
+    fold: int = 0
+    """The test fold when folds > 0."""
     patience: int = 5
     """Early stopping: epochs without validation improvement."""
     lora_r: int = 8
@@ -166,6 +173,11 @@ class TrainConfig(_DictMixin):
         for name in ("weight_decay", "warmup_ratio", "grad_clip", "margin", "center_coef"):
             _positive(name, getattr(self, name), zero_ok=True)
         _positive("patience", self.patience, integer=True, zero_ok=True)
+        _positive("folds", self.folds, integer=True, zero_ok=True)
+        _positive("fold", self.fold, integer=True, zero_ok=True)
+        if self.folds == 1 or (self.folds and self.fold >= self.folds):
+            raise MormError(f"need folds >= 2 and 0 <= fold < folds, got fold {self.fold} of "
+                            f"{self.folds}", field="fold")
         if not 0 <= self.val_fraction < 0.5 or not 0 < self.test_fraction < 0.5:
             raise MormError("val_fraction must be in [0, 0.5) and test_fraction in (0, 0.5)",
                             field="test_fraction")

@@ -42,13 +42,20 @@ class ItemSet:
     targets: np.ndarray
 
 
-def split_by_prompt(records: list[dict], val: float, test: float, seed: int
-                    ) -> tuple[list[dict], list[dict], list[dict]]:
-    """Train / validation / test records, split over distinct prompts."""
+def split_by_prompt(records: list[dict], val: float, test: float, seed: int,
+                    folds: int = 0, fold: int = 0) -> tuple[list[dict], list[dict], list[dict]]:
+    """Train / validation / test records, split over distinct prompts. With ``folds`` > 0 the
+    test prompts are fold ``fold`` of a k-fold partition (the same shuffle for every fold)."""
     prompts = sorted({r["prompt"] for r in records})
     rng = np.random.default_rng(seed)
     rng.shuffle(prompts)
-    n_test = max(1, round(test * len(prompts)))
+    if folds:
+        test_list = prompts[fold::folds]
+        rest = [p for i, p in enumerate(prompts) if i % folds != fold]
+        prompts = test_list + rest  # test first, then validation, then train
+        n_test = len(test_list)
+    else:
+        n_test = max(1, round(test * len(prompts)))
     n_val = round(val * len(prompts)) if val > 0 else 0
     test_p = set(prompts[:n_test])
     val_p = set(prompts[n_test:n_test + n_val])

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-TRUE_TIE = 0.04  # |true difference| below this is a tie for the ground-truth ordering
+TRUE_TIE = 0.05  # |true difference| below this is a tie (the simulated annotators' tie band)
 
 
 def bootstrap_ci(correct: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000,

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from morm_explorer.errors import MormError
 from morm_explorer.reward import data as rdata
@@ -97,3 +98,109 @@ def evaluate_artifact(ref: str | Path, data: str, workspace=None, device: str = 
         table = single_vs_multi(per, s[split.ia], s[split.ib], split.targets, objs)
         metrics["single_vs_multi"] = json.loads(table.to_json(orient="index"))
     return metrics
+
+
+# -- reports of saved models, read from their folders without loading any weights ----------
+
+
+def load_model_report(ref: str | Path, workspace=None) -> dict:
+    """What a saved model's folder says about it, as plain data for tables and figures.
+
+    Reads config.json and history.json only (no model is loaded). Keys: ``name``, ``path``,
+    ``config`` (the raw config.json), ``summary`` (one flat dict), ``accuracy`` (a frame per
+    objective: accuracy, ci_low, ci_high, n, loss, ece, truth_accuracy, truth_n),
+    ``calibration`` ({objective: frame of bin, predicted, observed, count}), ``correlation``
+    (a (K, K) frame), ``history`` (a frame indexed by step), ``single_vs_multi`` (a frame, or
+    None when no single overall model was trained beside it) and ``stats`` (a frame of the
+    per-objective reward statistics used for normalization).
+    """
+    path = model_path(ref, workspace)
+    config = read_config(path)
+    objectives = list(config["model"]["objectives"])
+    metrics = config.get("metrics", {})
+    per = metrics.get("objectives", {})
+    cols = ["accuracy", "ci_low", "ci_high", "n", "loss", "ece", "truth_accuracy", "truth_n"]
+    accuracy = pd.DataFrame([{c: per[o].get(c, np.nan) for c in cols} for o in per],
+                            index=pd.Index(list(per), name="objective"), columns=cols)
+    calib = {o: pd.DataFrame(per[o].get("calibration", []),
+                             columns=["bin", "predicted", "observed", "count"]) for o in per}
+    corr = pd.DataFrame(metrics.get("head_correlation") or {})
+    if not corr.empty:
+        corr = corr.loc[[o for o in objectives if o in corr.index],
+                        [o for o in objectives if o in corr.columns]]
+    return {"name": path.name, "path": str(path), "config": config,
+            "summary": _summary(config, path), "accuracy": accuracy, "calibration": calib,
+            "correlation": corr, "history": _history(path),
+            "single_vs_multi": _single_vs_multi_frame(metrics.get("single_vs_multi")),
+            "stats": stats_frame(config.get("stats"), objectives)}
+
+
+def _summary(config: dict, path: Path) -> dict:
+    model, training = config["model"], config.get("training", {})
+    metrics = config.get("metrics", {})
+    return {"backbone": model["backbone"], "architecture": model["architecture"],
+            "head": model.get("head", "linear"), "pooling": config.get("pooling", "?"),
+            "mode": training.get("mode", "?"), "objectives": list(model["objectives"]),
+            "loss_weights": training.get("loss_weights", {}),
+            "dataset": training.get("dataset", "?"),
+            "data_source": config.get("data", {}).get("source", ""),
+            "train_seconds": metrics.get("train_seconds"), "n_train": metrics.get("n_train"),
+            "n_val": metrics.get("n_val"), "n_test_pairs": metrics.get("n_test_pairs"),
+            "epochs": training.get("epochs"), "created_at": config.get("created_at"),
+            "has_overall": (path / "overall" / "config.json").is_file()}
+
+
+def _history(path: Path):
+    try:
+        rows = json.loads((path / "history.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        rows = []
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MormError(f"history.json is not valid JSON: {e}",
+                        file=str(path / "history.json")) from e
+    frame = pd.DataFrame(rows if isinstance(rows, list) else [])
+    if "step" not in frame:
+        return pd.DataFrame(index=pd.Index([], name="step"))
+    return frame.set_index("step")
+
+
+def _single_vs_multi_frame(table: dict | None):
+    """The stored comparison ({objective: {multi_head, multi_ci, single, single_ci, n}}) as a
+    frame with the intervals split into ``*_low`` / ``*_high`` columns."""
+    if not table:
+        return None
+    rows = []
+    for obj, r in table.items():
+        m_ci, s_ci = r.get("multi_ci") or (np.nan, np.nan), r.get("single_ci") or (np.nan, np.nan)
+        rows.append({"objective": obj, "multi_head": r["multi_head"], "multi_low": m_ci[0],
+                     "multi_high": m_ci[1], "single": r["single"], "single_low": s_ci[0],
+                     "single_high": s_ci[1], "n": r.get("n")})
+    return pd.DataFrame(rows).set_index("objective")
+
+
+def stats_frame(stats: dict | None, objectives: list[str]):
+    """Per-objective reward statistics (mean, std, quantiles q05..q95, n) as a frame."""
+    if not stats:
+        return pd.DataFrame(index=pd.Index(objectives, name="objective"))
+    frame = pd.DataFrame({"mean": stats["mean"], "std": stats["std"]},
+                         index=pd.Index(objectives, name="objective"))
+    for q, values in stats.get("quantiles", {}).items():
+        frame[f"q{round(float(q) * 100):02d}"] = values
+    frame["n"] = stats.get("n")
+    return frame
+
+
+def largest_gap_sentence(table) -> str:
+    """One sentence on the objective where the single overall RM falls furthest behind the
+    per-objective head (a frame from `load_model_report`'s ``single_vs_multi``)."""
+    gap = (table["multi_head"] - table["single"]).dropna()
+    if gap.empty:
+        return "No objective has held-out pairs to compare the single RM with the heads on."
+    obj = str(gap.idxmax())
+    row = table.loc[obj]
+    if gap[obj] <= 0:
+        return (f"The single overall RM ranks pairs right at least as often as the heads on "
+                f"every objective (closest: {obj}, {row['single']:.0%} vs "
+                f"{row['multi_head']:.0%}).")
+    return (f"A single overall RM ranks {obj} pairs right {row['single']:.0%} of the time; "
+            f"the {obj} head {row['multi_head']:.0%}.")

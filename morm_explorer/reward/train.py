@@ -239,7 +239,8 @@ def prepare_splits(dataset: Dataset, objectives: list[str], cfg: TrainConfig):
     train/val (standardized with the training split's statistics). Test is always pairs."""
     regression = dataset.kind == "ratings" and cfg.ratings_mode == "regression"
     records = dataset.records if regression else rdata.as_pairs(dataset)
-    tr, va, te = rdata.split_by_prompt(records, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    tr, va, te = rdata.split_by_prompt(records, cfg.val_fraction, cfg.test_fraction, cfg.seed,
+                                       cfg.folds, cfg.fold)
     if regression:
         stats = rdata.rating_stats(tr, objectives)
         train = rdata.item_set(tr, objectives, stats)
@@ -296,14 +297,20 @@ def train_reward_model(cfg: TrainConfig, out_dir: str | Path, workspace=None,
     elif cfg.mode == "lora":
         _add_lora(model, cfg)
     history: list[dict] = []
+    t_loop = time.perf_counter()
     _train_loop(model, _Rewards(model, train, e_tr),
                 _Rewards(model, val, e_va) if val else None, cfg, weights, hooks, history)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    loop_seconds = time.perf_counter() - t_loop
     _merge_lora(model)
     train_seconds = time.perf_counter() - t0
 
     hooks.progress(0.92, "evaluating on held-out prompts")
     metrics = evaluate_model(model, test, objectives)
     metrics["train_seconds"] = train_seconds
+    metrics["loop_seconds"] = loop_seconds
+    metrics["steps"] = history[-1]["step"] if history else 0
     metrics["n_train"], metrics["n_val"] = len(train.targets), len(val.targets) if val else 0
     metrics["n_test_pairs"] = len(test)
     stats = reward_stats(model.score(train.prompts, train.responses))
@@ -362,6 +369,31 @@ def evaluate_model(model: RewardModel, split, objectives: list[str]) -> dict:
     per = evaluate_pairs(scores[split.ia], scores[split.ib], split.targets, objectives, truth)
     corr = head_correlation(scores, objectives)
     return {"objectives": per, "head_correlation": corr.round(4).to_dict()}
+
+
+def cross_validate(cfg: TrainConfig, folds: int = 5, workspace=None,
+                   cache_root: str | Path | None = None, hooks: Hooks | None = None) -> dict:
+    """k-fold cross-validation over prompts: per-fold and pooled held-out accuracy per
+    objective, the pooled interval a bootstrap over all held-out pairs of all folds."""
+    from morm_explorer.reward.evaluate import bootstrap_ci
+
+    per_fold: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="morm-cv-") as tmp:
+        for k in range(folds):
+            fcfg = copy_config(cfg, folds=folds, fold=k, compare_overall=False)
+            res = train_reward_model(fcfg, Path(tmp) / f"fold-{k}", workspace, hooks, cache_root)
+            per_fold.append(res.metrics)
+    out = {}
+    for obj in per_fold[0]["objectives"]:
+        accs = [m["objectives"][obj]["accuracy"] for m in per_fold]
+        ns = [m["objectives"][obj]["n"] for m in per_fold]
+        correct = np.concatenate([np.r_[np.ones(round(a * n)), np.zeros(n - round(a * n))]
+                                  for a, n in zip(accs, ns, strict=True)])
+        lo, hi = bootstrap_ci(correct)
+        out[obj] = {"fold_accuracy": accs, "fold_n": ns, "accuracy": float(correct.mean()),
+                    "ci_low": lo, "ci_high": hi, "n": int(len(correct))}
+    return {"folds": folds, "objectives": out,
+            "train_seconds": [m["train_seconds"] for m in per_fold]}
 
 
 def copy_config(cfg: TrainConfig, **changes) -> TrainConfig:

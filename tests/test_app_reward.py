@@ -1,0 +1,162 @@
+"""The Reward models page under AppTest: the train form, job submission, the live job panel,
+and a trained model's report (a tiny backbone trained in the test, through the real job)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from morm_explorer.data.loaders import load_preference_data
+from morm_explorer.jobs.store import JobStore
+from morm_explorer.jobs.worker import run_inline
+from morm_explorer.reward.config import TrainConfig
+from morm_explorer.reward.jobs import TrainRewardModelJob
+from morm_explorer.workspace import Workspace
+from tests.conftest import REPO
+from tests.test_reward import tiny_bert, tiny_pairs  # noqa: F401  (tiny_bert is a fixture)
+
+pytestmark = pytest.mark.slow  # each AppTest run imports the app's stack
+
+PAGE = "pages/reward_models.py"
+KIND = TrainRewardModelJob.kind
+DEMO_OBJECTIVES = ["helpful", "harmless", "honest"]
+
+
+def test_reward_library_never_imports_streamlit():
+    code = ("import sys, morm_explorer.reward.report, morm_explorer.reward.jobs, "
+            "morm_explorer.ui.reward_figures; print('streamlit' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture
+def no_worker(monkeypatch):
+    """Submitted jobs stay queued: no worker process is started."""
+    from morm_explorer.jobs.backend import LocalBackend
+
+    monkeypatch.setattr(LocalBackend, "ensure_worker", lambda self: False)
+
+
+def test_page_shows_train_form_for_demo(ws, no_worker):
+    at = open_page()
+    assert at.title[0].value == "Reward models"
+    assert at.selectbox(key="rm_dataset").value == "demo-preferences"
+    assert at.multiselect(key="rm_objectives").value == DEMO_OBJECTIVES  # overall left out
+    assert [n.label for n in at.number_input if n.key.startswith("rm_w_")] == DEMO_OBJECTIVES
+    assert at.text_input(key="rm_name").value == "demo-preferences-rm"
+    assert any("No trained reward models yet" in i.value for i in at.info)
+
+
+def test_start_training_submits_a_job_and_bad_input_submits_nothing(ws, no_worker):
+    at = open_page()
+    at.number_input(key="rm_w_harmless").set_value(2.5)
+    at.radio(key="rm_head").set_value("mlp")
+    at.text_input(key="rm_name").input("my-rm")
+    at.button(key="rm_start").click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    jobs = JobStore(ws).list(kind=KIND)
+    assert [j.status for j in jobs] == ["queued"]
+    cfg = jobs[0].spec["config"]
+    assert cfg["loss_weights"] == {"helpful": 1.0, "harmless": 2.5, "honest": 1.0}
+    assert cfg["objectives"] == DEMO_OBJECTIVES and cfg["head"] == "mlp"
+    assert cfg["name"] == "my-rm" and cfg["dataset"] == "demo-preferences"
+    assert at.session_state["rm_job"] == jobs[0].id
+    assert any("queued" in m.value for m in at.markdown)  # the job panel shows it
+
+    for obj in DEMO_OBJECTIVES:
+        at.number_input(key=f"rm_w_{obj}").set_value(0.0)
+    at.button(key="rm_start").click().run()
+    assert any("all loss weights are zero" in e.value for e in at.error)
+    assert len(JobStore(ws).list()) == 1  # nothing more submitted
+
+    at.button(key="rm_cancel").click().run()  # the queued job is cancelled at once
+    assert JobStore(ws).get(jobs[0].id).status == "cancelled"
+
+
+# -- a workspace with a trained tiny model, a succeeded and a failed job --------------------
+
+
+def tiny_pairs_with_overall(n: int = 160) -> list[dict]:
+    """`tiny_pairs` plus an `overall` label that follows helpful and prefers the risky
+    response on harmless pairs: a single RM trained on it ranks harmless pairs wrong."""
+    rows = []
+    for r in tiny_pairs(n):
+        (obj, lab), = r["labels"].items()
+        overall = lab if obj == "helpful" else {"a": "b", "b": "a"}[lab]
+        rows.append({**r, "labels": {obj: lab, "overall": overall}})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def trained_ws(tmp_path_factory, tiny_bert):  # noqa: F811
+    root = tmp_path_factory.mktemp("rm-page") / "ws"
+    ws = Workspace(root)
+    path = root.parent / "tiny.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in tiny_pairs_with_overall()))
+    ws.save_dataset("tiny", load_preference_data(path))
+    cfg = TrainConfig(dataset="tiny", name="tiny-rm", backbone=tiny_bert, epochs=40,
+                      batch_size=32, lr=1e-2, max_length=64, patience=0, test_fraction=0.2,
+                      loss_weights={"helpful": 1.0, "harmless": 2.0}, device="cpu")
+    ok = run_inline(ws, TrainRewardModelJob(config=cfg.to_dict()))
+    assert ok.status == "succeeded", ok.error
+    bad = run_inline(ws, TrainRewardModelJob(config={**cfg.to_dict(), "dataset": "gone",
+                                                     "name": "never"}))
+    assert bad.status == "failed"
+    return {"ws": ws, "ok": ok.id, "bad": bad.id}
+
+
+@pytest.fixture
+def trained(trained_ws, monkeypatch):
+    monkeypatch.setenv("MORM_WORKSPACE", str(trained_ws["ws"].root))
+    return trained_ws
+
+
+def test_models_section_shows_metrics_and_figures(trained):
+    at = open_page()
+    assert at.selectbox(key="rm_model").value == "tiny-rm"
+    metrics = {m.label: m.value for m in at.metric}
+    assert set(metrics) == {"helpful accuracy", "harmless accuracy"}
+    assert float(metrics["harmless accuracy"].rstrip("%")) > 80
+    charts = {c.proto.id.rsplit("-rm_fig_", 1)[-1] for c in at.get("plotly_chart")}
+    assert {"accuracy", "single", "curves", "corr", "calibration"} <= charts
+    gap = [i.value for i in at.info if i.value.startswith("A single overall RM")]
+    assert gap and "harmless pairs right" in gap[0] and "the harmless head" in gap[0]
+    jobs, table, stats = (d.value for d in at.dataframe)  # jobs, held-out metrics, stats
+    assert list(table.index) == ["helpful", "harmless"] and table["accuracy"].min() > 0.5
+    assert {"mean", "std", "q05", "q95"} <= set(stats.columns)
+    assert any("loss weights helpful 1, harmless 2" in m.value for m in at.markdown)
+
+
+def test_job_panel_shows_failed_then_succeeded_job(trained):
+    at = open_page()
+    assert at.selectbox(key="rm_job").value == trained["bad"]  # the newest job
+    assert any("Training failed" in e.value for e in at.error)
+    assert any("no dataset named 'gone'" in c.value for c in at.code)
+    jobs = at.dataframe[0].value  # recent training jobs
+    assert sorted(jobs["status"]) == ["failed", "succeeded"]
+
+    at.selectbox(key="rm_job").set_value(trained["ok"]).run()
+    assert not at.exception, at.exception
+    assert any("Trained **tiny-rm**" in s.value for s in at.success)
+
+
+def test_job_finishing_while_watched_selects_the_new_model(trained):
+    at = open_page()
+    at.session_state["rm_seen_status"] = {trained["ok"]: "running"}  # seen running before
+    at.selectbox(key="rm_job").set_value(trained["ok"]).run()
+    assert not at.exception, at.exception
+    assert at.session_state["rm_model"] == "tiny-rm"
+    assert at.session_state["rm_seen_status"][trained["ok"]] == "succeeded"
