@@ -231,3 +231,41 @@ def test_load_rejects_bad_folders(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(MormError, match="not valid JSON"):
         load_reward_model(tmp_path)
+
+
+def test_frozen_scoring_from_cache_matches_full_model(tiny_bert, tiny_data, tmp_path):
+    from morm_explorer.reward.cache import score_cached
+
+    res = train_reward_model(tiny_cfg(tiny_data, tiny_bert, epochs=3), tmp_path / "rm")
+    model = load_reward_model(res.path)
+    assert model.frozen_backbone
+    cache = EmbeddingCache.for_backbone(None, model.backbones[0])  # in memory
+    p, r = ["Q1?", "Q2?", "Q3?"], [GOOD[0], BAD[1], RISKY[2]]
+    np.testing.assert_allclose(score_cached(model, p, r, cache), model.score(p, r), atol=1e-5)
+    calls = []
+    model.backbones[0].embed = lambda *a: calls.append(1)  # a second call must not embed
+    score_cached(model, p, r, cache)
+    assert calls == []
+
+
+def test_kfold_partitions_prompts():
+    from morm_explorer.reward.data import split_by_prompt
+
+    recs = tiny_pairs(50)
+    tests = [split_by_prompt(recs, 0.1, 0.2, seed=3, folds=5, fold=k)[2] for k in range(5)]
+    prompts = [{r["prompt"] for r in t} for t in tests]
+    assert set().union(*prompts) == {r["prompt"] for r in recs}
+    assert sum(len(p) for p in prompts) == len({r["prompt"] for r in recs})  # disjoint
+    tr, va, te = split_by_prompt(recs, 0.1, 0.2, seed=3, folds=5, fold=2)
+    assert not ({r["prompt"] for r in tr} & {r["prompt"] for r in te})
+    assert not ({r["prompt"] for r in va} & {r["prompt"] for r in te})
+
+
+@pytest.mark.slow
+def test_cross_validate_pools_folds(tiny_bert, tiny_data):
+    from morm_explorer.reward.train import cross_validate
+
+    cv = cross_validate(tiny_cfg(tiny_data, tiny_bert, epochs=5), folds=3)
+    h = cv["objectives"]["helpful"]
+    assert len(h["fold_accuracy"]) == 3 and sum(h["fold_n"]) == h["n"]
+    assert h["ci_low"] <= h["accuracy"] <= h["ci_high"]

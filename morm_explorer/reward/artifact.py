@@ -147,6 +147,7 @@ def load_reward_model(path: str | Path, device: str = "cpu") -> RewardModel:
                                if k.startswith(prefix)})
         except RuntimeError as e:
             raise MormError(f"heads do not match the config: {e}", file=str(path)) from e
+    model.frozen_backbone = not config.get("backbone_trained")
     model.stats = config.get("stats")
     model.artifact_config = config
     return model.to(device).eval()

@@ -32,16 +32,24 @@ def text_key(prompt: str, response: str) -> bytes:
 class EmbeddingCache:
     """Embeddings of one backbone configuration, in ``root/<config hash>/shard-*.safetensors``."""
 
-    def __init__(self, root: str | Path, backbone: str, pooling: str, max_length: int) -> None:
+    def __init__(self, root: str | Path | None, backbone: str, pooling: str,
+                 max_length: int) -> None:
+        """``root=None`` keeps the cache in memory only (one training run's worth)."""
         ident = {"backbone": backbone, "pooling": pooling, "max_length": max_length}
         tag = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-        self.folder = Path(root) / tag
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.folder / "ident.json", json.dumps(ident))
         self._index: dict[bytes, tuple[int, int]] = {}
         self._shards: list[np.ndarray] = []
+        self.folder = Path(root) / tag if root is not None else None
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.folder / "ident.json", json.dumps(ident))
         for path in sorted(self.folder.glob("shard-*.safetensors")):
             self._load_shard(path)
+
+    @classmethod
+    def for_backbone(cls, root: str | Path | None, backbone) -> EmbeddingCache:
+        return cls(root, backbone.name, backbone.pooling, backbone.max_length)
 
     def _load_shard(self, path: Path) -> None:
         try:
@@ -76,6 +84,11 @@ class EmbeddingCache:
             return
         karr = np.frombuffer(b"".join(k for k, _ in new), dtype=np.uint8).reshape(-1, DIGEST)
         earr = np.stack([e for _, e in new]).astype(np.float32)
+        if self.folder is None:
+            s = len(self._shards)
+            self._shards.append(earr)
+            self._index.update({k: (s, i) for i, (k, _) in enumerate(new)})
+            return
         path = self.folder / f"shard-{len(self._shards):05d}-{karr[0, :4].tobytes().hex()}"\
             ".safetensors"
         tmp = path.with_suffix(".building")
@@ -115,3 +128,17 @@ def embed_with_cache(
     if cache is not None and missing:
         cache.put([keys[i] for i in missing], out[missing])
     return out
+
+
+def score_cached(model, prompts: list[str], responses: list[str],
+                 cache: EmbeddingCache | None) -> np.ndarray:
+    """Rewards (N, K). A model whose backbone was never trained reads its pooled embeddings
+    from ``cache`` (computing only new texts), so scoring costs the heads alone; any other
+    model runs in full."""
+    if cache is None or not getattr(model, "frozen_backbone", False) or len(model.backbones) > 1:
+        return model.score(prompts, responses)
+    emb = embed_with_cache(model.backbones[0], prompts, responses, cache)  # (N, H)
+    with torch.inference_mode():
+        h = torch.tensor(emb, device=model.device)
+        r = model.rewards_from_embeddings([h] * len(model.heads))
+    return r.float().cpu().numpy()

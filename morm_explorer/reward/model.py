@@ -51,6 +51,9 @@ class RewardModel(nn.Module):
         super().__init__()
         self.config = config
         self.backbones = nn.ModuleList(backbones)
+        # True when the backbone weights are the pretrained ones (frozen training): pooled
+        # embeddings of a text never change, so they can come from an embedding cache.
+        self.frozen_backbone = False
         k = len(config.objectives)
         # Decoder classifiers in transformers have no bias: leave it out so export is exact.
         bias = (not backbones[0].decoder) if heads_bias is None else heads_bias

@@ -16,6 +16,7 @@ import pandas as pd
 from morm_explorer.errors import MormError
 from morm_explorer.reward import data as rdata
 from morm_explorer.reward.artifact import load_reward_model, read_config
+from morm_explorer.reward.cache import EmbeddingCache, score_cached
 from morm_explorer.reward.config import TrainConfig
 from morm_explorer.reward.evaluate import (
     evaluate_pairs,
@@ -86,7 +87,12 @@ def evaluate_artifact(ref: str | Path, data: str, workspace=None, device: str = 
         split = prepare_splits(dataset, objs, cfg)[2]
     else:
         split = rdata.pair_set(rdata.as_pairs(dataset), objs)
-    scores = _columns(model.score(split.prompts, split.responses), model.objectives, objs)
+    cache = None
+    if workspace is not None and model.frozen_backbone:
+        cache = EmbeddingCache.for_backbone(workspace.root / "cache" / "embeddings",
+                                            model.backbones[0])
+    scores = _columns(score_cached(model, split.prompts, split.responses, cache),
+                      model.objectives, objs)
     truth = true_targets(split.records, objs)
     per = evaluate_pairs(scores[split.ia], scores[split.ib], split.targets, objs, truth)
     metrics = {"objectives": per, "split": "held-out" if same else "whole file",
@@ -94,7 +100,7 @@ def evaluate_artifact(ref: str | Path, data: str, workspace=None, device: str = 
                "head_correlation": head_correlation(scores, objs).round(4).to_dict()}
     if (path / "overall" / "config.json").is_file():
         single = load_reward_model(path / "overall", str(model.device))
-        s = single.score(split.prompts, split.responses)
+        s = score_cached(single, split.prompts, split.responses, cache)
         table = single_vs_multi(per, s[split.ia], s[split.ib], split.targets, objs)
         metrics["single_vs_multi"] = json.loads(table.to_json(orient="index"))
     return metrics

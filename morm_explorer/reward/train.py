@@ -29,7 +29,7 @@ from morm_explorer.data.loaders import Dataset, load_preference_data
 from morm_explorer.errors import MormError
 from morm_explorer.reward import data as rdata
 from morm_explorer.reward.artifact import reward_stats, save_reward_model
-from morm_explorer.reward.cache import EmbeddingCache, embed_with_cache
+from morm_explorer.reward.cache import EmbeddingCache, embed_with_cache, score_cached
 from morm_explorer.reward.config import TrainConfig
 from morm_explorer.reward.evaluate import (
     evaluate_pairs,
@@ -287,11 +287,11 @@ def train_reward_model(cfg: TrainConfig, out_dir: str | Path, workspace=None,
     n_backbones = len(objectives) if cfg.architecture == "separate" and cfg.mode != "frozen" else 1
     hooks.progress(0.02, f"loading backbone {cfg.backbone}")
     model = build_model(mcfg, n_backbones, device)
-    e_tr = e_va = None
+    e_tr = e_va = cache = None
     if cfg.mode == "frozen":
         model.backbones.requires_grad_(False)
-        cache = EmbeddingCache(cache_root, mcfg.backbone, model.backbones[0].pooling,
-                               mcfg.max_length) if cache_root else None
+        model.frozen_backbone = True
+        cache = EmbeddingCache.for_backbone(cache_root, model.backbones[0])
         e_tr = _embed_split(model, train, cache, hooks, 0.02, 0.08)
         e_va = _embed_split(model, val, cache, hooks, 0.08, 0.1) if val else None
     elif cfg.mode == "lora":
@@ -307,19 +307,19 @@ def train_reward_model(cfg: TrainConfig, out_dir: str | Path, workspace=None,
     train_seconds = time.perf_counter() - t0
 
     hooks.progress(0.92, "evaluating on held-out prompts")
-    metrics = evaluate_model(model, test, objectives)
+    metrics = evaluate_model(model, test, objectives, cache)
     metrics["train_seconds"] = train_seconds
     metrics["loop_seconds"] = loop_seconds
     metrics["steps"] = history[-1]["step"] if history else 0
     metrics["n_train"], metrics["n_val"] = len(train.targets), len(val.targets) if val else 0
     metrics["n_test_pairs"] = len(test)
-    stats = reward_stats(model.score(train.prompts, train.responses))
+    stats = reward_stats(score_cached(model, train.prompts, train.responses, cache))
     extra = {}
     if cfg.compare_overall and "overall" in dataset.objectives and "overall" not in objectives:
         hooks.progress(0.94, "training the single overall RM for comparison")
         single = _train_overall(cfg, Path(out_dir).parent, workspace, cache_root)
         metrics["single_vs_multi"] = compare_single(model, single.path, dataset, cfg,
-                                                    objectives)
+                                                    objectives, cache)
         extra["overall"] = single.path
     path = save_reward_model(model, out_dir, training=cfg.to_dict(), metrics=metrics,
                              stats=stats, history=history,
@@ -342,29 +342,30 @@ def _train_overall(cfg: TrainConfig, parent: Path, workspace, cache_root) -> Tra
 
 
 def compare_single(model: RewardModel, single_path: Path, dataset: Dataset, cfg: TrainConfig,
-                   objectives: list[str]) -> dict:
+                   objectives: list[str], cache: EmbeddingCache | None = None) -> dict:
     """Held-out accuracy per objective: the model's own head vs the single overall reward."""
     from morm_explorer.reward.artifact import load_reward_model
 
     _, _, test = prepare_splits(dataset, objectives, cfg)
     single = load_reward_model(single_path, str(model.device))
-    multi = evaluate_pairs(*_sides(model, test), test.targets, objectives)
-    s_a, s_b = _sides(single, test)
+    multi = evaluate_pairs(*_sides(model, test, cache), test.targets, objectives)
+    s_a, s_b = _sides(single, test, cache)
     table = single_vs_multi(multi, s_a, s_b, test.targets, objectives)
     return {obj: {k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()}
             for obj, row in table.to_dict(orient="index").items()}
 
 
-def _sides(model: RewardModel, split) -> tuple[np.ndarray, np.ndarray]:
-    scores = model.score(split.prompts, split.responses)
+def _sides(model: RewardModel, split, cache=None) -> tuple[np.ndarray, np.ndarray]:
+    scores = score_cached(model, split.prompts, split.responses, cache)
     return scores[split.ia], scores[split.ib]
 
 
-def evaluate_model(model: RewardModel, split, objectives: list[str]) -> dict:
+def evaluate_model(model: RewardModel, split, objectives: list[str],
+                   cache: EmbeddingCache | None = None) -> dict:
     """Held-out metrics of a model on a PairSet (see reward.evaluate)."""
     if split is None or len(split) == 0:
         return {"objectives": {}, "head_correlation": {}}
-    scores = model.score(split.prompts, split.responses)  # (U, K)
+    scores = score_cached(model, split.prompts, split.responses, cache)  # (U, K)
     truth = true_targets(split.records, objectives)
     per = evaluate_pairs(scores[split.ia], scores[split.ib], split.targets, objectives, truth)
     corr = head_correlation(scores, objectives)
