@@ -17,7 +17,7 @@ from morm_explorer.reward.config import TrainConfig
 from morm_explorer.reward.jobs import TrainRewardModelJob
 from morm_explorer.workspace import Workspace
 from tests.conftest import REPO
-from tests.test_reward import tiny_bert, tiny_pairs  # noqa: F401  (tiny_bert is a fixture)
+from tests.test_reward import tiny_pairs
 
 pytestmark = pytest.mark.slow  # each AppTest run imports the app's stack
 
@@ -101,7 +101,7 @@ def tiny_pairs_with_overall(n: int = 160) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def trained_ws(tmp_path_factory, tiny_bert):  # noqa: F811
+def trained_ws(tmp_path_factory, tiny_bert):
     root = tmp_path_factory.mktemp("rm-page") / "ws"
     ws = Workspace(root)
     path = root.parent / "tiny.jsonl"

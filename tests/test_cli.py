@@ -90,3 +90,32 @@ def test_synth_summary_and_demo(tmp_path):
     ws = tmp_path / "ws"
     assert "built demo-preferences" in morm("demo", ws=ws, check=True).stdout
     assert "already complete" in morm("demo", ws=ws, check=True).stdout
+
+
+@pytest.mark.slow
+def test_rm_train_eval_list_export(tmp_path, tiny_bert):
+    from tests.test_reward import tiny_pairs
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in tiny_pairs()))
+    ws = tmp_path / "ws"
+    proc = morm("rm", "train", "--dataset", data, "--name", "tiny", "--backbone", tiny_bert,
+                "--pooling", "pooler", "--epochs", "5", "--max_length", "64",
+                "--loss-weights", "helpful=1,harmless=2", ws=ws, check=True)
+    assert "held-out accuracy per objective" in proc.stdout
+    assert morm("rm", "train", "--dataset", data, "--name", "tiny", "--backbone", tiny_bert,
+                ws=ws).returncode == 2  # exists: refused without --overwrite
+    metrics = json.loads(morm("rm", "eval", "tiny", "--data", data, "--json", ws=ws,
+                              check=True).stdout)
+    assert metrics["split"] == "held-out" and set(metrics["objectives"]) == {"helpful",
+                                                                             "harmless"}
+    assert "tiny" in morm("rm", "list", ws=ws, check=True).stdout
+    out = tmp_path / "exported"
+    morm("rm", "export", "tiny", "--out", out, "--weights", "helpful=0.5,harmless=0.5", ws=ws,
+         check=True)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["num_labels"] == 1 if "num_labels" in cfg else len(cfg["id2label"]) == 1
+    bad = morm("rm", "train", "--dataset", data, "--epochs", "-3", ws=ws)
+    assert bad.returncode == 2 and "epochs" in bad.stderr
+    bad = morm("rm", "train", "--dataset", data, "--loss-weights", "helpful=abc", ws=ws)
+    assert bad.returncode == 2 and "objective=number" in bad.stderr

