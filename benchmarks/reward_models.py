@@ -10,7 +10,8 @@ Sections:
 - timing: one epoch of fine-tuning on the same pairs for one single-head model, one multi-head
   model with K=3 heads and K=3 separate models; the ratios are measured in the same run;
 - hh: 5-fold cross-validation of a harmless head on the HH-RLHF harmless-base test file, frozen
-  MiniLM and (with --finetune) fine-tuned MiniLM.
+  MiniLM and (with --finetune) fine-tuned MiniLM;
+- hh-variants: further settings for that head (pooling, learning rate, LoRA).
 """
 
 from __future__ import annotations
@@ -104,6 +105,30 @@ def hh(ws, cache, args) -> dict:
     return out
 
 
+HH_VARIANTS = {
+    "frozen, mean_response pooling": dict(mode="frozen", pooling="mean_response", epochs=200,
+                                          patience=10),
+    "full, 3 epochs, backbone lr 5e-5": dict(mode="full", epochs=3, batch_size=32, lr=1e-3,
+                                             backbone_lr=5e-5, patience=1),
+    "lora r=16": dict(mode="lora", lora_r=16, lora_alpha=32, epochs=3, batch_size=32, lr=1e-3,
+                      backbone_lr=5e-4, patience=1),
+}
+
+
+def hh_variants(ws, cache, args) -> dict:
+    """Further settings tried for the harmless head (5-fold each)."""
+    out = {}
+    for name, kw in HH_VARIANTS.items():
+        cfg = TrainConfig(dataset="hh-harmless", name="hh", backbone=args.backbone,
+                          device=args.device, **kw)
+        cv = cross_validate(cfg, folds=5, workspace=ws, cache_root=cache)
+        h = cv["objectives"]["harmless"]
+        print(f"hh 5-fold {name}: {h['accuracy']:.3f} [{h['ci_low']:.3f}, {h['ci_high']:.3f}]",
+              flush=True)
+        out[name] = cv
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hh", help="HH-RLHF harmless-base test.jsonl.gz")
@@ -135,6 +160,10 @@ def main() -> int:
                   f"K=3 separate {t['ratio_separate']:.2f}x", flush=True)
         if "hh" in sections and args.hh:
             results["hh"] = hh(ws, cache, args)
+        if "hh-variants" in sections and args.hh:
+            if "hh" not in sections:
+                ws.save_dataset("hh-harmless", load_preference_data(args.hh, preset="hh-rlhf"))
+            results["hh_variants"] = hh_variants(ws, cache, args)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2, default=float))
     return 0

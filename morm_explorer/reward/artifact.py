@@ -28,11 +28,10 @@ from safetensors.torch import load_file, save_file
 from morm_explorer import __version__
 from morm_explorer.errors import MormError
 from morm_explorer.reward.backbone import Backbone
-from morm_explorer.reward.config import ModelConfig
+from morm_explorer.reward.config import FORMAT, ModelConfig, read_config
 from morm_explorer.reward.model import RewardModel
 from morm_explorer.workspace import atomic_write_text
 
-FORMAT = "morm-reward-model"
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
@@ -90,19 +89,6 @@ def save_reward_model(model: RewardModel, out_dir: str | Path, *, training: dict
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def read_config(path: str | Path) -> dict:
-    cfg_path = Path(path) / "config.json"
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise MormError("not a reward model folder: no config.json", file=str(path)) from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MormError(f"config.json is not valid JSON: {e}", file=str(cfg_path)) from e
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise MormError(f"config.json is not a {FORMAT} config", file=str(cfg_path))
-    return config
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:

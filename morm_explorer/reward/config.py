@@ -6,13 +6,16 @@ takes (a field's name is its CLI flag's name) and what the artifact records abou
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from morm_explorer.data.schema import is_valid_objective
 from morm_explorer.errors import MormError
 
+FORMAT = "morm-reward-model"  # the "format" of a reward-model artifact's config.json
 ARCHITECTURES = ("multi_head", "separate")
 POOLINGS = ("auto", "mean", "mean_response", "last", "cls", "pooler")
 HEADS = ("linear", "mlp")
@@ -192,3 +195,17 @@ class TrainConfig(_DictMixin):
         return ModelConfig(objectives=objectives, backbone=self.backbone,
                            architecture=self.architecture, pooling=self.pooling, head=self.head,
                            head_hidden=self.head_hidden, max_length=self.max_length)
+
+
+def read_config(path: str | Path) -> dict:
+    """The config.json of a reward-model artifact folder (no weights are read)."""
+    cfg_path = Path(path) / "config.json"
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise MormError("not a reward model folder: no config.json", file=str(path)) from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MormError(f"config.json is not valid JSON: {e}", file=str(cfg_path)) from e
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise MormError(f"config.json is not a {FORMAT} config", file=str(cfg_path))
+    return config

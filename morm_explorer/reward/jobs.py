@@ -13,7 +13,6 @@ from typing import ClassVar
 from morm_explorer.jobs.context import JobContext
 from morm_explorer.jobs.spec import JobSpec, register_job
 from morm_explorer.reward.config import TrainConfig
-from morm_explorer.reward.train import Hooks, train_reward_model
 from morm_explorer.workspace import sanitize_name
 
 GROUP = "reward_models"
@@ -40,6 +39,9 @@ class TrainRewardModelJob(JobSpec):
 
 
 def run_train_reward_model(spec: TrainRewardModelJob, ctx: JobContext) -> dict:
+    # Imported here so that a worker starts without loading torch and transformers.
+    from morm_explorer.reward.train import Hooks, train_reward_model
+
     cfg = spec.train_config
     ctx.check_artifact(GROUP, cfg.name)
     if cfg.device == "auto":

@@ -14,17 +14,7 @@ import numpy as np
 import pandas as pd
 
 from morm_explorer.errors import MormError
-from morm_explorer.reward import data as rdata
-from morm_explorer.reward.artifact import load_reward_model, read_config
-from morm_explorer.reward.cache import EmbeddingCache, score_cached
-from morm_explorer.reward.config import TrainConfig
-from morm_explorer.reward.evaluate import (
-    evaluate_pairs,
-    head_correlation,
-    single_vs_multi,
-    true_targets,
-)
-from morm_explorer.reward.train import pick_device, prepare_splits, resolve_dataset
+from morm_explorer.reward.config import TrainConfig, read_config
 
 GROUP = "reward_models"
 
@@ -73,6 +63,18 @@ def _columns(scores: np.ndarray, model_objs: list[str], objs: list[str]) -> np.n
 
 def evaluate_artifact(ref: str | Path, data: str, workspace=None, device: str = "auto") -> dict:
     """Per-objective metrics of a saved model on a dataset (see module docstring)."""
+    # torch and transformers load here only: listing and reading reports stays light.
+    from morm_explorer.reward import data as rdata
+    from morm_explorer.reward.artifact import load_reward_model
+    from morm_explorer.reward.cache import EmbeddingCache, score_cached
+    from morm_explorer.reward.evaluate import (
+        evaluate_pairs,
+        head_correlation,
+        single_vs_multi,
+        true_targets,
+    )
+    from morm_explorer.reward.train import pick_device, prepare_splits, resolve_dataset
+
     path = model_path(ref, workspace)
     config = read_config(path)
     model = load_reward_model(path, pick_device(device))
