@@ -149,6 +149,21 @@ def atomic_write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
     return len(lines)
 
 
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` at ``out`` by rename, replacing a folder already there
+    (moved aside first, removed after), so ``out`` is never half-written. An empty ``out`` (a
+    job's staging folder prepared for the result) is simply replaced."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if out.exists():
+        backup = out.with_name(f".{out.name}.old-{time.time_ns()}")
+        out.rename(backup)
+        tmp.rename(out)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str

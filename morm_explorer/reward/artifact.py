@@ -30,7 +30,7 @@ from morm_explorer.errors import MormError
 from morm_explorer.reward.backbone import Backbone
 from morm_explorer.reward.config import FORMAT, ModelConfig, read_config
 from morm_explorer.reward.model import RewardModel
-from morm_explorer.workspace import atomic_write_text
+from morm_explorer.workspace import atomic_write_text, replace_dir
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -76,15 +76,7 @@ def save_reward_model(model: RewardModel, out_dir: str | Path, *, training: dict
         atomic_write_text(tmp / "history.json", json.dumps(history))
         for name, folder in (extra or {}).items():
             shutil.move(str(folder), tmp / name)
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # an empty folder prepared for us (a job's staging folder)
-        if out.exists():
-            backup = out.with_name(f".{out.name}.old-{int(time.time())}")
-            out.rename(backup)
-            tmp.rename(out)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

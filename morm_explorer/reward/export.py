@@ -38,7 +38,7 @@ from morm_explorer.errors import MormError
 from morm_explorer.reward.artifact import load_reward_model
 from morm_explorer.reward.backbone import DECODER_TYPES, Backbone
 from morm_explorer.reward.model import RewardModel
-from morm_explorer.workspace import atomic_write_text
+from morm_explorer.workspace import atomic_write_text, replace_dir
 
 FORMAT = "morm-export"
 # Encoders whose *ForSequenceClassification reads the pooler output. RoBERTa, MPNet, DeBERTa,
@@ -280,17 +280,6 @@ def _readme(model: RewardModel, labels: list[str], weights: dict[str, float] | N
             "config.\n")
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished folder `tmp` to `out`, replacing an earlier export there."""
-    if out.exists():
-        backup = out.with_name(f".{out.name}.old-{int(time.time())}")
-        out.rename(backup)
-        tmp.rename(out)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        tmp.rename(out)
-
-
 def _check_target(out: Path, source: Path | None) -> None:
     if source is not None and out.resolve() == source.resolve():
         raise MormError("the export folder must differ from the reward model's folder",
@@ -333,7 +322,7 @@ def export_reward_model(model_or_path: RewardModel | str | Path, out_dir: str | 
                             f"{reason}. {note}".strip())
         atomic_write_text(tmp / "morm_export.json", json.dumps(info, indent=2, default=float))
         atomic_write_text(tmp / "README.md", _readme(model, labels, used, tokenizer, note))
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
