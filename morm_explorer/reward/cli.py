@@ -19,15 +19,18 @@ from morm_explorer.reward.config import CHOICES, TrainConfig
 
 
 def field_docs(cls) -> dict[str, str]:
-    """Attribute docstrings (a string literal right after a field) of a dataclass."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for prev, node in zip(body, body[1:], strict=False):
-        if (isinstance(prev, ast.AnnAssign) and isinstance(prev.target, ast.Name)
-                and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
-                and isinstance(node.value.value, str)):
-            docs[prev.target.id] = " ".join(node.value.value.split())
+    """Attribute docstrings (a string literal right after a field) of a dataclass and of the
+    dataclasses it derives from."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(inspect.getsource(klass)).body[0].body  # type: ignore[attr-defined]
+        for prev, node in zip(body, body[1:], strict=False):
+            if (isinstance(prev, ast.AnnAssign) and isinstance(prev.target, ast.Name)
+                    and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+                    and isinstance(node.value.value, str)):
+                docs[prev.target.id] = " ".join(node.value.value.split())
     return docs
 
 
@@ -49,7 +52,8 @@ def add_config_flags(p: argparse.ArgumentParser, cls=TrainConfig) -> None:
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        flags = sorted({f"--{f.name}", f"--{f.name.replace('_', '-')}"}, key=len)
+        # The field's name is the flag's name; the dashed spelling is accepted too.
+        flags = list(dict.fromkeys([f"--{f.name}", f"--{f.name.replace('_', '-')}"]))
         help_ = docs.get(f.name, "")
         kind = hints[f.name]
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:

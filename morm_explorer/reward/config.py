@@ -57,53 +57,10 @@ class _DictMixin:
         return cls(**kw)
 
 
-@dataclass(frozen=True)
-class ModelConfig(_DictMixin):
-    """Everything needed to rebuild a reward model's structure."""
+@dataclass(frozen=True, kw_only=True)
+class _ModelFields(_DictMixin):
+    """The structure of a reward model, shared by `ModelConfig` and `TrainConfig`."""
 
-    objectives: tuple[str, ...]
-    """Objective names, one head (or one separate model) each."""
-    backbone: str = "minilm"
-    """Hugging Face model name or folder (alias: minilm)."""
-    architecture: str = "multi_head"
-    """multi_head: one backbone, K heads; separate: K single-head models."""
-    pooling: str = "auto"
-    """auto (mean for encoders, last token for decoders), mean, mean_response, last, cls,
-    pooler."""
-    head: str = "linear"
-    """linear, or mlp (one hidden layer)."""
-    head_hidden: int = 256
-    """Hidden width of mlp heads."""
-    max_length: int = 256
-    """Tokens per (prompt, response) input; longer inputs keep the response's end."""
-
-    def __post_init__(self) -> None:
-        if not self.objectives:
-            raise MormError("at least one objective is needed", field="objectives")
-        if len(set(self.objectives)) != len(self.objectives):
-            raise MormError(f"duplicate objectives in {list(self.objectives)}", field="objectives")
-        for o in self.objectives:
-            if not is_valid_objective(o):
-                raise MormError(f"invalid objective name {o!r}", field="objectives")
-        _choice("architecture", self.architecture, ARCHITECTURES)
-        _choice("pooling", self.pooling, POOLINGS)
-        _choice("head", self.head, HEADS)
-        _positive("head_hidden", self.head_hidden, integer=True)
-        _positive("max_length", self.max_length, integer=True)
-        if self.max_length < 8:
-            raise MormError("max_length must be >= 8", field="max_length")
-
-
-@dataclass(frozen=True)
-class TrainConfig(_DictMixin):
-    """How to train a reward model (`morm rm train` flags have these names)."""
-
-    dataset: str
-    """Workspace dataset name, or a preference file path."""
-    name: str = "reward-model"
-    """Name of the artifact folder in the workspace (reward_models/<name>)."""
-    objectives: tuple[str, ...] = ()
-    """Objectives to train (default: all in the data)."""
     backbone: str = "minilm"
     """Hugging Face model name or folder of the backbone (alias: minilm)."""
     architecture: str = "multi_head"
@@ -117,6 +74,44 @@ class TrainConfig(_DictMixin):
     """Hidden width of mlp heads."""
     max_length: int = 256
     """Tokens per (prompt, response) input."""
+
+    def _check_model_fields(self) -> None:
+        for name in ("architecture", "pooling", "head"):
+            _choice(name, getattr(self, name), CHOICES[name])
+        _positive("head_hidden", self.head_hidden, integer=True)
+        _positive("max_length", self.max_length, integer=True)
+        if self.max_length < 8:
+            raise MormError("max_length must be >= 8", field="max_length")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(_ModelFields):
+    """Everything needed to rebuild a reward model's structure."""
+
+    objectives: tuple[str, ...]
+    """Objective names, one head (or one separate model) each."""
+
+    def __post_init__(self) -> None:
+        if not self.objectives:
+            raise MormError("at least one objective is needed", field="objectives")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise MormError(f"duplicate objectives in {list(self.objectives)}", field="objectives")
+        for o in self.objectives:
+            if not is_valid_objective(o):
+                raise MormError(f"invalid objective name {o!r}", field="objectives")
+        self._check_model_fields()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(_ModelFields):
+    """How to train a reward model (`morm rm train` flags have these names)."""
+
+    dataset: str
+    """Workspace dataset name, or a preference file path."""
+    name: str = "reward-model"
+    """Name of the artifact folder in the workspace (reward_models/<name>)."""
+    objectives: tuple[str, ...] = ()
+    """Objectives to train (default: all in the data)."""
     mode: str = "frozen"
     """frozen (cached embeddings, heads only), full (fine-tune all), lora (peft adapters)."""
     loss_weights: dict[str, float] = field(default_factory=dict)
@@ -166,10 +161,10 @@ class TrainConfig(_DictMixin):
     """auto (cuda when present), cpu or cuda."""
 
     def __post_init__(self) -> None:
-        for name, allowed in CHOICES.items():
-            _choice(name, getattr(self, name), allowed)
-        for name in ("epochs", "batch_size", "head_hidden", "max_length", "lora_r",
-                     "lora_alpha"):
+        self._check_model_fields()
+        for name in ("mode", "ties", "ratings_mode", "device"):
+            _choice(name, getattr(self, name), CHOICES[name])
+        for name in ("epochs", "batch_size", "lora_r", "lora_alpha"):
             _positive(name, getattr(self, name), integer=True)
         for name in ("lr", "backbone_lr"):
             _positive(name, getattr(self, name))
@@ -192,9 +187,8 @@ class TrainConfig(_DictMixin):
             raise MormError("all loss weights are zero: nothing to train", field="loss_weights")
 
     def model_config(self, objectives: tuple[str, ...]) -> ModelConfig:
-        return ModelConfig(objectives=objectives, backbone=self.backbone,
-                           architecture=self.architecture, pooling=self.pooling, head=self.head,
-                           head_hidden=self.head_hidden, max_length=self.max_length)
+        shared = {f.name: getattr(self, f.name) for f in fields(_ModelFields)}
+        return ModelConfig(objectives=objectives, **shared)
 
 
 def read_config(path: str | Path) -> dict:
