@@ -1,5 +1,7 @@
 """Data: load preference data, see its validation report and per-objective summary, save it."""
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -11,6 +13,24 @@ from morm_explorer.ui import figures
 from pages.common import workspace
 
 ws = workspace()
+
+
+# Validation runs once per file content and options, not on every widget interaction.
+@st.cache_data(max_entries=8, show_spinner=False)
+def inspect_uploaded(name: str, data: bytes, **options):
+    return inspect_upload(name, data, **options)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def inspect_path(path: str, modified: float, **options):
+    return inspect_file(path, **options)
+
+
+def modified(path) -> float:
+    p = Path(path)
+    return p.stat().st_mtime if p.exists() else 0.0
+
+
 st.title("Data")
 st.caption("Per-objective preference data: pairs labelled per objective, or per-response "
            "ratings. Everything you load is validated; nothing is stored until you save it.")
@@ -41,19 +61,20 @@ try:
             st.info("The workspace has no datasets yet: upload one.")
         else:
             name = st.selectbox("Dataset", names, key="data_ws_name")
-            dataset, report = inspect_file(ws.dataset_path(name), display_name=name,
+            path = ws.dataset_path(name)
+            dataset, report = inspect_path(str(path), modified(path), display_name=name,
                                            fmt="jsonl", on_error=on_error)
     elif source == SOURCES[1]:
         up = st.file_uploader("Preference file", type=["jsonl", "json", "csv", "parquet", "gz"],
                               key="data_upload")
         if up is not None:
             with st.spinner(f"Validating {up.name} ..."):
-                dataset, report = inspect_upload(up.name, up.getvalue(), **options)
+                dataset, report = inspect_uploaded(up.name, up.getvalue(), **options)
     else:
         path = st.text_input("Path, dataset folder or hub name", key="data_path")
         if path.strip():
             with st.spinner(f"Validating {path} ..."):
-                dataset, report = inspect_file(path.strip(), **options)
+                dataset, report = inspect_path(path.strip(), modified(path.strip()), **options)
 except MormError as e:
     st.error(str(e))
 
