@@ -56,6 +56,9 @@ class JobBackend(Protocol):
         ...
 
 
+AUTO_IDLE_EXIT_S = 600.0
+
+
 class LocalBackend:
     """Jobs in the workspace database, run by local worker processes (`morm worker`).
 
@@ -85,7 +88,9 @@ class LocalBackend:
         # Imported here: `python -m morm_explorer.jobs.worker` must not find it imported.
         from morm_explorer.jobs.worker import ensure_worker
 
-        return ensure_worker(self.ws, stale_after=self.stale_after)
+        # A worker started on demand leaves after 10 idle minutes rather than outliving the
+        # app; the next submit starts another. `morm worker` run by hand stays until stopped.
+        return ensure_worker(self.ws, stale_after=self.stale_after, idle_exit=AUTO_IDLE_EXIT_S)
 
     def workers(self) -> list[WorkerInfo]:
         """The live workers."""
