@@ -17,7 +17,7 @@ from morm_explorer.errors import MormError
 
 FORMAT = "morm-reward-model"  # the "format" of a reward-model artifact's config.json
 ARCHITECTURES = ("multi_head", "separate")
-POOLINGS = ("auto", "mean", "mean_response", "last", "cls", "pooler")
+POOLINGS = ("auto", "mean_layers", "mean", "mean_response", "last", "cls", "pooler")
 HEADS = ("linear", "mlp")
 MODES = ("frozen", "full", "lora")
 TIES = ("half", "skip")
@@ -66,8 +66,8 @@ class _ModelFields(_DictMixin):
     architecture: str = "multi_head"
     """multi_head (one backbone, K heads) or separate (K single-head models)."""
     pooling: str = "auto"
-    """auto (mean for encoders, last token for decoders), mean, mean_response, last, cls,
-    pooler."""
+    """auto (mean_layers for encoders, last token for decoders), mean_layers (mean of the last
+    and the middle layer), mean, mean_response, last, cls, pooler."""
     head: str = "linear"
     """linear, or mlp (one hidden layer of head_hidden units)."""
     head_hidden: int = 256
