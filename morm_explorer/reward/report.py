@@ -57,23 +57,19 @@ def list_reward_models(workspace) -> list[dict]:
     return rows
 
 
-def _columns(scores: np.ndarray, model_objs: list[str], objs: list[str]) -> np.ndarray:
-    return scores[:, [model_objs.index(o) for o in objs]]
-
-
 def evaluate_artifact(ref: str | Path, data: str, workspace=None, device: str = "auto") -> dict:
     """Per-objective metrics of a saved model on a dataset (see module docstring)."""
     # torch and transformers load here only: listing and reading reports stays light.
     from morm_explorer.reward import data as rdata
     from morm_explorer.reward.artifact import load_reward_model
-    from morm_explorer.reward.cache import EmbeddingCache, score_cached
-    from morm_explorer.reward.evaluate import (
-        evaluate_pairs,
-        head_correlation,
-        single_vs_multi,
-        true_targets,
+    from morm_explorer.reward.cache import EmbeddingCache
+    from morm_explorer.reward.train import (
+        compare_single,
+        evaluate_model,
+        pick_device,
+        prepare_splits,
+        resolve_dataset,
     )
-    from morm_explorer.reward.train import pick_device, prepare_splits, resolve_dataset
 
     path = model_path(ref, workspace)
     config = read_config(path)
@@ -93,18 +89,12 @@ def evaluate_artifact(ref: str | Path, data: str, workspace=None, device: str = 
     if workspace is not None and model.frozen_backbone:
         cache = EmbeddingCache.for_backbone(workspace.root / "cache" / "embeddings",
                                             model.backbones[0])
-    scores = _columns(score_cached(model, split.prompts, split.responses, cache),
-                      model.objectives, objs)
-    truth = true_targets(split.records, objs)
-    per = evaluate_pairs(scores[split.ia], scores[split.ib], split.targets, objs, truth)
-    metrics = {"objectives": per, "split": "held-out" if same else "whole file",
-               "n_pairs": len(split),
-               "head_correlation": head_correlation(scores, objs).round(4).to_dict()}
+    metrics = evaluate_model(model, split, objs, cache)
+    metrics.update(split="held-out" if same else "whole file", n_pairs=len(split))
     if (path / "overall" / "config.json").is_file():
         single = load_reward_model(path / "overall", str(model.device))
-        s = score_cached(single, split.prompts, split.responses, cache)
-        table = single_vs_multi(per, s[split.ia], s[split.ib], split.targets, objs)
-        metrics["single_vs_multi"] = json.loads(table.to_json(orient="index"))
+        metrics["single_vs_multi"] = compare_single(single, split, metrics["objectives"], objs,
+                                                    cache)
     return metrics
 
 

@@ -28,7 +28,7 @@ from morm_explorer.data.convert import ratings_to_pairs
 from morm_explorer.data.loaders import Dataset, load_preference_data
 from morm_explorer.errors import MormError
 from morm_explorer.reward import data as rdata
-from morm_explorer.reward.artifact import reward_stats, save_reward_model
+from morm_explorer.reward.artifact import load_reward_model, reward_stats, save_reward_model
 from morm_explorer.reward.cache import EmbeddingCache, embed_with_cache, score_cached
 from morm_explorer.reward.config import TrainConfig
 from morm_explorer.reward.evaluate import (
@@ -318,7 +318,8 @@ def train_reward_model(cfg: TrainConfig, out_dir: str | Path, workspace=None,
     if cfg.compare_overall and "overall" in dataset.objectives and "overall" not in objectives:
         hooks.progress(0.94, "training the single overall RM for comparison")
         single = _train_overall(cfg, Path(out_dir).parent, workspace, cache_root)
-        metrics["single_vs_multi"] = compare_single(model, single.path, dataset, cfg,
+        single_model = load_reward_model(single.path, str(model.device))
+        metrics["single_vs_multi"] = compare_single(single_model, test, metrics["objectives"],
                                                     objectives, cache)
         extra["overall"] = single.path
     path = save_reward_model(model, out_dir, training=cfg.to_dict(), metrics=metrics,
@@ -341,16 +342,12 @@ def _train_overall(cfg: TrainConfig, parent: Path, workspace, cache_root) -> Tra
     return train_reward_model(single_cfg, out, workspace, None, cache_root)
 
 
-def compare_single(model: RewardModel, single_path: Path, dataset: Dataset, cfg: TrainConfig,
-                   objectives: list[str], cache: EmbeddingCache | None = None) -> dict:
-    """Held-out accuracy per objective: the model's own head vs the single overall reward."""
-    from morm_explorer.reward.artifact import load_reward_model
-
-    _, _, test = prepare_splits(dataset, objectives, cfg)
-    single = load_reward_model(single_path, str(model.device))
-    multi = evaluate_pairs(*_sides(model, test, cache), test.targets, objectives)
-    s_a, s_b = _sides(single, test, cache)
-    table = single_vs_multi(multi, s_a, s_b, test.targets, objectives)
+def compare_single(single: RewardModel, split, multi: dict, objectives: list[str],
+                   cache: EmbeddingCache | None = None) -> dict:
+    """Held-out accuracy per objective: the multi-head model's own heads (``multi``, the
+    per-objective metrics already computed on ``split``) vs one single overall reward."""
+    s_a, s_b = _sides(single, split, cache)
+    table = single_vs_multi(multi, s_a, s_b, split.targets, objectives)
     return {obj: {k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()}
             for obj, row in table.to_dict(orient="index").items()}
 
@@ -362,10 +359,12 @@ def _sides(model: RewardModel, split, cache=None) -> tuple[np.ndarray, np.ndarra
 
 def evaluate_model(model: RewardModel, split, objectives: list[str],
                    cache: EmbeddingCache | None = None) -> dict:
-    """Held-out metrics of a model on a PairSet (see reward.evaluate)."""
+    """Held-out metrics of a model on a PairSet (see reward.evaluate), for ``objectives``
+    (all of the model's, or a subset)."""
     if split is None or len(split) == 0:
         return {"objectives": {}, "head_correlation": {}}
     scores = score_cached(model, split.prompts, split.responses, cache)  # (U, K)
+    scores = scores[:, [model.objectives.index(o) for o in objectives]]
     truth = true_targets(split.records, objectives)
     per = evaluate_pairs(scores[split.ia], scores[split.ib], split.targets, objectives, truth)
     corr = head_correlation(scores, objectives)
