@@ -4,6 +4,8 @@ Layout::
 
     <workspace>/morm.sqlite          metadata (datasets now; jobs, metrics, ratings later), WAL
     <workspace>/datasets/<name>/     data.jsonl + info.json, one folder per named dataset
+    <workspace>/candidates/<name>/   candidates.parquet + info.json, one per candidate set
+    <workspace>/reward_models/<name> reward-model artifacts; cache/ holds embeddings and scores
 
 The workspace is ``--workspace``, else ``$MORM_WORKSPACE``, else ``./workspace``. Names that
 become paths go through `sanitize_name`; every file is written to a temporary file in the same
@@ -88,6 +90,26 @@ MIGRATIONS: list[str] = [
         heartbeat_at REAL NOT NULL,
         device TEXT,
         job_id TEXT
+    );
+    """,
+    # Candidate sets (morm_explorer.data.candidates): responses to score on the Explore page.
+    """
+    CREATE TABLE candidate_sets (
+        name TEXT PRIMARY KEY,
+        n_candidates INTEGER NOT NULL,
+        n_prompts INTEGER NOT NULL,
+        sources TEXT NOT NULL,         -- JSON list
+        origin TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
+    # Named scalarization settings (morm_explorer.weight_presets), shared by Explore and PPO.
+    """
+    CREATE TABLE weight_presets (
+        name TEXT PRIMARY KEY,
+        preset TEXT NOT NULL,          -- JSON: weights, scalarizer, standardized, constraints
+        created_at REAL NOT NULL
     );
     """,
 ]

@@ -85,18 +85,25 @@ class RewardModel(nn.Module):
         return self.rewards_from_embeddings(self.embed(prompts, responses))
 
     @torch.inference_mode()
-    def score(self, prompts: list[str], responses: list[str], batch_size: int = 64) -> np.ndarray:
-        """Per-objective rewards (N, K), batched by similar length (less padding)."""
+    def score(self, prompts: list[str], responses: list[str], batch_size: int = 64,
+              progress=None) -> np.ndarray:
+        """Per-objective rewards (N, K), batched by similar length (less padding);
+        ``progress(done, total)`` after each batch. CUDA runs under bf16 autocast (fp16 where
+        the card has no bf16)."""
         was_training = self.training
         self.eval()
         order = np.argsort([len(p) + len(r) for p, r in zip(prompts, responses, strict=True)])
         out = np.zeros((len(prompts), len(self.objectives)), dtype=np.float32)
         autocast = self.device.type == "cuda"
+        dtype = torch.bfloat16 if not autocast or torch.cuda.is_bf16_supported() \
+            else torch.float16
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast("cuda", dtype=dtype, enabled=autocast):
                 r = self([prompts[i] for i in idx], [responses[i] for i in idx])
             out[idx] = r.float().cpu().numpy()
+            if progress is not None:
+                progress(min(start + batch_size, len(order)), len(order))
         self.train(was_training)
         return out
 

@@ -1,0 +1,347 @@
+"""Plotly figures of the Explore page: N candidates scored on K objectives (all maximised), their
+Pareto front and the best-of-N winners under the current weights, the weight simplex, and how the
+winners move when the weights do. Each builder takes numpy arrays, never modifies them, and
+returns a Figure; nothing here touches Streamlit.
+
+Conventions the page relies on:
+
+- Row indices. In `scatter_2d` and `scatter_3d` every marker (and the front line) carries
+  ``customdata`` = its row index into the full (N, K) arrays, whatever was downsampled or split
+  into traces, so `selected_rows` maps a Streamlit ``on_select`` selection back to candidates
+  (Streamlit's ``point_indices`` are per trace and must not be used). In `ternary_map`
+  ``customdata[0]`` is the grid row.
+- Traces. Each shown row sits in exactly one marker trace: winners in ``WINNERS``, other front
+  points in ``FRONT``, the rest in one trace per ``color`` value (or ``CANDIDATES``), so the
+  legend toggles sources. Trace ``uid`` = name and a fixed ``uirevision`` keep zoom and legend
+  state across reruns.
+- Display downsampling keeps every front point and winner plus a sample of the rest drawn from
+  one seeded priority per row, so the background stays put while the weights move.
+- Hover text is plain text: whitespace collapsed, cut to ``HOVER_CHARS``, ``& < >`` escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from morm_explorer.ui.reward_figures import LAYOUT, LAYOUT_XTITLE, PALETTE, objective_color
+
+CANDIDATES = "candidates"
+FRONT = "Pareto front"
+WINNERS = "best-of-N winner"
+FRONT_LINE = "front (line)"
+CURRENT = "current weights"
+HOVER_CHARS = 120
+
+WINNER_COLOR = "#E03131"
+EDGE_COLOR = "#212529"
+CANDIDATE_COLOR = "#748FFC"  # when no `color` categories are given
+OTHERS_COLOR = "#CED4DA"
+# Categories take the shared palette minus its red, which would read as a winner.
+CATEGORY_PALETTE = [c for c in PALETTE if c != "#F03E3E"]
+
+# Marker per role; 3D scenes know fewer symbols (no star) and draw sizes larger.
+_STYLE_2D = {"rest": dict(size=5, opacity=0.35),
+             "front": dict(size=9, symbol="diamond", line=dict(color=EDGE_COLOR, width=1.5)),
+             "winner": dict(size=14, symbol="star", color=WINNER_COLOR,
+                            line=dict(color=EDGE_COLOR, width=1))}
+_STYLE_3D = {"rest": dict(size=2, opacity=0.35),
+             "front": dict(size=4, symbol="circle", line=dict(color=EDGE_COLOR, width=1)),
+             "winner": dict(size=6, symbol="diamond", color=WINNER_COLOR,
+                            line=dict(color=EDGE_COLOR, width=1))}
+
+
+def _escape_hover(text: object, limit: int = HOVER_CHARS) -> str:
+    """Plain text for a plotly hover label, which renders a subset of HTML: whitespace runs
+    become one space, text over ``limit`` characters is cut with an ellipsis, then ``&``, ``<``
+    and ``>`` are escaped (model outputs may contain markup such as ``<script>``)."""
+    s = " ".join(str(text)[: limit * 4].split())  # only the head is ever shown
+    if len(s) > limit:
+        s = s[: limit - 1].rstrip() + "…"
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _check_scores(scores: np.ndarray, objectives: Sequence[str]) -> np.ndarray:
+    s = np.asarray(scores, dtype=float)
+    if s.ndim != 2 or s.shape[1] != len(objectives):
+        raise ValueError(f"scores must have shape (N, {len(objectives)}) for objectives "
+                         f"{list(objectives)}, got {s.shape}")
+    return s
+
+
+def _columns(objectives: Sequence[str], names: Sequence[str]) -> list[int]:
+    """Column index of each name; unknown names raise, all of them named."""
+    unknown = [n for n in names if n not in objectives]
+    if unknown:
+        raise ValueError(f"unknown objective(s) {', '.join(map(repr, unknown))}; "
+                         f"expected one of {', '.join(objectives)}")
+    return [list(objectives).index(n) for n in names]
+
+
+def _mask(mask: np.ndarray | None, n: int, name: str) -> np.ndarray:
+    if mask is None:
+        return np.zeros(n, dtype=bool)
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != (n,):
+        raise ValueError(f"{name} must be a boolean array of shape ({n},), got {m.shape}")
+    return m
+
+
+def _per_row(values: Sequence[str] | None, n: int, name: str) -> np.ndarray | None:
+    if values is None:
+        return None
+    a = np.asarray(values, dtype=object)
+    if a.shape != (n,):
+        raise ValueError(f"{name} must have one entry per candidate ({n}), got shape {a.shape}")
+    return a
+
+
+def _display_rows(n: int, keep: np.ndarray, max_points: int, seed: int) -> np.ndarray:
+    """Sorted rows to draw: all when n <= max_points; else every ``keep`` row plus the others
+    of lowest seeded priority, max_points in all (more only if ``keep`` alone exceeds it)."""
+    if n <= max_points:
+        return np.arange(n)
+    priority = np.random.default_rng(seed).random(n)  # (N,) fixed per row, whatever `keep` is
+    rest = np.flatnonzero(~keep)
+    budget = max(0, max_points - int(keep.sum()))
+    if budget < len(rest):
+        rest = rest[np.argpartition(priority[rest], budget)[:budget]]
+    return np.sort(np.concatenate([np.flatnonzero(keep), rest]))
+
+
+def _categories(color: Sequence[str] | None, n: int) -> tuple[np.ndarray, list[str]]:
+    """(N,) codes into the sorted category names; one category ``CANDIDATES`` without color."""
+    a = _per_row(color, n, "color")
+    if a is None:
+        return np.zeros(n, dtype=int), [CANDIDATES]
+    codes, uniques = pd.factorize(a, use_na_sentinel=False)  # O(N) hashing, no sort of N
+    names = [str(u) for u in uniques]
+    order = np.argsort(names, kind="stable")
+    rank = np.empty(len(names), dtype=int)
+    rank[order] = np.arange(len(names))
+    return rank[codes], [names[i] for i in order]
+
+
+def _split(s: np.ndarray, front: np.ndarray, winners: np.ndarray, hover: Sequence[str] | None,
+           color: Sequence[str] | None, max_points: int, seed: int) -> tuple[list, str]:
+    """The shown rows as (name, role, rows, text, point colors) per marker trace, and a title
+    suffix saying how many are shown."""
+    n = len(s)
+    front, winners = _mask(front, n, "front"), _mask(winners, n, "winners")
+    hover_rows = _per_row(hover, n, "hover")
+    codes, names = _categories(color, n)
+    palette = (np.array([CANDIDATE_COLOR], dtype=object) if color is None else
+               np.array([CATEGORY_PALETTE[i % len(CATEGORY_PALETTE)] for i in range(len(names))],
+                        dtype=object))
+    shown = _display_rows(n, front | winners, max_points, seed)
+    text = np.full(n, "", dtype=object)  # (N,) filled for shown rows only
+    if hover_rows is not None or color is not None:
+        cats = [names[c] for c in codes[shown]] if color is not None else [None] * len(shown)
+        bodies = hover_rows[shown] if hover_rows is not None else [None] * len(shown)
+        text[shown] = [_escape_hover(" · ".join(str(p) for p in (c, b) if p is not None))
+                       for c, b in zip(cats, bodies, strict=True)]
+    win = shown[winners[shown]]
+    fr = shown[front[shown] & ~winners[shown]]
+    rest = shown[~front[shown] & ~winners[shown]]
+    traces = []
+    for c, name in enumerate(names):
+        rows = rest[codes[rest] == c]
+        if len(rows):
+            traces.append((_escape_hover(name, 40), "rest", rows, text[rows], palette[c]))
+    if len(fr):
+        traces.append((FRONT, "front", fr, text[fr], palette[codes[fr]].tolist()))
+    if len(win):
+        traces.append((WINNERS, "winner", win, text[win], None))
+    suffix = f" · showing {len(shown):,} of {n:,}" if len(shown) < n else ""
+    return traces, suffix
+
+
+def _template(axes: Sequence[str], refs: Sequence[str], with_text: bool) -> str:
+    lines = ["row %{customdata}"] + [f"{_escape_hover(a)}: %{{{r}:.3f}}" for a, r in
+                                     zip(axes, refs, strict=True)]
+    return "<br>".join(lines + (["%{text}"] if with_text else []))
+
+
+def scatter_2d(scores: np.ndarray, objectives: list[str], x: str, y: str, *, front: np.ndarray,
+               winners: np.ndarray, hover: Sequence[str] | None = None,
+               color: Sequence[str] | None = None, front_line: bool = True,
+               max_points: int = 4000, seed: int = 0) -> go.Figure:
+    """Candidates on two objectives: faint points per ``color`` category, front points as
+    outlined diamonds, winners as red stars, and (``front_line``) a step line through the
+    ``front`` points sorted by x, which is the 2D front only if ``front`` was computed on x and
+    y. ``scores`` (N, K); ``front``, ``winners`` (N,) bool; ``hover``, ``color`` (N,) text.
+    Lasso selection by default; ``customdata`` of every point is its row in ``scores``."""
+    s = _check_scores(scores, objectives)
+    cx, cy = _columns(objectives, [x, y])
+    traces, suffix = _split(s, front, winners, hover, color, max_points, seed)
+    fig = go.Figure()
+    on_front = np.flatnonzero(_mask(front, len(s), "front"))
+    if front_line and len(on_front) > 1:
+        line = on_front[np.argsort(s[on_front, cx], kind="stable")]
+        # "vh": at x between two front points the best dominated y is the right point's y.
+        fig.add_scatter(x=s[line, cx], y=s[line, cy], mode="lines", name=FRONT_LINE,
+                        uid=FRONT_LINE, customdata=line, hoverinfo="skip",
+                        line=dict(color=EDGE_COLOR, width=1.5, dash="dot", shape="vh"))
+    template = _template([x, y], ["x", "y"], hover is not None or color is not None)
+    for name, role, rows, text, colors in traces:
+        marker = {**_STYLE_2D[role], **({"color": colors} if colors is not None else {})}
+        fig.add_scatter(x=s[rows, cx], y=s[rows, cy], mode="markers", name=name, uid=name,
+                        customdata=rows, text=text, marker=marker, hovertemplate=template)
+    fig.update_layout(title=f"{y} vs {x}{suffix}", xaxis_title=x, yaxis_title=y,
+                      dragmode="lasso", uirevision=f"2d|{x}|{y}", legend_itemsizing="constant",
+                      **{**LAYOUT_XTITLE, "height": 480})
+    return fig
+
+
+def scatter_3d(scores: np.ndarray, objectives: list[str], axes: tuple[str, str, str], *,
+               front: np.ndarray, winners: np.ndarray, hover: Sequence[str] | None = None,
+               color: Sequence[str] | None = None, max_points: int = 4000,
+               seed: int = 0) -> go.Figure:
+    """The layers of `scatter_2d` on three objectives (no front line). Plotly has no box or
+    lasso selection in 3D scenes; ``customdata`` still holds each point's row for clicks."""
+    s = _check_scores(scores, objectives)
+    cols = _columns(objectives, list(axes))
+    traces, suffix = _split(s, front, winners, hover, color, max_points, seed)
+    template = _template(axes, ["x", "y", "z"], hover is not None or color is not None)
+    fig = go.Figure()
+    for name, role, rows, text, colors in traces:
+        marker = {**_STYLE_3D[role], **({"color": colors} if colors is not None else {})}
+        fig.add_scatter3d(x=s[rows, cols[0]], y=s[rows, cols[1]], z=s[rows, cols[2]],
+                          mode="markers", name=name, uid=name, customdata=rows, text=text,
+                          marker=marker, hovertemplate=template)
+    fig.update_layout(title=f"{' / '.join(axes)}{suffix}", uirevision="3d|" + "|".join(axes),
+                      scene=dict(xaxis_title=axes[0], yaxis_title=axes[1], zaxis_title=axes[2]),
+                      legend_itemsizing="constant", **{**LAYOUT, "height": 560})
+    return fig
+
+
+def ternary_map(grid: np.ndarray, values: np.ndarray, corners: tuple[str, str, str], *,
+                current: np.ndarray | None = None, value_label: str = "value",
+                hover_values: Mapping[str, np.ndarray] | None = None) -> go.Figure:
+    """The weight simplex of three objectives: one marker per weight vector of ``grid`` (G, 3)
+    (rows sum to 1, column i the weight of ``corners[i]``), coloured by ``values`` (G,), with
+    ``current`` (3,) as a star. ``hover_values`` (name -> (G,)) are shown on hover;
+    ``customdata`` is (G, 2 + M): grid row, value, then the hover values in order."""
+    g, v = np.asarray(grid, dtype=float), np.asarray(values, dtype=float)
+    if g.ndim != 2 or g.shape[1] != 3 or v.shape != (len(g),) or len(corners) != 3:
+        raise ValueError(f"need grid (G, 3), values (G,) and 3 corners; got grid {g.shape}, "
+                         f"values {v.shape}, {len(corners)} corners")
+    if (g < -1e-9).any() or not np.allclose(g.sum(axis=1), 1.0, atol=1e-6):
+        raise ValueError("grid rows must be non-negative weights that sum to 1")
+    extra = {k: np.asarray(a, dtype=float) for k, a in (hover_values or {}).items()}
+    bad = [k for k, a in extra.items() if a.shape != (len(g),)]
+    if bad:
+        raise ValueError(f"hover_values {bad} must each have shape ({len(g)},)")
+    custom = np.column_stack([np.arange(len(g)), v, *extra.values()])  # (G, 2 + M)
+    names = [_escape_hover(c) for c in corners]
+    weights = ", ".join(f"{c} %{{{r}:.2f}}" for c, r in zip(names, "abc", strict=True))
+    template = "<br>".join([weights, f"{_escape_hover(value_label)}: %{{customdata[1]:.3f}}"]
+                           + [f"{_escape_hover(k)}: %{{customdata[{i + 2}]:.3f}}"
+                              for i, k in enumerate(extra)]) + "<extra></extra>"
+    size = float(np.clip(140 / np.sqrt(max(len(g), 1)), 4, 14))  # denser grids, smaller marks
+    fig = go.Figure(go.Scatterternary(
+        a=g[:, 0], b=g[:, 1], c=g[:, 2], mode="markers", name=value_label, customdata=custom,
+        hovertemplate=template, marker=dict(color=v, colorscale="Viridis", size=size,
+                                            symbol="hexagon", colorbar=dict(title=value_label))))
+    if current is not None:
+        w = np.asarray(current, dtype=float).reshape(3)
+        fig.add_scatterternary(a=[w[0]], b=[w[1]], c=[w[2]], mode="markers", name=CURRENT,
+                               hovertemplate=CURRENT + ": " + weights + "<extra></extra>",
+                               marker=dict(symbol="star", size=22, color=WINNER_COLOR,
+                                           line=dict(color=EDGE_COLOR, width=1.5)))
+    axis = [dict(title=dict(text=c), min=0, ticks="outside") for c in corners]
+    fig.update_layout(title=f"{value_label} over the weights", showlegend=False,
+                      ternary=dict(sum=1, aaxis=axis[0], baxis=axis[1], caxis=axis[2]),
+                      **{**LAYOUT, "height": 460, "margin": dict(t=60, b=40, l=50, r=50)})
+    return fig
+
+
+def parallel_coordinates(scores: np.ndarray, objectives: list[str], *,
+                         highlight: np.ndarray | None = None, max_points: int = 3000,
+                         seed: int = 0) -> go.Figure:
+    """One line per candidate across the objectives' axes, ``highlight`` (N,) rows (e.g. the
+    winners) in red and drawn last, on top. Axis ranges span all N rows, not just those shown."""
+    s = _check_scores(scores, objectives)
+    hl = _mask(highlight, len(s), "highlight")
+    shown = _display_rows(len(s), hl, max_points, seed)
+    shown = np.concatenate([shown[~hl[shown]], shown[hl[shown]]])
+    low, high = (s.min(axis=0), s.max(axis=0)) if len(s) else (np.zeros(len(objectives)),) * 2
+    dims = [dict(label=o, values=s[shown, k], range=[low[k], high[k]])
+            for k, o in enumerate(objectives)]
+    line = dict(color=hl[shown].astype(int), colorscale=[[0, OTHERS_COLOR], [1, WINNER_COLOR]],
+                cmin=0, cmax=1, showscale=False)
+    title = "Candidates across objectives" + (f" (red: {int(hl.sum()):,} highlighted)"
+                                              if hl.any() else "")
+    if len(shown) < len(s):
+        title += f" · showing {len(shown):,} of {len(s):,}"
+    fig = go.Figure(go.Parcoords(dimensions=dims, line=line))
+    fig.update_layout(title=title, **{**LAYOUT, "margin": dict(t=70, b=30, l=50, r=50)})
+    return fig
+
+
+def _mean_std(a: np.ndarray) -> str:
+    return f"{a.mean():.2f} ± {a.std():.2f}" if len(a) else "–"
+
+
+def score_distributions(scores: np.ndarray, objectives: list[str], *,
+                        winners: np.ndarray | None = None, bins: int = 40) -> go.Figure:
+    """Per objective (one subplot each, own x axis): the share of candidates per score bin, the
+    winners' share over it on the same bins, and mean ± std of both in the subplot title.
+    Bins are counted here, so the figure carries 2 * K * bins numbers, not N scores."""
+    s = _check_scores(scores, objectives)
+    w = _mask(winners, len(s), "winners") if winners is not None else None
+    titles = [f"{o}: {_mean_std(s[:, k])}" + (f"<br>winners {_mean_std(s[w, k])}"
+                                               if w is not None else "")
+              for k, o in enumerate(objectives)]
+    fig = make_subplots(rows=1, cols=len(objectives), subplot_titles=titles,
+                        horizontal_spacing=0.06)
+    for k in range(len(objectives)):
+        edges = np.histogram_bin_edges(s[:, k], bins=bins)  # (bins + 1,)
+        centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+        groups = [("all candidates", np.ones(len(s), dtype=bool), OTHERS_COLOR, 1.0)]
+        if w is not None and w.any():
+            groups.append(("winners", w, WINNER_COLOR, 0.65))
+        for name, rows, color, opacity in groups:
+            counts = np.histogram(s[rows, k], bins=edges)[0] / max(int(rows.sum()), 1)
+            fig.add_bar(x=centres, y=counts, width=width, name=name, legendgroup=name,
+                        showlegend=k == 0, marker_color=color, opacity=opacity,
+                        hovertemplate=f"{name}: %{{y:.1%}} at %{{x:.2f}}<extra></extra>",
+                        row=1, col=k + 1)
+    fig.update_yaxes(tickformat=".0%")
+    fig.update_yaxes(title_text="share", row=1, col=1)
+    fig.update_layout(barmode="overlay", bargap=0,
+                      **{**LAYOUT, "margin": dict(t=70, b=30, l=50, r=10)})
+    return fig
+
+
+def winner_shift_bar(before: np.ndarray, after: np.ndarray, objectives: list[str]) -> go.Figure:
+    """Mean score of the winners per objective under the previous weights (faint) and the
+    current ones, labelled with the change; ``before`` may be NaN where there is none."""
+    b, a = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    if b.shape != (len(objectives),) or a.shape != b.shape:
+        raise ValueError(f"before and after must have shape ({len(objectives)},), "
+                         f"got {b.shape} and {a.shape}")
+    colors = [objective_color(o, objectives) for o in objectives]
+    fig = go.Figure()
+    fig.add_bar(x=objectives, y=b, name="previous weights", marker_color=colors,
+                marker_opacity=0.4)
+    fig.add_bar(x=objectives, y=a, name=CURRENT, marker_color=colors, textposition="outside",
+                text=[f"{d:+.2f}" if np.isfinite(d) else "" for d in a - b], cliponaxis=False)
+    fig.update_layout(title="Winners' mean score: previous vs current weights", barmode="group",
+                      **{**LAYOUT, "height": 260})
+    return fig
+
+
+def selected_rows(selection: Mapping | None) -> np.ndarray:
+    """Sorted unique rows of the points in a Streamlit ``on_select`` selection of `scatter_2d`
+    or `scatter_3d` (their ``customdata``; its first entry where it is a list)."""
+    rows = []
+    for p in (selection or {}).get("points", []):
+        cd = p.get("customdata")
+        if cd is not None:
+            rows.append(int(cd[0] if isinstance(cd, list | tuple) else cd))
+    return np.unique(np.asarray(rows, dtype=int))
