@@ -29,7 +29,7 @@ if datasets:
               "created": pd.Timestamp(d.created_at, unit="s").strftime("%Y-%m-%d %H:%M")}
              for d in datasets]
         ),
-        hide_index=True, use_container_width=True,
+        hide_index=True, width="stretch",
     )
 else:
     st.info("No datasets yet. Open **Data** to load one.")

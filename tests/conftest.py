@@ -94,3 +94,17 @@ def tiny_bert(tmp_path_factory):
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_rm(tiny_bert, tmp_path_factory):
+    """A frozen-backbone reward model (helpful, harmless) on the tiny BERT, saved as a folder."""
+    from morm_explorer.reward.train import train_reward_model
+    from tests.test_reward import tiny_cfg, tiny_pairs
+
+    root = tmp_path_factory.mktemp("tiny-rm")
+    data = root / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in tiny_pairs()))
+    out = root / "rm"
+    train_reward_model(tiny_cfg(str(data), tiny_bert, epochs=3), out)
+    return out
