@@ -103,33 +103,39 @@ class Selector:
     def sweep(self, scores: np.ndarray, grid: np.ndarray, method: str = "weighted_sum",
               reference: np.ndarray | None = None, eligible: np.ndarray | None = None
               ) -> np.ndarray:
-        """(P, G) the winners of every prompt under each weight vector of ``grid`` (G, K)."""
+        """(P, G) the winners of every prompt under each weight vector of ``grid`` (G, K).
+
+        Utilities are laid out (P, G, M) so the argmax runs over the last, contiguous axis;
+        Chebyshev and min reduce one objective at a time instead of building (N, G, K)."""
         s = np.asarray(scores, dtype=np.float32)  # (N, K)
         w = np.asarray(grid, dtype=np.float32)  # (G, K)
         if method not in SCALARIZERS:
             raise MormError(f"unknown scalarizer {method!r}", field="scalarizer")
-        z = s.max(axis=0) if reference is None else np.asarray(reference, np.float32)
-        if self.uniform and self.order is not None:
-            # reorder the (N, K) scores, not the (N, G) utilities: K << G
-            s = s[self.order]
-            eligible = eligible[self.order] if eligible is not None else None
+        sp = self._padded(s, 0.0).transpose(0, 2, 1)  # (P, K, M)
         if method == "weighted_sum":
-            u = s @ w.T  # (N, G): linear in the weights, one matrix product for all of them
+            # linear in the weights: one batched product for all of them (no threaded BLAS
+            # call on a tall (N, K) matrix, which costs more than it saves on a busy machine)
+            u = np.matmul(w, sp)  # (P, G, M)
         elif method == "chebyshev":
-            u = -(w[None, :, :] * (z - s)[:, None, :]).max(axis=2)  # (N, G, K) -> (N, G)
+            z = s.max(axis=0) if reference is None else np.asarray(reference, np.float32)
+            gap = z[None, :, None] - sp  # (P, K, M)
+            u = w[:, 0, None] * gap[:, None, 0]
+            for k in range(1, s.shape[1]):
+                np.maximum(u, w[:, k, None] * gap[:, None, k], out=u)
+            np.negative(u, out=u)
         else:
             big = np.float32(np.finfo(np.float32).max)
-            u = np.where(w[None, :, :] > 0, s[:, None, :], big).min(axis=2)
-        if eligible is not None:
-            u = np.where(eligible[:, None], u, -np.inf)
-        if self.uniform:
-            padded = u.reshape(self.n_prompts, self.width, -1)  # (P, M, G), already in order
-        else:
-            padded = self._padded(u, -np.inf)  # (P, M, G)
-        best = np.argmax(padded, axis=1)  # (P, G)
-        return np.take_along_axis(self.pad, best, axis=1)
+            u = np.full((self.n_prompts, len(w), self.width), big, dtype=np.float32)
+            for k in range(s.shape[1]):
+                np.minimum(u, np.where(w[:, k, None] > 0, sp[:, None, k], big), out=u)
+        if eligible is not None or not self.uniform:  # empty slots and ineligible ones lose
+            ok = ~self.empty if eligible is None else self._padded(eligible, False) & ~self.empty
+            np.copyto(u, np.float32(-np.inf), where=~ok[:, None, :])
+        return np.take_along_axis(self.pad, u.argmax(axis=2), axis=1)  # (P, G)
 
     def mean_scores(self, scores: np.ndarray, winners: np.ndarray) -> np.ndarray:
         """Mean per-objective score (G, K) of the winners (P, G) of a sweep (or (K,) for the
         winners (P,) of one weight vector)."""
-        return np.asarray(scores)[winners].mean(axis=0)
+        s = np.asarray(scores)
+        # one objective at a time: never a (P, G, K) copy
+        return np.stack([s[:, k][winners].mean(axis=0) for k in range(s.shape[1])], axis=-1)

@@ -61,8 +61,8 @@ def test_cached_embeddings_give_the_same_scores_and_skip_the_backbone(tiny_rm, t
     calls = []
     model.backbones[0].register_forward_hook(lambda *a: calls.append(1))
     again = score(model, cset, embedding_cache=cache).to_numpy()
-    assert calls == [] and np.allclose(again, -first + 2 * model.heads[0].linear.bias.detach().numpy(),
-                                       atol=1e-5)
+    bias = model.heads[0].linear.bias.detach().numpy()
+    assert calls == [] and np.allclose(again, -first + 2 * bias, atol=1e-5)
 
 
 def test_score_candidate_set_caches_on_disk(ws, tiny_rm, monkeypatch):

@@ -1,0 +1,443 @@
+"""Explore-page benchmarks: slider-move latency, Pareto fronts and scoring throughput, each
+number printed with its target and PASS/FAIL.
+
+    python benchmarks/explore.py [--sections select,pareto,scoring] [--device auto]
+        [--prompts 10000] [--per-prompt 10] [--n 408] [--strict] [--out results.json]
+
+Sections:
+- select: one slider move on N = prompts x per-prompt candidates with K objectives, i.e.
+  re-scalarizing + best-of-N per prompt + the weight-simplex map (66 grid points), through the
+  low-level calls (`selection.Selector`) and through the page's own path (`explore.Explorer`:
+  `select` + `simplex_map`); rows in prompt blocks and shuffled. Target: the Explorer move with
+  a weighted sum (with and without a constraint) under 50 ms, median of --repeats moves;
+- pareto: the non-dominated set of --pareto-n points near the plane x+y+z=1 (a large front),
+  library against moocore called directly on the same array (interleaved repeats). Targets:
+  under 1 s, and at most 1.5x moocore;
+- scoring: a frozen-backbone reward model on the demo candidate set. Targets: batched scoring
+  at least 5x a one-text-at-a-time loop (same texts), re-scoring new heads from the embedding
+  cache at least 50x faster than re-encoding, batched = unbatched to 1e-5. On a CPU the loop
+  is also timed with one torch thread (info): with two threads on a busy machine a one-text
+  forward stalls on its threads, which flatters the batched ratio.
+
+Timings are wall-clock on a possibly shared machine: the load average is printed at the start
+and the end. The exit code is 0 (it is a report) unless --strict and a target failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import moocore
+import numpy as np
+import pandas as pd
+import torch
+
+from morm_explorer.data.candidates import CandidateSet, from_records
+from morm_explorer.data.demo_candidates import demo_candidates
+from morm_explorer.explore import Choice, Explorer
+from morm_explorer.objectives import Constraint, best_of_n, scalarize, violation
+from morm_explorer.pareto import hypervolume, nondominated, pareto_ranks
+from morm_explorer.reward.cache import EmbeddingCache
+from morm_explorer.reward.config import ModelConfig
+from morm_explorer.reward.model import build_model
+from morm_explorer.scoring import Scores, score
+from morm_explorer.selection import Selector, embed_grid, simplex_grid
+
+OBJECTIVES = ("helpful", "harmless", "honest", "concise")
+# Within-prompt correlations of the synthetic scores: helpful trades off against harmless and
+# concise against harmless, honest goes mildly with both helpful and harmless.
+CORR = np.array([[1.0, -0.5, 0.3, 0.0],
+                 [-0.5, 1.0, 0.2, -0.3],
+                 [0.3, 0.2, 1.0, 0.1],
+                 [0.0, -0.3, 0.1, 1.0]])
+MOVE_MS, PARETO_S, PARETO_RATIO = 50.0, 1.0, 1.5
+BATCH_SPEEDUP, CACHE_SPEEDUP, BATCH_TOL = 5.0, 50.0, 1e-5
+
+
+def machine() -> str:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+            f"{torch.get_num_threads()} torch threads, {gpu}")
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def check(checks: list[dict], metric: str, value: float, unit: str, target: str,
+          ok: bool | None) -> str:
+    """Record one measured figure; ``ok`` None means for information (no target)."""
+    verdict = "info" if ok is None else ("PASS" if ok else "FAIL")
+    checks.append({"metric": metric, "value": value, "unit": unit, "target": target,
+                   "result": verdict})
+    return f"{value:.4g} {unit}".rstrip() + (f"  [{verdict}: {target}]" if ok is not None
+                                              else "")
+
+
+def repeat(fn: Callable[[int], dict[str, float]], repeats: int, warmup: int = 1
+           ) -> dict[str, dict[str, float]]:
+    """Run ``fn(i)`` warm-up + repeats times; it returns named durations in seconds. Median
+    and p90 (ms) of each name over the timed runs."""
+    for i in range(warmup):
+        fn(i)
+    runs = [fn(warmup + i) for i in range(repeats)]
+    return {k: {"median_ms": 1e3 * float(np.median([r[k] for r in runs])),
+                "p90_ms": 1e3 * float(np.percentile([r[k] for r in runs], 90))}
+            for k in runs[0]}
+
+
+# -- select -----------------------------------------------------------------------------------
+
+
+def trade_off_scores(rng: np.random.Generator, prompts: int, per_prompt: int, k: int
+                     ) -> np.ndarray:
+    """Scores (N, K) float32 in prompt blocks: a per-prompt offset (some prompts are easier on
+    every objective) plus correlated, partly anti-correlated, candidate noise."""
+    corr = np.eye(k)
+    m = min(k, len(CORR))
+    corr[:m, :m] = CORR[:m, :m]
+    offset = rng.normal(scale=0.5, size=(prompts, 1, k))  # (P, 1, K)
+    noise = rng.multivariate_normal(np.zeros(k), corr, size=(prompts, per_prompt))  # (P, M, K)
+    return (offset + noise).reshape(prompts * per_prompt, k).astype(np.float32)
+
+
+def candidate_explorer(values: np.ndarray, groups: np.ndarray, objectives: list[str]
+                       ) -> tuple[Explorer, float]:
+    n = len(values)
+    frame = pd.DataFrame({"prompt_id": groups, "prompt": "q", "response": "r", "source": "s",
+                          "category": "c", "meta": [None] * n})
+    stats = {"mean": values.mean(0).tolist(), "std": values.std(0).tolist()}
+    scores = Scores(candidates=CandidateSet(frame), values=values, objectives=objectives,
+                    stats=stats)
+    t = time.perf_counter()
+    ex = Explorer(scores)
+    return ex, time.perf_counter() - t
+
+
+def low_level_moves(sel: Selector, ex: Explorer, weights: np.ndarray, repeats: int) -> dict:
+    """Slider moves through `selection` alone: winners, then the simplex sweep and its means."""
+    z, raw, grid = ex.z, ex.raw, simplex_grid(3, 10)
+
+    def move(i: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        sel.winners(scalarize(z, weights[i]))
+        t1 = time.perf_counter()
+        sel.mean_scores(raw, sel.sweep(z, embed_grid(grid, weights[i], [0, 1, 2])))
+        t2 = time.perf_counter()
+        return {"select": t1 - t0, "map": t2 - t1, "move": t2 - t0}
+
+    return repeat(move, repeats)
+
+
+def explorer_moves(ex: Explorer, method: str, constraints: tuple[Constraint, ...],
+                   weights: np.ndarray, repeats: int) -> dict:
+    """Slider moves as the page makes them: `Explorer.select` + `Explorer.simplex_map`."""
+    objectives, axes = ex.objectives, ex.objectives[:3]
+    choices = [Choice.of(dict(zip(objectives, w.tolist(), strict=True)), method, True,
+                         constraints) for w in weights]
+
+    def move(i: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        ex.select(choices[i])
+        t1 = time.perf_counter()
+        ex.simplex_map(choices[i], axes, steps=10)
+        t2 = time.perf_counter()
+        return {"select": t1 - t0, "map": t2 - t1, "move": t2 - t0}
+
+    r: dict = repeat(move, repeats)
+    s = ex.select(choices[0])
+    # the same winners as the plain group-by of objectives.best_of_n (winners are unique rows,
+    # one per prompt, so equal sorted arrays mean equal winners)
+    reference = best_of_n(scalarize(ex.z, s.weights, method), ex.frame["prompt_id"].to_numpy(),
+                          violation(ex.z, objectives, constraints) if constraints else None)
+    r["agrees_with_best_of_n"] = bool(np.array_equal(np.sort(s.winners),
+                                                     np.sort(reference["winner"])))
+    r["feasible_prompts"] = float(s.feasible.mean())
+    return r
+
+
+def select_layout(layout: str, values: np.ndarray, groups: np.ndarray, weights: np.ndarray,
+                  args, checks: list[dict]) -> dict:
+    objectives = list(OBJECTIVES[:values.shape[1]]) + \
+        [f"objective{k}" for k in range(len(OBJECTIVES), values.shape[1])]
+    t = time.perf_counter()
+    sel = Selector(groups)
+    out: dict = {"selector_build_ms": 1e3 * (time.perf_counter() - t)}
+    ex, build = candidate_explorer(values, groups, objectives)
+    out["explorer_build_ms"] = 1e3 * build
+    print(f"select {layout}: Selector built in {out['selector_build_ms']:.1f} ms, Explorer "
+          f"(Selector + Pareto fronts) in {out['explorer_build_ms']:.0f} ms, "
+          f"front {int(ex.front.sum()):,} of {len(ex):,}", flush=True)
+    m = out["low_level"] = low_level_moves(sel, ex, weights, args.repeats)
+    for key in ("selector_build_ms", "explorer_build_ms"):
+        check(checks, f"select/{layout}/{key}", out[key], "ms", "", None)
+    check(checks, f"select/{layout}/low_level/move_ms", m["move"]["median_ms"], "ms", "", None)
+    print(f"select {layout} low-level weighted_sum: winners {m['select']['median_ms']:.1f} ms, "
+          f"sweep + means {m['map']['median_ms']:.1f} ms, move median "
+          f"{m['move']['median_ms']:.1f} ms p90 {m['move']['p90_ms']:.1f} ms", flush=True)
+    # A constraint in z units that about a third of the candidates meet: some prompts have
+    # none that does, so the least-violating fallback is exercised too.
+    variants = {"weighted_sum": ("weighted_sum", ()),
+                "weighted_sum + constraint": ("weighted_sum", (Constraint(objectives[1], 0.5),)),
+                "chebyshev": ("chebyshev", ())}
+    for name, (method, constraints) in variants.items():
+        r = out[name] = explorer_moves(ex, method, constraints, weights, args.repeats)
+        target = method == "weighted_sum"  # the target is for weighted sums only
+        line = check(checks, f"select/{layout}/{name}/move_ms", r["move"]["median_ms"], "ms",
+                     f"< {MOVE_MS:.0f} ms" if target else "",
+                     r["move"]["median_ms"] < MOVE_MS if target else None)
+        print(f"select {layout} Explorer {name}: select {r['select']['median_ms']:.1f} ms, "
+              f"simplex_map {r['map']['median_ms']:.1f} ms, move median {line}, p90 "
+              f"{r['move']['p90_ms']:.1f} ms; feasible prompts {r['feasible_prompts']:.1%}"
+              f"; winners = objectives.best_of_n: {r['agrees_with_best_of_n']}", flush=True)
+    return out
+
+
+def select(args, checks: list[dict]) -> dict:
+    rng = np.random.default_rng(args.seed)
+    k = args.objectives
+    values = trade_off_scores(rng, args.prompts, args.per_prompt, k)  # (N, K)
+    groups = np.repeat(np.array([f"p{i:06d}" for i in range(args.prompts)]), args.per_prompt)
+    # one weight vector per move (warm-up included): every move is a new slider position
+    weights = rng.dirichlet(np.ones(k), size=args.repeats + 1)  # (R + 1, K)
+    out = {"n": len(values), "prompts": args.prompts, "objectives": k}
+    print(f"select: N = {len(values):,} candidates ({args.prompts:,} prompts x "
+          f"{args.per_prompt}), K = {k}, {args.repeats} moves after a warm-up", flush=True)
+    out["contiguous"] = select_layout("contiguous", values, groups, weights, args, checks)
+    perm = rng.permutation(len(values))
+    out["shuffled"] = select_layout("shuffled", values[perm], groups[perm], weights, args,
+                                    checks)
+    return out
+
+
+# -- pareto -----------------------------------------------------------------------------------
+
+
+def pareto(args, checks: list[dict]) -> dict:
+    rng = np.random.default_rng(args.seed)
+    n = args.pareto_n
+    # near the simplex x+y+z=1: most points trade one objective for another, a large front
+    x = rng.dirichlet(np.ones(3), size=n) + rng.normal(scale=0.01, size=(n, 3))  # (N, 3)
+    groups = np.repeat(np.arange(n // 10 + 1), 10)[:n]  # 10 candidates per prompt
+    lib, direct = [], []
+    for _ in range(args.pareto_repeats):  # interleaved, so both see the same machine load
+        t = time.perf_counter()
+        ref = moocore.is_nondominated(x, maximise=True, keep_weakly=True)
+        direct.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        front = nondominated(x)
+        lib.append(time.perf_counter() - t)
+    out = {"n": n, "front": int(front.sum()), "same_as_moocore": bool((front == ref).all()),
+           "library_s": float(np.median(lib)), "moocore_s": float(np.median(direct))}
+    out["ratio"] = out["library_s"] / out["moocore_s"]
+    line = check(checks, "pareto/nondominated_s", out["library_s"], "s", f"< {PARETO_S:g} s",
+                 out["library_s"] < PARETO_S)
+    print(f"pareto: N = {n:,} points in 3 objectives, front {out['front']:,} "
+          f"(same as moocore: {out['same_as_moocore']})", flush=True)
+    print(f"pareto nondominated: {line}; moocore directly {1e3 * out['moocore_s']:.1f} ms",
+          flush=True)
+    line = check(checks, "pareto/ratio_to_moocore", out["ratio"], "x",
+                 f"<= {PARETO_RATIO:g}x", out["ratio"] <= PARETO_RATIO)
+    print(f"pareto library / moocore: {line}", flush=True)
+    for name, fn in {"per_prompt_s": lambda: nondominated(x, groups),
+                     "ranks_s": lambda: pareto_ranks(x),
+                     "hypervolume_s": lambda: hypervolume(x, x.min(axis=0) - 0.01)}.items():
+        ts = []
+        for _ in range(args.pareto_repeats):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        out[name] = float(np.median(ts))
+        print(f"pareto {name[:-2]}: {check(checks, f'pareto/{name}', out[name], 's', '', None)}",
+              flush=True)
+    out["per_prompt_front"] = int(nondominated(x, groups).sum())
+    out["ranks"] = int(pareto_ranks(x).max()) + 1
+    return out
+
+
+# -- scoring ----------------------------------------------------------------------------------
+
+
+def texts(n: int) -> CandidateSet:
+    """The demo candidate set (408), cut to ``n`` or repeated with distinct prompt texts."""
+    recs = demo_candidates(seed=0)
+    out = []
+    for i in range(n):
+        r, copy = dict(recs[i % len(recs)]), i // len(recs)
+        if copy:
+            r["prompt_id"], r["prompt"] = f"{r['prompt_id']}-{copy}", f"{r['prompt']} ({copy})"
+        out.append(r)
+    return from_records(out)
+
+
+def one_at_a_time(model, sub: pd.DataFrame) -> tuple[float, np.ndarray]:
+    """Seconds and scores (n, K) of scoring ``sub`` one text per forward pass."""
+    t = time.perf_counter()
+    single = np.concatenate([model.score([p], [r], batch_size=1)
+                             for p, r in zip(sub["prompt"], sub["response"], strict=True)])
+    return time.perf_counter() - t, single
+
+
+def batched_vs_single(model, sub: pd.DataFrame, device: str, args, checks: list[dict]) -> dict:
+    """The batched run and the one-at-a-time loop over the same texts ``sub``."""
+    n, out = len(sub), {}
+    t = time.perf_counter()
+    batched = score(model, sub, batch_size=args.batch_size).to_numpy()  # (n, K)
+    out["batched_subset_s"] = time.perf_counter() - t
+    out["loop_subset_s"], single = one_at_a_time(model, sub)
+    out["speedup_batched"] = out["loop_subset_s"] / out["batched_subset_s"]
+    out["max_abs_diff"] = float(np.abs(batched - single).max())
+    print(f"scoring same {n} texts: batched {out['batched_subset_s']:.2f} s "
+          f"({1e3 * out['batched_subset_s'] / n:.1f} ms/text), one at a time "
+          f"{out['loop_subset_s']:.2f} s ({1e3 * out['loop_subset_s'] / n:.1f} ms/text)",
+          flush=True)
+    print("scoring batched / one-at-a-time speed-up: " + check(
+        checks, "scoring/batched_speedup", out["speedup_batched"], "x",
+        f">= {BATCH_SPEEDUP:g}x", out["speedup_batched"] >= BATCH_SPEEDUP), flush=True)
+    threads = torch.get_num_threads()
+    if device == "cpu" and threads > 1:
+        # One text is too little work to split over threads: on a busy machine the intra-op
+        # threads wait on each other and the loop looks slower than it need be.
+        torch.set_num_threads(1)
+        out["loop_subset_1thread_s"] = one_at_a_time(model, sub)[0]
+        torch.set_num_threads(threads)
+        ratio = out["loop_subset_1thread_s"] / out["batched_subset_s"]
+        print(f"scoring one at a time with 1 torch thread: {out['loop_subset_1thread_s']:.2f} s "
+              f"({1e3 * out['loop_subset_1thread_s'] / n:.1f} ms/text); speed-up of batched "
+              f"({threads} threads) over it: " + check(
+                  checks, "scoring/batched_speedup_vs_1thread_loop", ratio, "x", "", None),
+              flush=True)
+    # CUDA runs under bf16 autocast, where padding changes the numbers well beyond 1e-5
+    tol = BATCH_TOL if device == "cpu" else 2e-2
+    print("scoring max |batched - unbatched|: " + check(
+        checks, "scoring/max_abs_diff", out["max_abs_diff"], "", f"<= {tol:g}",
+        out["max_abs_diff"] <= tol), flush=True)
+    return out
+
+
+def scoring(args, checks: list[dict]) -> dict:
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
+        else args.device
+    cset = texts(args.n)
+    t = time.perf_counter()
+    model = build_model(ModelConfig(backbone=args.backbone, objectives=OBJECTIVES[:3]),
+                        device=device)
+    model.frozen_backbone = True
+    out = {"device": device, "n": len(cset), "load_s": time.perf_counter() - t}
+    print(f"scoring: {len(cset)} demo candidates, {args.backbone} on {device} "
+          f"(loaded in {out['load_s']:.1f} s), batch size {args.batch_size}", flush=True)
+    score(model, cset.frame.iloc[:8], batch_size=8)  # warm-up: first-call allocations
+    t = time.perf_counter()
+    score(model, cset, batch_size=args.batch_size)
+    out["batched_all_s"] = time.perf_counter() - t
+    print(f"scoring batched, all {len(cset)}: {out['batched_all_s']:.2f} s "
+          f"({len(cset) / out['batched_all_s']:.1f} texts/s)", flush=True)
+    rng = np.random.default_rng(args.seed)
+    idx = np.sort(rng.choice(len(cset), min(args.single_n, len(cset)), replace=False))
+    sub = cset.frame.iloc[idx]  # a random subset, for the (slow) one-at-a-time loop
+    out.update(batched_vs_single(model, sub, device, args, checks))
+    out.update(cached_rescoring(model, cset, sub, idx, args, checks))
+    return out
+
+
+def cached_rescoring(model, cset: CandidateSet, sub: pd.DataFrame, idx: np.ndarray, args,
+                     checks: list[dict]) -> dict:
+    """Re-encoding (filling the embedding cache) against scoring new heads from it."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="morm-bench-") as tmp:
+        cache = EmbeddingCache.for_backbone(tmp, model.backbones[0])
+        t = time.perf_counter()
+        score(model, cset, batch_size=args.batch_size, embedding_cache=cache)
+        out["encode_s"] = time.perf_counter() - t
+        torch.manual_seed(args.seed)
+        for p in model.heads.parameters():  # new heads: what retraining with new weights gives
+            torch.nn.init.normal_(p, std=model.backbones[0].hidden_size ** -0.5)
+        ts = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            cached = score(model, cset, batch_size=args.batch_size, embedding_cache=cache)
+            ts.append(time.perf_counter() - t)
+        out["cached_s"] = float(np.median(ts))
+        fresh = score(model, sub, batch_size=args.batch_size).to_numpy()  # full model, new heads
+        out["cached_vs_full_diff"] = float(np.abs(cached.to_numpy()[idx] - fresh).max())
+        t = time.perf_counter()  # a new session: the cache read back from its shards on disk
+        score(model, cset, batch_size=args.batch_size,
+              embedding_cache=EmbeddingCache.for_backbone(tmp, model.backbones[0]))
+        out["cached_from_disk_s"] = time.perf_counter() - t
+    out["speedup_cached"] = out["encode_s"] / out["cached_s"]
+    print(f"scoring re-encoding (fills the cache) {out['encode_s']:.2f} s, new heads from the "
+          f"cache {1e3 * out['cached_s']:.1f} ms (median of {args.repeats}), from a reopened "
+          f"cache {1e3 * out['cached_from_disk_s']:.1f} ms; max |cached - full| "
+          f"{out['cached_vs_full_diff']:.2g}", flush=True)
+    print("scoring re-encoding / cached re-scoring: " + check(
+        checks, "scoring/cached_speedup", out["speedup_cached"], "x", f">= {CACHE_SPEEDUP:g}x",
+        out["speedup_cached"] >= CACHE_SPEEDUP), flush=True)
+    return out
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def summary(checks: list[dict]) -> None:
+    width = max(len(c["metric"]) for c in checks)
+    print(f"\n{'metric':<{width}}  {'value':>12}  {'target':<12}  result")
+    for c in checks:
+        value = f"{c['value']:.4g} {c['unit']}".rstrip()
+        print(f"{c['metric']:<{width}}  {value:>12}  {c['target'] or '-':<12}  {c['result']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sections", default="select,pareto,scoring")
+    ap.add_argument("--prompts", type=int, default=10_000, help="select: prompts")
+    ap.add_argument("--per-prompt", type=int, default=10, help="select: candidates per prompt")
+    ap.add_argument("--objectives", type=int, default=4, help="select: K (>= 3)")
+    ap.add_argument("--repeats", type=int, default=20, help="timed repeats after a warm-up")
+    ap.add_argument("--pareto-n", type=int, default=100_000)
+    ap.add_argument("--pareto-repeats", type=int, default=7)
+    ap.add_argument("--backbone", default="minilm", help="scoring: backbone name or folder")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--n", type=int, default=408, help="scoring: candidates (demo set: 408)")
+    ap.add_argument("--single-n", type=int, default=128,
+                    help="scoring: texts in the one-at-a-time loop (and its batched twin)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    ap.add_argument("--out", help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    if args.objectives < 3:
+        ap.error(f"--objectives must be >= 3 (the simplex map has three axes), got "
+                 f"{args.objectives}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sections = args.sections.split(",")
+    unknown = set(sections) - {"select", "pareto", "scoring"}
+    if unknown:
+        ap.error(f"unknown sections {sorted(unknown)}; expected select, pareto, scoring")
+    results: dict = {"machine": machine(), "torch": torch.__version__,
+                     "numpy": np.__version__, "load_start": load()}
+    print(f"{results['machine']}; {results['load_start']}", flush=True)
+    checks: list[dict] = []
+    for name, fn in (("select", select), ("pareto", pareto), ("scoring", scoring)):
+        if name in sections:
+            results[name] = fn(args, checks)
+    results["load_end"], results["summary"] = load(), checks
+    print(f"done; {results['load_end']}", flush=True)
+    summary(checks)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2, default=float))
+    failed = [c["metric"] for c in checks if c["result"] == "FAIL"]
+    return 1 if args.strict and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
