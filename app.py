@@ -15,5 +15,6 @@ pages = [
     st.Page("pages/home.py", title="Overview", icon=":material/home:", default=True),
     st.Page("pages/data.py", title="Data", icon=":material/table_view:"),
     st.Page("pages/reward_models.py", title="Reward models", icon=":material/model_training:"),
+    st.Page("pages/explore.py", title="Explore", icon=":material/tune:"),
 ]
 st.navigation(pages).run()

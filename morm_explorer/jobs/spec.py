@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 # Modules whose import registers job kinds; a module that is absent (an optional part not
 # installed) is skipped with a warning so that the other kinds still run.
-JOB_MODULES: list[str] = ["morm_explorer.jobs.builtin", "morm_explorer.reward.jobs"]
+JOB_MODULES: list[str] = ["morm_explorer.jobs.builtin", "morm_explorer.reward.jobs",
+                          "morm_explorer.scoring", "morm_explorer.policy.jobs"]
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})

@@ -118,9 +118,11 @@ def embed_with_cache(
     backbone.eval()
     order = sorted(missing, key=lambda i: len(prompts[i]) + len(responses[i]))
     autocast = backbone.device.type == "cuda"
+    # the same precision as RewardModel.score: bf16, or fp16 on cards without bf16
+    dtype = torch.bfloat16 if not autocast or torch.cuda.is_bf16_supported() else torch.float16
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast("cuda", dtype=dtype, enabled=autocast):
             h = backbone.embed([prompts[i] for i in idx], [responses[i] for i in idx])
         out[idx] = h.float().cpu().numpy()
         if progress is not None:
