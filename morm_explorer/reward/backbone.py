@@ -11,6 +11,7 @@ SmolLM2) read the chat-formatted conversation and take the last non-pad token, a
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BatchEncoding
@@ -102,6 +103,18 @@ class Backbone(nn.Module):
             enc = self.tokenizer(prompts, responses, padding=True, truncation="longest_first",
                                  max_length=self.max_length, return_tensors="pt")
         return enc.to(self.device)
+
+    def lengths(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        """Token count (N,) of each pair as `tokenize` would cut it: the key of length
+        bucketing (batches of similar length pad little)."""
+        if self.decoder:
+            texts = [self.format_decoder(p, r) for p, r in zip(prompts, responses, strict=True)]
+            ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        else:
+            ids = self.tokenizer(prompts, responses, truncation="longest_first",
+                                 max_length=self.max_length)
+        return np.fromiter((len(x) for x in ids["input_ids"]), dtype=np.int64,
+                           count=len(prompts))
 
     def forward(self, enc: BatchEncoding) -> torch.Tensor:
         """Pooled embeddings (B, H) of tokenized inputs."""

@@ -116,7 +116,12 @@ def embed_with_cache(
     if out is None:
         out = np.zeros((len(keys), backbone.hidden_size), dtype=np.float32)
     backbone.eval()
-    order = sorted(missing, key=lambda i: len(prompts[i]) + len(responses[i]))
+    # length bucketing: the missing pairs sorted by token count, so a batch pads little
+    order: list[int] = []
+    if missing:
+        lengths = backbone.lengths([prompts[i] for i in missing],
+                                   [responses[i] for i in missing])
+        order = [missing[j] for j in np.argsort(lengths, kind="stable")]
     autocast = backbone.device.type == "cuda"
     # the same precision as RewardModel.score: bf16, or fp16 on cards without bf16
     dtype = torch.bfloat16 if not autocast or torch.cuda.is_bf16_supported() else torch.float16

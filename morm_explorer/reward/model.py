@@ -92,7 +92,9 @@ class RewardModel(nn.Module):
         the card has no bf16)."""
         was_training = self.training
         self.eval()
-        order = np.argsort([len(p) + len(r) for p, r in zip(prompts, responses, strict=True)])
+        # length bucketing: sorted by token count, each batch pads to its own longest
+        order = np.argsort(self.backbones[0].lengths(prompts, responses), kind="stable") \
+            if len(prompts) else np.zeros(0, dtype=np.int64)
         out = np.zeros((len(prompts), len(self.objectives)), dtype=np.float32)
         autocast = self.device.type == "cuda"
         dtype = torch.bfloat16 if not autocast or torch.cuda.is_bf16_supported() \
