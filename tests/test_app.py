@@ -86,7 +86,10 @@ def test_page_facing_library_stays_light():
     rerun costs no model import (models load only in jobs and scoring)."""
     code = ("import sys, morm_explorer.reward.report, morm_explorer.reward.jobs, "
             "morm_explorer.jobs.backend, morm_explorer.ui.reward_figures, "
-            "morm_explorer.data.loaders; print('torch' in sys.modules, "
+            "morm_explorer.data.loaders, morm_explorer.scoring, morm_explorer.explore, "
+            "morm_explorer.policy.jobs, morm_explorer.ui.explore_figures, "
+            "morm_explorer.weight_presets, morm_explorer.data.candidates, morm_explorer.cli; "
+            "morm_explorer.cli.build_parser(); print('torch' in sys.modules, "
             "'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout

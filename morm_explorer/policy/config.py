@@ -1,0 +1,75 @@
+"""How a policy samples: `SamplingConfig` (light: no torch import, so job specs and the CLI
+can validate it without loading a model)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from morm_explorer.errors import MormError
+
+MAX_NEW_TOKENS = 4096
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MormError(f"{name} must be an integer, got {value!r}", field=name)
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in {low}..{high}"
+        raise MormError(f"{name} must be {bounds}, got {value}", field=name)
+
+
+def _check_float(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise MormError(f"{name} must be a finite number, got {value!r}", field=name)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How `sample` draws responses (a field's name is its CLI flag's name)."""
+
+    n: int = 4
+    """Samples per prompt."""
+    temperature: float = 0.8
+    """Softmax temperature; 0 is greedy decoding (then the n samples are identical)."""
+    top_p: float = 0.95
+    """Nucleus sampling: sample from the smallest token set with this much probability."""
+    max_new_tokens: int = 128
+    """Most tokens generated per response (1..4096)."""
+    seed: int = 0
+    """Seed of the sampling; with the same prompts and config the responses repeat."""
+    batch_size: int = 16
+    """Sequences per generate call (a prompt's n copies count n)."""
+    system: str | None = None
+    """System message put before each prompt (default: the chat template's own, if any)."""
+
+    def __post_init__(self) -> None:
+        _check_int("n", self.n, 1)
+        _check_float("temperature", self.temperature)
+        if self.temperature < 0:
+            raise MormError(f"temperature must be >= 0 (0: greedy), got {self.temperature}",
+                            field="temperature")
+        _check_float("top_p", self.top_p)
+        if not 0 < self.top_p <= 1:
+            raise MormError(f"top_p must be in (0, 1], got {self.top_p}", field="top_p")
+        _check_int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
+        _check_int("seed", self.seed, 0)
+        _check_int("batch_size", self.batch_size, 1)
+        if self.system is not None and not isinstance(self.system, str):
+            raise MormError(f"system must be text, got {self.system!r}", field="system")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SamplingConfig:
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise MormError(f"unknown SamplingConfig fields: {', '.join(unknown)}",
+                            field=unknown[0])
+        return cls(**d)

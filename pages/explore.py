@@ -1,0 +1,439 @@
+"""Explore: score candidate responses with a reward model, see their Pareto fronts, and move the
+scalarization weights: the best-of-N winners, the weight map and the tables follow at once.
+
+Scores are computed once per (reward model, candidate set) and cached; a slider move is numpy
+over those scores (morm_explorer.explore), never a model call."""
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from morm_explorer.data.candidates import (
+    candidate_set_info,
+    list_candidate_sets,
+    load_candidate_set,
+    read_candidates,
+    save_candidate_set,
+)
+from morm_explorer.demo import DEMO_DATASET
+from morm_explorer.errors import MormError
+from morm_explorer.explore import Choice, Explorer
+from morm_explorer.jobs.backend import get_backend
+from morm_explorer.objectives import Constraint
+from morm_explorer.policy.jobs import SampleCandidatesJob
+from morm_explorer.reward.config import TrainConfig
+from morm_explorer.reward.jobs import TrainRewardModelJob
+from morm_explorer.reward.report import list_reward_models
+from morm_explorer.scoring import (
+    ScoreCandidatesJob,
+    model_fingerprint,
+    read_cached_scores,
+    score_candidate_set,
+)
+from morm_explorer.ui import explore_figures as ef
+from morm_explorer.weight_presets import (
+    WeightPreset,
+    builtin_presets,
+    list_presets,
+    save_preset,
+)
+from morm_explorer.workspace import sanitize_name
+from pages.common import workspace
+
+INLINE_SCORING = 1000  # candidates scored in the page; larger sets run as a job
+SCALARIZER_NAMES = {"weighted_sum": "Weighted sum", "chebyshev": "Chebyshev (reaches "
+                    "non-convex fronts)", "min": "Worst objective (max-min)"}
+ws = workspace()
+backend = get_backend(ws)
+st.title("Explore")
+st.caption("Score N candidate responses per prompt with a multi-objective reward model, then "
+           "move the weights: each prompt's best-of-N winner, the Pareto fronts and the "
+           "trade-off map update at once.")
+
+
+# -- jobs launched from this page ------------------------------------------------------------
+def job_status(job_id: str) -> None:
+    """A launched job's progress, polled from the job store; reruns the page when it ends."""
+    info = backend.get(job_id)
+    what = {"train_reward_model": "Training the reward model",
+            "sample_candidates": "Sampling candidates",
+            "score_candidates": "Scoring candidates"}.get(info.kind, info.kind)
+    if info.done:
+        st.session_state.pop("explore_job", None)
+        if info.status == "succeeded":
+            st.toast(f"{what}: done")
+        else:
+            st.session_state["explore_job_error"] = f"{what} {info.status}: {info.error or ''}"
+        st.rerun(scope="app")
+    st.progress(info.progress, text=f"{what} ({info.status}) {info.message}")
+    if st.button("Cancel", key="explore_cancel", icon=":material/stop:"):
+        backend.cancel(job_id)
+    lines = backend.logs(job_id)
+    if lines:
+        st.code("\n".join(lines[-4:]), language=None, wrap_lines=True)
+
+
+def launch(spec) -> None:
+    st.session_state["explore_job"] = backend.submit(spec)
+
+
+if "explore_job_error" in st.session_state:
+    st.error(st.session_state.pop("explore_job_error"))
+if st.session_state.get("explore_job"):
+    st.fragment(job_status, run_every=1.5)(st.session_state["explore_job"])
+
+# -- choose a reward model and a candidate set ------------------------------------------------
+models = sorted(list_reward_models(ws), key=lambda m: -m["created_at"])
+sets = {c.name: c for c in list_candidate_sets(ws)}
+if not models:
+    st.info("No reward model yet. Train one on **Reward models**, or train the demo model "
+            "here: a frozen MiniLM backbone with one head per objective on the built-in "
+            "preference data (about 30 s on a CPU).")
+    if st.button("Train the demo reward model", type="primary", icon=":material/play_arrow:",
+                 disabled=bool(st.session_state.get("explore_job"))):
+        cfg = TrainConfig(dataset=DEMO_DATASET, name="demo-rm")
+        launch(TrainRewardModelJob(config=cfg.to_dict(), overwrite=True))
+        st.rerun()
+    st.stop()
+if not sets:
+    st.info("No candidate set yet: import or sample one below.")
+
+if st.session_state.get("explore_set_next") in sets:  # a set just imported or sampled
+    st.session_state["explore_set"] = st.session_state.pop("explore_set_next")
+c1, c2 = st.columns(2)
+model_names = [m["name"] for m in models]
+model_name = c1.selectbox("Reward model", model_names, key="explore_model",
+                          help="Trained on the Reward models page or with `morm rm train`.")
+set_name = c2.selectbox("Candidate set", list(sets), key="explore_set",
+                        format_func=lambda n: f"{n} ({sets[n].n_candidates:,} candidates, "
+                                              f"{sets[n].n_prompts:,} prompts)")
+
+
+def import_tab() -> None:
+    up = st.file_uploader("Candidate file (prompt_id, prompt, response, source, category)",
+                          type=["jsonl", "json", "csv", "parquet"], key="explore_upload")
+    name = st.text_input("Name", key="explore_import_name",
+                         value=Path(up.name).stem if up is not None else "")
+    drop = st.checkbox("Drop bad rows instead of stopping", key="explore_drop_bad")
+    if st.button("Import", disabled=up is None or not name, key="explore_import"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(up.name).name
+            path.write_bytes(up.getvalue())
+            try:
+                cset = read_candidates(path, default_source=Path(up.name).stem, drop_bad=drop)
+                info = save_candidate_set(ws, name, cset)
+            except MormError as e:
+                st.error(str(e).replace(str(path), up.name))
+                return
+        st.session_state["explore_set_next"] = info.name
+        st.rerun()
+
+
+def sample_tab() -> None:
+    with st.form("explore_sample"):
+        a, b, c = st.columns(3)
+        name = a.text_input("Name of the new set", value="smollm2-demo")
+        policy = b.text_input("Policy", value="smollm2",
+                              help="Any Hugging Face causal LM name or folder; smollm2 is "
+                                   "SmolLM2-135M-Instruct, shipped with the app.")
+        prompts = c.text_input("Prompts", value="demo",
+                               help="'demo' (72 built-in prompts) or a JSONL/CSV/Parquet file "
+                                    "on this machine with a prompt column.")
+        d, e, f, g, h = st.columns(5)
+        n = d.number_input("Samples per prompt", 1, 64, 4)
+        temperature = e.number_input("Temperature", 0.0, 2.0, 0.8, 0.05)
+        top_p = f.number_input("Top-p", 0.05, 1.0, 0.95, 0.05)
+        max_new = g.number_input("Max new tokens", 8, 1024, 96, 8)
+        seed = h.number_input("Seed", 0, 2**31 - 1, 0)
+        limit = st.number_input("Use the first K prompts (0: all)", 0, 100_000, 0)
+        if st.form_submit_button("Sample as a job", type="primary"):
+            try:
+                launch(SampleCandidatesJob(
+                    name=sanitize_name(name), policy=policy, prompts=prompts, limit=int(limit),
+                    sampling={"n": int(n), "temperature": float(temperature),
+                              "top_p": float(top_p), "max_new_tokens": int(max_new),
+                              "seed": int(seed)}))
+            except MormError as err:
+                st.error(str(err))
+                return
+            st.session_state["explore_set_next"] = sanitize_name(name)
+            st.rerun()
+
+
+with st.expander("Add a candidate set", expanded=not sets):
+    t1, t2 = st.tabs(["Import a file", "Sample from a policy"])
+    with t1:
+        import_tab()
+    with t2:
+        sample_tab()
+if not set_name:
+    st.stop()
+
+
+# -- scores: cached on disk per (model, set); prepared once per server ------------------------
+@st.cache_resource(max_entries=6, show_spinner="Preparing scores and Pareto fronts ...")
+def explorer_for(model: str, model_fp: str, cset: str, cset_fp: str) -> Explorer:
+    """Raises when the set is not scored yet (an exception is never cached)."""
+    scores = read_cached_scores(ws, model, load_candidate_set(ws, cset))
+    if scores is None:
+        raise LookupError("not scored")
+    return Explorer(scores)
+
+
+try:
+    info = candidate_set_info(ws, set_name)
+    model_fp = model_fingerprint(next(m["path"] for m in models if m["name"] == model_name))
+    explorer = explorer_for(model_name, model_fp, set_name, info.fingerprint)
+except MormError as e:
+    st.error(str(e))
+    st.stop()
+except LookupError:
+    if info.n_candidates <= INLINE_SCORING:
+        bar = st.progress(0.0, text=f"Scoring {info.n_candidates:,} candidates with "
+                                    f"{model_name} ...")
+        t0 = time.perf_counter()
+        try:
+            score_candidate_set(ws, model_name, set_name, progress=lambda d, t: bar.progress(
+                d / max(t, 1), text=f"Scoring: {d:,} of {t:,} texts"))
+        except MormError as e:
+            st.error(str(e))
+            st.stop()
+        st.session_state["explore_scored_in"] = time.perf_counter() - t0
+        st.rerun()
+    st.info(f"{info.n_candidates:,} candidates are not scored with {model_name} yet; "
+            "that runs as a job (scores are cached, so only once).")
+    if st.button("Score as a job", type="primary",
+                 disabled=bool(st.session_state.get("explore_job"))):
+        launch(ScoreCandidatesJob(model=model_name, candidates=set_name))
+        st.rerun()
+    st.stop()
+
+objectives = explorer.objectives
+K = len(objectives)
+if "explore_scored_in" in st.session_state:
+    st.toast(f"Scored in {st.session_state.pop('explore_scored_in'):.1f} s; cached from now on.")
+
+
+# -- controls (sidebar) -------------------------------------------------------------------------
+def wkey(obj: str) -> str:
+    return f"explore_w_{obj}"
+
+
+def apply_preset() -> None:
+    presets = st.session_state["explore_presets"]
+    p = presets.get(st.session_state.get("explore_preset"))
+    if p is None:
+        return
+    total = sum(p.weights.get(o, 0.0) for o in objectives) or 1.0
+    for o in objectives:
+        st.session_state[wkey(o)] = round(p.weights.get(o, 0.0) / total, 2)
+    st.session_state["explore_method"] = p.scalarizer
+    st.session_state["explore_std"] = p.standardized and explorer.can_standardize
+    st.session_state["explore_constrained"] = [c["objective"] for c in p.constraints
+                                               if c["objective"] in objectives]
+    for c in p.constraints:
+        st.session_state[f"explore_tau_{c['objective']}"] = float(c["threshold"])
+
+
+for o in objectives:
+    st.session_state.setdefault(wkey(o), round(1.0 / K, 2))
+with st.sidebar:
+    st.subheader("Scalarization")
+    presets = {p.name: p for p in builtin_presets(objectives)}
+    presets.update({p.name: p for p in list_presets(ws) if set(p.weights) <= set(objectives)})
+    st.session_state["explore_presets"] = presets
+    pc1, pc2 = st.columns([3, 2], vertical_alignment="bottom")
+    pc1.selectbox("Preset", list(presets), key="explore_preset")
+    pc2.button("Apply", on_click=apply_preset, key="explore_apply", width="stretch")
+    for o in objectives:
+        st.slider(o, 0.0, 1.0, step=0.05, key=wkey(o))
+    simplex = st.toggle("Normalize weights to sum 1", value=True, key="explore_simplex")
+    method = st.radio("Scalarizer", list(SCALARIZER_NAMES), key="explore_method",
+                      format_func=SCALARIZER_NAMES.get)
+    standardized = st.toggle("Standardize scores (model's mean and std)",
+                             value=explorer.can_standardize, key="explore_std",
+                             disabled=not explorer.can_standardize,
+                             help="Objectives' raw scores have different scales; z-scores make "
+                                  "a weight mean what it says.")
+    constrained = st.multiselect("Constraints: objective ≥ threshold", objectives,
+                                 key="explore_constrained")
+    values_for_constraints = explorer.values(standardized)
+    constraints = []
+    for o in constrained:
+        k = objectives.index(o)
+        default = float(np.round(np.quantile(values_for_constraints[:, k], 0.25), 2))
+        tau = st.number_input(f"{o} ≥", value=default, step=0.1, key=f"explore_tau_{o}",
+                              help="in z-score units" if standardized else "in raw score units")
+        constraints.append(Constraint(o, float(tau)))
+    with st.popover("Save as preset", icon=":material/bookmark_add:"):
+        pname = st.text_input("Preset name", key="explore_preset_name")
+        if st.button("Save", key="explore_preset_save", disabled=not pname):
+            try:
+                saved = save_preset(ws, WeightPreset(
+                    pname, {o: float(st.session_state[wkey(o)]) for o in objectives}, method,
+                    bool(standardized), [{"objective": c.objective, "threshold": c.threshold}
+                                         for c in constraints]))
+            except MormError as e:
+                st.error(str(e))
+            else:
+                st.toast(f"Saved preset {saved.name}.")
+                st.rerun()  # so the preset list shows it
+
+weights = {o: float(st.session_state[wkey(o)]) for o in objectives}
+choice = Choice.of(weights, method, standardized, constraints, simplex)
+try:
+    sel = explorer.select(choice)
+except MormError as e:
+    st.warning(f"{e}. Move at least one weight slider above 0.")
+    st.stop()
+
+# "changed since the last weights": keep the previous selection per (model, set)
+hist = st.session_state.setdefault("explore_hist", {})
+key = (model_name, model_fp, set_name, info.fingerprint)
+entry = hist.get(key)
+if entry is None or len(entry["sel"].winners) != len(sel.winners):
+    entry = hist[key] = {"sel": sel, "prev": None}
+elif entry["sel"].choice != choice:
+    entry = hist[key] = {"sel": sel, "prev": entry["sel"]}
+prev = entry["prev"]
+with st.sidebar:
+    st.caption("Weights used: " + ", ".join(f"{o} {w:.2f}" for o, w in
+                                            zip(objectives, sel.weights, strict=True)))
+
+# -- headline numbers ---------------------------------------------------------------------------
+means = explorer.raw[sel.winners].mean(0)
+before = explorer.raw[prev.winners].mean(0) if prev is not None else None
+changed = int((prev.winners != sel.winners).sum()) if prev is not None else 0
+cols = st.columns(K + 2)
+cols[0].metric("Prompts", f"{len(sel.winners):,}",
+               help=f"{len(explorer):,} candidates, about "
+                    f"{len(explorer) / len(sel.winners):.1f} per prompt")
+cols[1].metric("Winners changed", changed if prev is not None else "–",
+               help="Prompts whose best-of-N winner differs from the one under the previous "
+                    "weights.")
+for i, o in enumerate(objectives):
+    cols[i + 2].metric(f"{o} (winners' mean)", f"{means[i]:.3f}",
+                       delta=None if before is None else f"{means[i] - before[i]:+.3f}")
+if constraints and not sel.feasible.all():
+    st.warning(f"{int((~sel.feasible).sum())} prompts have no candidate meeting the "
+               "constraints: their winner is the least-violating candidate (marked "
+               "feasible = false in the table).")
+
+# -- figures --------------------------------------------------------------------------------------
+frame = explorer.frame
+hover = (frame["prompt_id"].astype(str) + " · " + frame["response"].astype(str)).to_numpy()
+tab_scatter, tab_map, tab_par, tab_dist = st.tabs(
+    ["Scatter and fronts", "Weight map", "Parallel coordinates", "Score distributions"])
+selected = np.zeros(0, dtype=int)
+with tab_scatter:
+    a, b, c, d = st.columns(4)
+    x = a.selectbox("x", objectives, index=0, key="explore_x")
+    y = b.selectbox("y", objectives, index=min(1, K - 1), key="explore_y")
+    scope = c.radio("Front over", ["the two axes", "all objectives"], horizontal=True,
+                    key="explore_front_scope")
+    three_d = d.toggle("3D view", value=False, key="explore_3d", disabled=K < 3)
+    front = explorer.front_of((x, y)) if scope == "the two axes" else explorer.front
+    if three_d and K >= 3:
+        z = d.selectbox("z", objectives, index=2, key="explore_z")
+        fig = ef.scatter_3d(explorer.raw, objectives, (x, y, z), front=front,
+                            winners=sel.is_winner, hover=hover, color=frame["source"])
+        st.plotly_chart(fig, key="explore_scatter3d")
+        st.caption("Select points on the 2D view to filter the table.")
+    else:
+        fig = ef.scatter_2d(explorer.raw, objectives, x, y, front=front, winners=sel.is_winner,
+                            hover=hover, color=frame["source"])
+        event = st.plotly_chart(fig, key="explore_scatter", on_select="rerun",
+                                selection_mode=("box", "lasso", "points"))
+        selected = ef.selected_rows(event.selection if event else None)
+    st.caption(f"{int(front.sum()):,} candidates on the front over {scope}; "
+               f"{int(explorer.front_in_prompt.sum()):,} are on their own prompt's front. "
+               "Winners are marked in red; lasso or box-select points to filter the table.")
+with tab_map:
+    if K < 3:
+        st.info("The weight map needs a model with at least three objectives.")
+    else:
+        a, b, c = st.columns([2, 1, 1])
+        corners = a.multiselect("Corners (three objectives)", objectives,
+                                default=objectives[:3], max_selections=3,
+                                key="explore_corners")
+        color_by = b.selectbox("Colour by the winners' mean", objectives, key="explore_color")
+        steps = c.slider("Grid steps", 4, 20, 10, key="explore_steps")
+        if len(corners) == 3:
+            grid, grid_means = explorer.simplex_map(choice, corners, steps)
+            idx = [objectives.index(o) for o in corners]
+            cw = sel.weights[idx]
+            current = cw / cw.sum() if cw.sum() > 0 else None
+            st.plotly_chart(ef.ternary_map(
+                grid, grid_means[:, objectives.index(color_by)], tuple(corners),
+                current=current, value_label=f"mean {color_by}",
+                hover_values={o: grid_means[:, k] for k, o in enumerate(objectives)}),
+                key="explore_ternary")
+            st.caption(f"Each dot is a weight vector over {', '.join(corners)} "
+                       + ("(other objectives keep their weight) " if K > 3 else "")
+                       + f"and shows the mean {color_by} of the best-of-N winners it would "
+                       "select; the star is where the sliders are.")
+        else:
+            st.info("Choose three objectives for the corners.")
+with tab_par:
+    st.plotly_chart(ef.parallel_coordinates(explorer.raw, objectives, highlight=sel.is_winner),
+                    key="explore_parcoords")
+with tab_dist:
+    st.plotly_chart(ef.score_distributions(explorer.raw, objectives, winners=sel.is_winner),
+                    key="explore_dist")
+    if before is not None:
+        st.plotly_chart(ef.winner_shift_bar(before, means, objectives), key="explore_shift")
+    st.dataframe(explorer.distribution_stats().round(3), width="stretch")
+
+# -- winners table and drill-down ------------------------------------------------------------------
+st.subheader("Winners per prompt")
+table = explorer.winners_table(sel, prev)
+f1, f2 = st.columns(2)
+only_changed = f1.toggle("Only prompts whose winner changed", key="explore_only_changed",
+                         disabled=prev is None)
+if len(selected):
+    picked = set(frame["prompt_id"].to_numpy()[selected])
+    table = table[table["prompt_id"].isin(picked)]
+    f2.caption(f"Filtered to the {len(picked):,} prompts of the {len(selected):,} candidates "
+               "selected on the scatter (clear the selection to see all).")
+if only_changed:
+    table = table[table["changed"]]
+shown = table.assign(changed=np.where(table["changed"], "✱", ""))[
+    ["changed", "prompt_id", "category", "source", *objectives, "utility", "feasible", "n",
+     "prompt", "response"]]
+event = st.dataframe(
+    shown, hide_index=True, width="stretch", key="explore_table", on_select="rerun",
+    selection_mode="single-row",
+    column_config={"changed": st.column_config.TextColumn("", width=30,
+                                                          help="winner changed"),
+                   "prompt": st.column_config.TextColumn(width="medium"),
+                   "response": st.column_config.TextColumn(width="large"),
+                   **{o: st.column_config.NumberColumn(format="%.3f") for o in objectives},
+                   "utility": st.column_config.NumberColumn(format="%.3f"),
+                   "n": st.column_config.NumberColumn("N", help="candidates of the prompt")})
+rows = event.selection.rows if event else []
+if rows:
+    st.session_state["explore_prompt"] = shown.iloc[rows[0]]["prompt_id"]
+prompt_ids = list(explorer.prompt_ids)
+if st.session_state.get("explore_prompt") not in prompt_ids:
+    st.session_state["explore_prompt"] = prompt_ids[0]
+st.subheader("One prompt, all its candidates")
+pid = st.selectbox("Prompt", prompt_ids, key="explore_prompt",
+                   help="Or click a row of the table above.")
+detail = explorer.prompt_detail(pid, sel)
+st.text(frame.loc[frame["prompt_id"] == pid, "prompt"].iloc[0])
+st.dataframe(detail, hide_index=True, width="stretch", key="explore_detail",
+             column_config={**{o: st.column_config.NumberColumn(format="%.3f")
+                               for o in objectives},
+                            "utility": st.column_config.NumberColumn(format="%.3f"),
+                            "dominated_by": st.column_config.TextColumn(
+                                "dominated by", help="candidates of this prompt at least as "
+                                "good on every objective and better on one")})
+cand = st.selectbox("Read a candidate in full", detail["candidate"].tolist(),
+                    key="explore_read", format_func=lambda i: (
+                        f"#{i} · {frame['source'].iat[i]}"
+                        + (" · winner" if i in set(sel.winners) else "")))
+with st.container(border=True):
+    st.text(frame["response"].iat[cand])
