@@ -3,6 +3,8 @@
 import pandas as pd
 import streamlit as st
 
+from morm_explorer.data.candidates import list_candidate_sets
+from morm_explorer.reward.report import list_reward_models
 from pages.common import workspace
 
 ws = workspace()
@@ -15,9 +17,12 @@ st.markdown(
 )
 
 datasets = ws.list_datasets()
-c1, c2 = st.columns(2)
+candidate_sets = list_candidate_sets(ws)
+c1, c2, c3, c4 = st.columns(4)
 c1.metric("Datasets", len(datasets))
 c2.metric("Records", f"{sum(d.n_records for d in datasets):,}")
+c3.metric("Reward models", len(list_reward_models(ws)))
+c4.metric("Candidate sets", len(candidate_sets))
 
 st.subheader("Workspace")
 st.caption(f"Folder: `{ws.root.resolve()}`")
@@ -40,6 +45,9 @@ st.page_link("pages/data.py", label="Data: load, validate and summarize preferen
 st.page_link("pages/reward_models.py",
              label="Reward models: train per-objective heads and see what each learned",
              icon=":material/model_training:")
+st.page_link("pages/explore.py",
+             label="Explore: score candidates, see the Pareto fronts, move the weight sliders",
+             icon=":material/tune:")
 st.markdown(
     "- **Canonical pairs**: `prompt`, `response_a`, `response_b`, "
     "`labels: {objective: a | b | tie}` (an objective left out is not annotated).\n"
