@@ -167,7 +167,8 @@ def cmd_score(args) -> int:
         winners = sel.winners(u, sel.eligible(shortfall))
         out["utility"] = u
         out["winner"] = np.isin(np.arange(len(frame)), winners)
-        print(f"\nbest-of-N winners under {dict(zip(objectives, w.round(3), strict=True))} "
+        shown = ", ".join(f"{o}={x:.3f}" for o, x in zip(objectives, w, strict=True))
+        print(f"\nbest-of-N winners under weights {shown} "
               f"({args.scalarizer}{', standardized' if args.standardize else ''}):")
         print(frame.iloc[winners]["source"].value_counts().to_string())
         print("mean winner scores: " + ", ".join(
