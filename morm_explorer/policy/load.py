@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 SMOLLM2_DIR = "smollm2-135m-instruct"  # under <workspace>/models/
+POLICIES = "policies"  # fine-tuned policies: <workspace>/policies/<name>
 PROVENANCE = "morm_conversion.json"  # written into the converted folder: what made it
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -129,13 +130,18 @@ def resolve_policy(name: str, workspace: Workspace | None = None) -> str:
     """A path or name transformers can load for the policy ``name``.
 
     The default (``smollm2`` or its hub name) is the converted folder in ``workspace``,
-    converted first if missing; an existing path must be a model folder (with config.json);
-    anything else is passed through as a hub name.
+    converted first if missing; a plain name of a policy saved in the workspace
+    (``policies/<name>``, e.g. a PPO run) is that folder; an existing path must be a model
+    folder (with config.json); anything else is passed through as a hub name.
     """
     if not isinstance(name, str) or not name.strip():
         raise MormError(f"policy must be a model name or folder, got {name!r}", field="policy")
     if canonical_name(name) == SMOLLM2:
         return str(convert_smollm2(workspace))
+    if workspace is not None and "/" not in name:  # a fine-tuned policy in the workspace
+        saved = workspace.root / POLICIES / name
+        if (saved / "config.json").is_file():
+            return str(saved)
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
