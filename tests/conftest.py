@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# A developer's shell may point at a Ray cluster: tests choose their job backend themselves.
+for _var in ("RAY_ADDRESS", "MORM_BACKEND"):
+    os.environ.pop(_var, None)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,15 +2,16 @@
 
 A page builds a job spec, submits it to a backend and polls the backend for progress, metrics
 and logs; it never knows where the job runs. The embedded backend (`LocalBackend`) keeps jobs
-in the workspace database and runs them in a local worker process; a Ray backend will implement
-the same `JobBackend` protocol.
+in the workspace database and runs them in a local worker process; `RayBackend` implements the
+same `JobBackend` protocol on a Ray cluster.
 
 - `spec`: job specs (one frozen dataclass per kind), the registry of kinds, `JobInfo`
 - `builtin`: the diagnostic "sleep" job
 - `context`: `JobContext`, what a runner reports through, and `JobCancelled`
 - `store`: the SQLite tables: queue, metrics, logs, workers; claiming and reaping
 - `run`, `worker`: running one job in a child process; the worker loop; `ensure_worker`
-- `backend`: the `JobBackend` protocol and `LocalBackend`
+- `backend`: the `JobBackend` protocol, `LocalBackend` and `get_backend`
+- `ray_backend`, `ray_entry`: `RayBackend` (Ray Jobs API) and the process each Ray job runs
 - `cli`: the `morm worker` and `morm jobs` commands
 """
 

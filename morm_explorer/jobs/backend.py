@@ -2,13 +2,14 @@
 
 Pages and commands talk only to a `JobBackend`: submit a spec, then poll `get`, `metrics` and
 `logs`, and `cancel`. `LocalBackend` keeps jobs in the workspace database and runs them in a
-local worker process, started on demand. A Ray backend (jobs submitted through the Ray Jobs
-API, artifacts under a shared root) will implement the same protocol, and `get_backend` will
-choose between them; no page changes when it does.
+local worker process, started on demand. `ray_backend.RayBackend` keeps them in the same
+database and runs them as Ray jobs (the workspace is then the shared artifact root);
+`get_backend` chooses between the two, so no page knows which one runs its jobs.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -125,6 +126,24 @@ class LocalBackend:
         return info
 
 
-def get_backend(ws: Workspace, start_worker: bool = True) -> JobBackend:
-    """The backend for ``ws``: the local one (a Ray backend will be chosen here later)."""
-    return LocalBackend(ws, start_worker=start_worker)
+BACKENDS = ("local", "ray")
+
+
+def get_backend(ws: Workspace, start_worker: bool = True, backend: str | None = None
+                ) -> JobBackend:
+    """The backend for ``ws``: ``backend`` ("local" or "ray") if given, else
+    ``$MORM_BACKEND``, else "ray" when ``$RAY_ADDRESS`` is set, else "local".
+
+    ``start_worker`` applies to the local backend only. The Ray backend connects to
+    ``$RAY_ADDRESS`` on first use, not here.
+    """
+    name = backend or os.environ.get("MORM_BACKEND", "").strip() or (
+        "ray" if os.environ.get("RAY_ADDRESS", "").strip() else "local")
+    if name == "local":
+        return LocalBackend(ws, start_worker=start_worker)
+    if name == "ray":
+        from morm_explorer.jobs.ray_backend import RayBackend
+
+        return RayBackend(ws)
+    raise MormError(f"unknown job backend {name!r} (from MORM_BACKEND or the backend argument)"
+                    f"; expected one of {', '.join(BACKENDS)}", field="backend")

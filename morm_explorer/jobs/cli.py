@@ -2,6 +2,8 @@
 
 `add_job_commands` adds them to the main parser's command group. Each command returns its exit
 code: 0 on success, 1 when a job it waited for did not succeed; bad input raises `MormError`.
+The ``jobs`` commands use the workspace's backend (`backend.get_backend`): the local one, or
+Ray when ``$MORM_BACKEND=ray`` or ``$RAY_ADDRESS`` is set; they list and show jobs of both.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 from morm_explorer.errors import MormError
 
 if TYPE_CHECKING:
-    from morm_explorer.jobs.backend import LocalBackend
+    from morm_explorer.jobs.backend import JobBackend
     from morm_explorer.workspace import Workspace
 
 
@@ -24,10 +26,11 @@ def _workspace(args: argparse.Namespace) -> Workspace:
     return Workspace(getattr(args, "workspace", None))
 
 
-def _backend(args: argparse.Namespace, start_worker: bool = False) -> LocalBackend:
-    from morm_explorer.jobs.backend import LocalBackend
+def _backend(args: argparse.Namespace, start_worker: bool = False) -> JobBackend:
+    """The workspace's backend: local, or Ray when $MORM_BACKEND or $RAY_ADDRESS says so."""
+    from morm_explorer.jobs.backend import get_backend
 
-    return LocalBackend(_workspace(args), start_worker=start_worker)
+    return get_backend(_workspace(args), start_worker=start_worker)
 
 
 def _fmt_time(t: float | None) -> str:
@@ -173,5 +176,6 @@ def add_job_commands(groups: argparse._SubParsersAction) -> None:
     p.add_argument("--wait", action="store_true", help="wait for the job; exit 1 unless it "
                    "succeeds")
     p.add_argument("--timeout", type=float, help="seconds to wait at most")
-    p.add_argument("--no-worker", action="store_true", help="only queue it; start no worker")
+    p.add_argument("--no-worker", action="store_true", help="only queue it; start no local "
+                   "worker")
     p.set_defaults(func=cmd_jobs_submit_sleep)

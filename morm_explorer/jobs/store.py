@@ -175,15 +175,19 @@ class JobStore:
                 if death_reason(w.id, w.pid, w.host, w.heartbeat_at, now, stale_after) is None]
 
     # -- writes by submitters -------------------------------------------------------------
-    def submit(self, spec: JobSpec) -> str:
-        """Queue a job; returns its id. The kind must be registered (see `spec.register_job`)."""
+    def submit(self, spec: JobSpec, reserved_for: str | None = None) -> str:
+        """Queue a job; returns its id. The kind must be registered (see `spec.register_job`).
+
+        ``reserved_for``: a worker id (e.g. "ray") kept on the queued job, so that workers taking
+        the oldest queued job skip it and only a claim by its id runs it.
+        """
         kind = get_job_kind(spec.kind).kind
         now = time.time()
         job_id = f"{sanitize_name(kind)}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         with self.ws.transaction() as con:
-            con.execute("INSERT INTO jobs (id, kind, spec, status, created_at) "
-                        "VALUES (?,?,?,'queued',?)",
-                        (job_id, kind, json.dumps(spec.to_dict()), now))
+            con.execute("INSERT INTO jobs (id, kind, spec, status, created_at, worker_id) "
+                        "VALUES (?,?,?,'queued',?,?)",
+                        (job_id, kind, json.dumps(spec.to_dict()), now, reserved_for))
         return job_id
 
     def cancel(self, job_id: str) -> JobInfo:
@@ -207,7 +211,7 @@ class JobStore:
     def claim(self, worker_id: str, kinds: Sequence[str] | None = None,
               job_id: str | None = None) -> JobInfo | None:
         """Take the oldest queued job (of ``kinds``, or job ``job_id``, when given) for
-        ``worker_id``; None when there is none.
+        ``worker_id``; None when there is none. Jobs reserved on submit are taken only by id.
 
         The select and the update share one BEGIN IMMEDIATE transaction, so two workers can
         never take the same job.
@@ -219,6 +223,8 @@ class JobStore:
         if job_id is not None:
             where += " AND id=?"
             params.append(job_id)
+        else:
+            where += " AND worker_id IS NULL"
         now = time.time()
         with self.ws.transaction() as con:
             row = con.execute(f"SELECT id FROM jobs WHERE {where} ORDER BY created_at, rowid "
