@@ -16,5 +16,6 @@ pages = [
     st.Page("pages/data.py", title="Data", icon=":material/table_view:"),
     st.Page("pages/reward_models.py", title="Reward models", icon=":material/model_training:"),
     st.Page("pages/explore.py", title="Explore", icon=":material/tune:"),
+    st.Page("pages/finetune.py", title="Fine-tune", icon=":material/rocket_launch:"),
 ]
 st.navigation(pages).run()

@@ -186,10 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from morm_explorer.candidates_cli import add_candidate_commands
     from morm_explorer.jobs.cli import add_job_commands
+    from morm_explorer.policy.cli import add_ppo_commands
     from morm_explorer.reward.cli import add_rm_commands
 
     add_rm_commands(groups)
     add_candidate_commands(groups)
+    add_ppo_commands(groups)
     add_job_commands(groups)
     parser.epilog = _command_index(groups)
     return parser
