@@ -1,0 +1,172 @@
+"""`morm ppo ...`: PPO runs, weight sweeps and rewarded soups from the command line.
+
+The flags of `morm ppo train` are the fields of `PPOConfig` (docstrings as help); list fields
+(``weight_schedule``, ``constraints``) take JSON, e.g. ``--constraints
+'[{"objective": "harmless", "threshold": 0}]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import types
+import typing
+
+
+def _json_list(text: str) -> list:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"expected a JSON list: {e}") from e
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError("expected a JSON list")
+    return value
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() in ("none", "") else float(text)
+
+
+def add_ppo_flags(p: argparse.ArgumentParser) -> None:
+    from morm_explorer.policy.ppo_config import PPOConfig
+    from morm_explorer.reward.cli import _parse_weights, field_docs
+
+    docs = field_docs(PPOConfig)
+    hints = typing.get_type_hints(PPOConfig)
+    for f in dataclasses.fields(PPOConfig):
+        flags = list(dict.fromkeys([f"--{f.name}", f"--{f.name.replace('_', '-')}"]))
+        help_ = docs.get(f.name, "")
+        kind = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if kind is bool:
+            p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction,
+                           default=default, help=help_)
+        elif typing.get_origin(kind) is dict:
+            p.add_argument(*flags, dest=f.name, type=_parse_weights, default=default,
+                           help=help_ + " Format: objective=w,objective=w.")
+        elif typing.get_origin(kind) is list:
+            p.add_argument(*flags, dest=f.name, type=_json_list, default=default,
+                           help=help_ + " (JSON)")
+        elif typing.get_origin(kind) in (typing.Union, types.UnionType):
+            p.add_argument(*flags, dest=f.name, type=_optional_float, default=default,
+                           help=f"{help_} (default: {default})")
+        else:
+            p.add_argument(*flags, dest=f.name, type=kind, default=default,
+                           help=f"{help_} (default: {default})")
+
+
+def _config(args):
+    from morm_explorer.policy.ppo_config import PPOConfig
+
+    return PPOConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PPOConfig)})
+
+
+def _ws(args):
+    from morm_explorer.workspace import Workspace
+
+    return Workspace(args.workspace)
+
+
+def _submit(args, spec) -> int:
+    from morm_explorer.jobs.backend import get_backend
+
+    job_id = get_backend(_ws(args)).submit(spec)
+    print(f"submitted job {job_id}; follow it with `morm jobs show {job_id}` or on the "
+          "Fine-tune page")
+    return 0
+
+
+def _run_inline(args, spec) -> int:
+    """Run a job spec in this process through the job system (progress, metrics and logs are
+    recorded as for a worker), printing its log as it goes."""
+    from morm_explorer.jobs.worker import run_inline
+
+    t0 = time.perf_counter()
+    info = run_inline(_ws(args), spec)
+    print(f"job {info.id} {info.status} in {time.perf_counter() - t0:.1f} s")
+    if info.status != "succeeded":
+        print(info.error or "", file=sys.stderr)
+        return 1
+    print(json.dumps(info.result, indent=2))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from morm_explorer.policy.ppo_jobs import PPOJob
+
+    spec = PPOJob(config=_config(args).to_dict(), overwrite=args.overwrite)
+    return _submit(args, spec) if args.submit else _run_inline(args, spec)
+
+
+def cmd_sweep(args) -> int:
+    from morm_explorer.policy.sweep import SweepJob
+
+    spec = SweepJob(config=_config(args).to_dict(), objectives=args.objectives.split(","),
+                    grid_steps=args.grid_steps, parallel=args.parallel)
+    return _submit(args, spec) if args.submit else _run_inline(args, spec)
+
+
+def cmd_soup(args) -> int:
+    from morm_explorer.policy.soup import SoupJob
+
+    spec = SoupJob(name=args.name, policy_a=args.policy_a, policy_b=args.policy_b,
+                   lambdas=[float(x) for x in args.lambdas.split(",")],
+                   reward_model=args.reward_model, prompts=args.prompts, limit=args.limit,
+                   sampling={"n": args.n, "max_new_tokens": args.max_new_tokens,
+                             "seed": args.seed}, device=args.device, overwrite=args.overwrite)
+    return _submit(args, spec) if args.submit else _run_inline(args, spec)
+
+
+def cmd_list(args) -> int:
+    root = _ws(args).root / "policies"
+    rows = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        manifest = folder / "morm_ppo.json"
+        if manifest.is_file():
+            m = json.loads(manifest.read_text(encoding="utf-8"))
+            cfg = m.get("config", {})
+            rows.append(f"{folder.name:28s} base {cfg.get('policy', '?'):10s} weights "
+                        f"{cfg.get('weights')} steps {cfg.get('steps')}")
+    print("\n".join(rows) if rows else "no fine-tuned policies yet: `morm ppo train`")
+    return 0
+
+
+def add_ppo_commands(groups: argparse._SubParsersAction) -> None:
+    ppo = groups.add_parser("ppo", help="multi-objective PPO: train, sweep, soup, list")
+    sub = ppo.add_subparsers(dest="command", metavar="ACTION", required=True)
+    for name, func, help_ in (("train", cmd_train, "one PPO run"),
+                              ("sweep", cmd_sweep, "PPO runs over a grid of weights")):
+        p = sub.add_parser(name, help=help_)
+        add_ppo_flags(p)
+        if name == "sweep":
+            p.add_argument("--objectives", required=True,
+                           help="comma-separated objectives whose weights the grid spans")
+            p.add_argument("--grid-steps", type=int, default=2,
+                           help="weights in steps of 1/grid-steps (default: 2)")
+            p.add_argument("--parallel", action="store_true",
+                           help="one job per run (side by side on a Ray cluster)")
+        p.add_argument("--overwrite", action="store_true", help="replace policies/<name>")
+        p.add_argument("--submit", action="store_true", help="run as a job on the worker")
+        p.set_defaults(func=func)
+    p = sub.add_parser("soup", help="interpolate two fine-tuned policies over a grid of "
+                       "lambda, sample and score each mix")
+    p.add_argument("--name", required=True, help="candidate set for the mixes' samples")
+    p.add_argument("--policy-a", required=True)
+    p.add_argument("--policy-b", required=True)
+    p.add_argument("--lambdas", default="0,0.25,0.5,0.75,1")
+    p.add_argument("--reward-model", required=True)
+    p.add_argument("--prompts", default="demo")
+    p.add_argument("--limit", type=int, default=24)
+    p.add_argument("--n", type=int, default=2, help="samples per prompt and mix")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--submit", action="store_true", help="run as a job on the worker")
+    p.set_defaults(func=cmd_soup)
+    p = sub.add_parser("list", help="fine-tuned policies in the workspace")
+    p.set_defaults(func=cmd_list)
+

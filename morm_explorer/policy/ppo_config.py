@@ -1,0 +1,239 @@
+"""`PPOConfig`: what a multi-objective PPO run does, checked on construction.
+
+Light on purpose (no torch import), so that job specs, pages and the CLI can validate a run
+without loading a model. A field's name is its CLI flag's name and its docstring the help text.
+The trainer is `morm_explorer.policy.ppo`; the math it uses, `morm_explorer.policy.ppo_core`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from morm_explorer.errors import MormError
+from morm_explorer.objectives import SCALARIZERS
+from morm_explorer.workspace import sanitize_name
+
+
+def _number(name: str, value: Any, *, integer: bool = False, low: float | None = None,
+            high: float | None = None, low_open: bool = False) -> None:
+    """Raise `MormError` naming ``name`` unless ``value`` is a finite number in range."""
+    kind = "an integer" if integer else "a finite number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) \
+            or not math.isfinite(value):
+        raise MormError(f"{name} must be {kind}, got {value!r}", field=name)
+    if low is not None and (value <= low if low_open else value < low):
+        raise MormError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}",
+                        field=name)
+    if high is not None and value > high:
+        raise MormError(f"{name} must be <= {high}, got {value}", field=name)
+
+
+def _check_weights(name: str, weights: Any) -> None:
+    if not isinstance(weights, dict):
+        raise MormError(f"{name} must be an object of objective: weight, got {weights!r}",
+                        field=name)
+    for obj, w in weights.items():
+        if not isinstance(obj, str) or not obj:
+            raise MormError(f"{name} has a non-text objective name {obj!r}", field=name)
+        _number(f"{name}.{obj}", w, low=0.0)
+    if weights and sum(weights.values()) <= 0:
+        raise MormError(f"{name}: all weights are zero, nothing to optimise", field=name)
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """One multi-objective PPO run (Ziegler et al. 2019; Huang et al. 2024, "The N
+    Implementation Details of RLHF with PPO")."""
+
+    name: str = "ppo"
+    """Name of the run and of the policy it saves (workspace policies/<name>)."""
+    policy: str = "smollm2"
+    """Hugging Face causal LM name or folder to fine-tune (alias: smollm2)."""
+    reward_model: str = ""
+    """Reward model: a workspace reward-model name or a model folder."""
+    prompts: str = "demo"
+    """'demo' (the built-in prompts) or a JSONL/CSV/Parquet file with a prompt column."""
+    prompt_limit: int = 0
+    """Use only the first this many prompts (0: all)."""
+    weights: dict[str, float] = field(default_factory=dict)
+    """Scalarization weights per objective (normalized to sum 1; empty: equal weights)."""
+    scalarizer: str = "weighted_sum"
+    """weighted_sum, chebyshev or min (see morm_explorer.objectives)."""
+    standardize: bool = True
+    """Z-score each objective's reward with the reward model's stored statistics (running
+    statistics of the rewards seen so far when it stores none); False: raw scores."""
+    weight_schedule: list[dict] = field(default_factory=list)
+    """Piecewise-linear weights over steps, e.g. [{"step": 0, "weights": {...}}, {"step": 50,
+    "weights": {...}}]; before the first and after the last point the weights stay put.
+    When given, it replaces `weights`."""
+    constraints: list[dict] = field(default_factory=list)
+    """[{"objective": ..., "threshold": ...}]: keep the batch mean of that objective's reward
+    (in the units the scalarizer sees) >= threshold, by a Lagrange multiplier (Safe RLHF)."""
+    lagrange_lr: float = 0.05
+    """Step size of the dual ascent on the Lagrange multipliers."""
+    lagrange_init: float = 0.0
+    """Initial value of every Lagrange multiplier (>= 0)."""
+    steps: int = 20
+    """PPO updates (each: a rollout of batch_size prompts, then ppo_epochs of minibatches)."""
+    batch_size: int = 8
+    """Prompts (one response each) per rollout."""
+    mini_batch_size: int = 4
+    """Responses per gradient step (<= batch_size; the last minibatch may be smaller)."""
+    ppo_epochs: int = 2
+    """Passes over each rollout."""
+    lr: float = 1e-5
+    """AdamW learning rate (of the LoRA adapters or of the whole model, and the value head)."""
+    lora: bool = True
+    """Train LoRA adapters on the attention and MLP projections instead of every weight."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)."""
+    merge_lora: bool = True
+    """Save the policy with the adapters merged into its weights (else the adapter folder)."""
+    kl_coef: float = 0.05
+    """beta of the per-token KL penalty -beta * (log pi - log pi_ref) (initial value when
+    adaptive)."""
+    adaptive_kl: bool = False
+    """Adapt beta towards target_kl (Ziegler et al. 2019)."""
+    target_kl: float = 6.0
+    """KL (nats per response) the adaptive controller aims for."""
+    kl_horizon: int = 10000
+    """Horizon of the adaptive KL controller, in responses."""
+    max_new_tokens: int = 48
+    """Most tokens per response."""
+    temperature: float = 0.7
+    """Sampling temperature (> 0); log-probabilities are taken at the same temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling probability mass."""
+    gamma: float = 1.0
+    """Discount of GAE."""
+    lam: float = 0.95
+    """lambda of GAE."""
+    cliprange: float = 0.2
+    """PPO clipping of the policy ratio."""
+    cliprange_value: float = 0.2
+    """Clipping of the value update."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    whiten_advantages: bool = True
+    """Normalize advantages to mean 0, std 1 over each rollout's response tokens."""
+    max_grad_norm: float = 1.0
+    """Gradient norm clipping."""
+    seed: int = 0
+    """Seed of sampling, minibatch order and initialisation: the same config repeats a run."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    checkpoint_every: int = 5
+    """Save a resumable checkpoint every this many steps (0: only at the end)."""
+    sample_every: int = 5
+    """Report a few generations with their scores every this many steps (0: never)."""
+    missing_eos_penalty: float | None = None
+    """Subtract this from the reward of responses cut off at max_new_tokens (no eos)."""
+
+    def __post_init__(self) -> None:
+        sanitize_name(self.name)
+        for name in ("policy", "prompts"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise MormError(f"{name} must be non-empty text", field=name)
+        if not isinstance(self.reward_model, str):
+            raise MormError(f"reward_model must be text, got {self.reward_model!r}",
+                            field="reward_model")
+        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "lora_r",
+                     "lora_alpha", "kl_horizon", "max_new_tokens"):
+            _number(name, getattr(self, name), integer=True, low=1)
+        for name in ("prompt_limit", "seed", "checkpoint_every", "sample_every"):
+            _number(name, getattr(self, name), integer=True, low=0)
+        if self.mini_batch_size > self.batch_size:
+            raise MormError(f"mini_batch_size ({self.mini_batch_size}) must be <= batch_size "
+                            f"({self.batch_size})", field="mini_batch_size")
+        for name in ("lr", "target_kl", "temperature", "cliprange", "cliprange_value",
+                     "max_grad_norm", "lagrange_lr"):
+            _number(name, getattr(self, name), low=0.0, low_open=True)
+        for name in ("kl_coef", "vf_coef", "lagrange_init"):
+            _number(name, getattr(self, name), low=0.0)
+        for name in ("top_p", "gamma", "lam"):
+            _number(name, getattr(self, name), low=0.0, high=1.0, low_open=name == "top_p")
+        if self.missing_eos_penalty is not None:
+            _number("missing_eos_penalty", self.missing_eos_penalty, low=0.0)
+        if self.scalarizer not in SCALARIZERS:
+            raise MormError(f"scalarizer must be one of {', '.join(SCALARIZERS)}, got "
+                            f"{self.scalarizer!r}", field="scalarizer")
+        if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
+            raise MormError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+                            field="device")
+        for name in ("standardize", "lora", "merge_lora", "adaptive_kl", "whiten_advantages"):
+            if not isinstance(getattr(self, name), bool):
+                raise MormError(f"{name} must be true or false", field=name)
+        _check_weights("weights", self.weights)
+        self._check_schedule()
+        self._check_constraints()
+
+    def _check_schedule(self) -> None:
+        if not isinstance(self.weight_schedule, list):
+            raise MormError("weight_schedule must be a list of {step, weights}",
+                            field="weight_schedule")
+        last = -1
+        for i, point in enumerate(self.weight_schedule):
+            where = f"weight_schedule[{i}]"
+            if not isinstance(point, dict) or set(point) != {"step", "weights"}:
+                raise MormError(f"{where} must be an object with exactly 'step' and 'weights', "
+                                f"got {point!r}", field=where)
+            _number(f"{where}.step", point["step"], integer=True, low=0)
+            if point["step"] <= last:
+                raise MormError(f"{where}.step must be larger than the previous step ({last})",
+                                field=f"{where}.step")
+            last = point["step"]
+            _check_weights(f"{where}.weights", point["weights"])
+            if not point["weights"]:
+                raise MormError(f"{where}.weights is empty", field=f"{where}.weights")
+
+    def _check_constraints(self) -> None:
+        if not isinstance(self.constraints, list):
+            raise MormError("constraints must be a list of {objective, threshold}",
+                            field="constraints")
+        seen = set()
+        for i, c in enumerate(self.constraints):
+            where = f"constraints[{i}]"
+            if not isinstance(c, dict) or set(c) != {"objective", "threshold"}:
+                raise MormError(f"{where} must be an object with exactly 'objective' and "
+                                f"'threshold', got {c!r}", field=where)
+            if not isinstance(c["objective"], str) or not c["objective"]:
+                raise MormError(f"{where}.objective must be an objective name",
+                                field=f"{where}.objective")
+            if c["objective"] in seen:
+                raise MormError(f"two constraints on {c['objective']!r}", field=where)
+            seen.add(c["objective"])
+            _number(f"{where}.threshold", c["threshold"])
+
+    def weights_at(self, step: int) -> dict[str, float]:
+        """The weights of update ``step`` (0-based): `weights` without a schedule (empty means
+        equal weights, resolved by the trainer that knows the objectives), else the linear
+        interpolation between the schedule's surrounding points (an objective a point omits
+        weighs 0 there)."""
+        points = self.weight_schedule
+        if not points:
+            return dict(self.weights)
+        if step <= points[0]["step"]:
+            return dict(points[0]["weights"])
+        for a, b in zip(points, points[1:], strict=False):
+            if step < b["step"]:
+                t = (step - a["step"]) / (b["step"] - a["step"])
+                objs = list(dict.fromkeys([*a["weights"], *b["weights"]]))
+                return {o: (1 - t) * a["weights"].get(o, 0.0) + t * b["weights"].get(o, 0.0)
+                        for o in objs}
+        return dict(points[-1]["weights"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PPOConfig:
+        if not isinstance(d, dict):
+            raise MormError(f"a PPO config must be an object, got {type(d).__name__}")
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise MormError(f"unknown PPOConfig fields: {', '.join(unknown)}", field=unknown[0])
+        return cls(**d)

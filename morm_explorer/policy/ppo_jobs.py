@@ -1,0 +1,112 @@
+"""The PPO job: `PPOJob`, kind "ppo".
+
+The spec carries a `PPOConfig` as a dict (validated on construction). The run lives in
+``<workspace>/runs/ppo/<name>``, not in the job's staging folder (which is deleted when a job
+fails): its checkpoint survives a killed worker, and the same job submitted again resumes
+from it ("resuming from step N" in the log). Samples go to the log as ``sample: {json}``
+lines and to ``<run_dir>/samples.jsonl``. The finished policy is moved into the staging folder
+and committed as ``policies/<name>`` in one rename; the checkpoint is then dropped, so that a
+later run of the same name starts afresh. A job of the same name with other settings (other
+than steps, checkpoint_every, sample_every, device) discards the old run folder and starts
+afresh too, saying so in its log.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from morm_explorer.jobs.context import JobContext
+from morm_explorer.jobs.spec import JobSpec, register_job
+from morm_explorer.policy.ppo_config import PPOConfig
+from morm_explorer.workspace import Workspace, atomic_write_jsonl, sanitize_name
+
+GROUP = "policies"
+SAMPLES = "samples.jsonl"
+
+
+@dataclass(frozen=True)
+class PPOJob(JobSpec):
+    """Fine-tune a policy with multi-objective PPO per `config` (a PPOConfig as a dict)."""
+
+    kind: ClassVar[str] = "ppo"
+
+    config: dict = field(default_factory=dict)
+    """the PPOConfig fields (name, policy, reward_model, weights, steps, ...)"""
+    overwrite: bool = False
+    """replace an existing policies/<name>"""
+
+    def __post_init__(self) -> None:
+        PPOConfig.from_dict(self.config)  # raises MormError naming the bad field
+
+    @property
+    def ppo_config(self) -> PPOConfig:
+        return PPOConfig.from_dict(self.config)
+
+
+def run_dir(ws: Workspace, name: str) -> Path:
+    """Where the run ``name`` keeps its checkpoint and samples."""
+    return ws.root / "runs" / "ppo" / sanitize_name(name)
+
+
+def _keep_samples_before(path: Path, step: int) -> None:
+    """Drop the samples of steps a resumed run will redo."""
+    if path.is_file():
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+        atomic_write_jsonl(path, [r for r in rows if r.get("step", 0) < step])
+
+
+def run_ppo(spec: PPOJob, ctx: JobContext) -> dict:
+    # Imported here so that a worker starts without loading torch and transformers.
+    from morm_explorer.policy.ppo import Hooks, train_ppo
+    from morm_explorer.policy.ppo_checkpoint import CHECKPOINT, checkpoint_step, config_changes
+
+    cfg = spec.ppo_config
+    ctx.check_artifact(GROUP, cfg.name)
+    if cfg.device == "auto":
+        cfg = PPOConfig.from_dict({**cfg.to_dict(), "device": ctx.device})
+    ws = ctx.store.ws
+    folder = run_dir(ws, cfg.name)
+    changed = config_changes(folder, cfg)
+    if changed:  # the same name with new settings: a new run, not the old one resumed
+        ctx.log(f"discarding the checkpoint in {folder}: it was made with other settings "
+                f"({', '.join(changed)})")
+        shutil.rmtree(folder, ignore_errors=True)
+    resumed = checkpoint_step(folder)  # train_ppo logs "resuming from step N"
+    if resumed is None:
+        (folder / SAMPLES).unlink(missing_ok=True)  # left by an earlier, finished run
+    else:
+        _keep_samples_before(folder / SAMPLES, resumed)
+    ctx.log(f"PPO of {cfg.policy} against {cfg.reward_model or '(no reward model)'}: "
+            f"{cfg.steps} steps of {cfg.batch_size} prompts, {cfg.scalarizer} scalarization, "
+            f"{'LoRA' if cfg.lora else 'full fine-tune'}, device {cfg.device}")
+
+    def samples(step: int, rows: list[dict]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / SAMPLES, "a", encoding="utf-8") as fh:
+            for row in rows:
+                line = json.dumps({"step": step, **row}, ensure_ascii=False)
+                fh.write(line + "\n")
+                ctx.log(f"sample: {line}")
+
+    hooks = Hooks(progress=ctx.progress, metrics=ctx.metrics, log=ctx.log, samples=samples,
+                  check_cancelled=ctx.check_cancelled)
+    result = train_ppo(cfg, folder, workspace=ws, hooks=hooks)
+    staging = ctx.staging_dir
+    for item in Path(result["path"]).iterdir():  # same filesystem: renames, not copies
+        shutil.move(str(item), staging / item.name)
+    path = ctx.commit_artifact(GROUP, cfg.name)
+    shutil.rmtree(folder / CHECKPOINT, ignore_errors=True)
+    shutil.rmtree(result["path"], ignore_errors=True)
+    final = {k: round(v, 4) for k, v in result["final"].items()
+             if k.startswith(("objective/", "lagrange/"))}
+    ctx.log(f"committed policies/{path.name}; final {final}")
+    return {"path": str(path), "steps": result["steps"], "resumed_from": resumed,
+            "final": final}
+
+
+register_job(PPOJob.kind, PPOJob, run_ppo)

@@ -1,0 +1,231 @@
+"""Fine-tune: launch short multi-objective PPO runs with the weights chosen on Explore, watch
+per-objective scores, KL, entropy and the Lagrange multipliers live, and list past runs.
+Also launches weight sweeps and rewarded soups (interpolations of two fine-tuned policies)."""
+
+import json
+import time
+
+import pandas as pd
+import streamlit as st
+
+from morm_explorer.errors import MormError
+from morm_explorer.jobs.backend import get_backend
+from morm_explorer.policy.cost import estimate_ppo
+from morm_explorer.policy.ppo_config import PPOConfig
+from morm_explorer.policy.ppo_jobs import PPOJob
+from morm_explorer.policy.soup import SoupJob
+from morm_explorer.reward.report import list_reward_models
+from morm_explorer.ui import ppo_figures as pf
+from morm_explorer.workspace import sanitize_name
+from pages.common import workspace
+
+ws = workspace()
+backend = get_backend(ws)
+st.title("Fine-tune")
+st.caption("Short PPO runs against a multi-objective reward model: rewards are scored per "
+           "objective, standardized, and scalarized with your weights; the value head keeps one "
+           "value per objective. Constraints (objective ≥ τ) get a Lagrange multiplier each.")
+DEFAULT = PPOConfig()
+models = sorted(list_reward_models(ws), key=lambda m: -m["created_at"])
+if not models:
+    st.info("Train a reward model first (Reward models, or the demo model on Explore).")
+    st.stop()
+
+
+def saved_policies() -> list[str]:
+    root = ws.root / "policies"
+    return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()) \
+        if root.is_dir() else []
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "–"
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+# -- launch ---------------------------------------------------------------------------------
+launch_col, live_col = st.columns([2, 3], gap="large")
+with launch_col:
+    st.subheader("New run")
+    by_name = {m["name"]: m for m in models}
+    rm = st.selectbox("Reward model", list(by_name), key="ft_model")
+    objectives = list(by_name[rm]["objectives"])
+    policies = ["smollm2", *saved_policies()]
+    policy = st.selectbox("Base policy", policies, key="ft_policy",
+                          help="smollm2 is SmolLM2-135M-Instruct, shipped with the app; "
+                               "fine-tuned policies of earlier runs are listed too.")
+    st.markdown("**Weights** (seeded from Explore's sliders)")
+    for o in objectives:
+        st.session_state.setdefault(f"ft_w_{o}", float(st.session_state.get(
+            f"explore_w_{o}", round(1.0 / len(objectives), 2))))
+    wcols = st.columns(len(objectives))
+    weights = {o: wcols[i].slider(o, 0.0, 1.0, step=0.05, key=f"ft_w_{o}")
+               for i, o in enumerate(objectives)}
+    schedule = st.toggle("Move the weights during the run (linear schedule)", key="ft_sched")
+    end = {}
+    if schedule:
+        ecols = st.columns(len(objectives))
+        end = {o: ecols[i].slider(f"{o} at the end", 0.0, 1.0, weights[o], 0.05,
+                                  key=f"ft_wend_{o}") for i, o in enumerate(objectives)}
+    a, b = st.columns(2)
+    scalarizer = a.radio("Scalarizer", ["weighted_sum", "chebyshev", "min"], key="ft_scal",
+                         horizontal=True)
+    standardize = b.toggle("Standardize rewards", value=True, key="ft_std",
+                           help="z-scores with the reward model's stored statistics")
+    constrained = st.multiselect("Constraints: objective ≥ τ (Lagrange multipliers)",
+                                 objectives, key="ft_constrained")
+    constraints = [{"objective": o, "threshold": float(st.number_input(
+        f"{o} ≥", value=0.0, step=0.1, key=f"ft_tau_{o}"))} for o in constrained]
+    with st.expander("Run settings", expanded=False):
+        c1, c2, c3 = st.columns(3)
+        steps = c1.number_input("Steps", 1, 10_000, DEFAULT.steps, key="ft_steps")
+        batch = c2.number_input("Prompts per step", 1, 512, DEFAULT.batch_size, key="ft_batch")
+        mini = c3.number_input("Minibatch", 1, 512, DEFAULT.mini_batch_size, key="ft_mini")
+        lr = c1.number_input("Learning rate", 1e-7, 1e-2, DEFAULT.lr, format="%.1e",
+                             key="ft_lr")
+        epochs = c2.number_input("PPO epochs", 1, 16, DEFAULT.ppo_epochs, key="ft_epochs")
+        new_tokens = c3.number_input("Max new tokens", 4, 1024, DEFAULT.max_new_tokens,
+                                     key="ft_tokens")
+        lora = c1.toggle("LoRA", value=DEFAULT.lora, key="ft_lora",
+                         help="LoRA adapters (the reference is the base with adapters off); "
+                              "off: full fine-tune with a frozen copy as reference")
+        kl = c2.number_input("KL coefficient β", 0.0, 10.0, DEFAULT.kl_coef, 0.01,
+                             key="ft_kl")
+        adaptive = c3.toggle("Adaptive β", value=DEFAULT.adaptive_kl, key="ft_adaptive")
+        target_kl = c1.number_input("Target KL", 0.1, 100.0, DEFAULT.target_kl,
+                                    key="ft_target", disabled=not adaptive)
+        temperature = c2.number_input("Temperature", 0.1, 2.0, DEFAULT.temperature, 0.05,
+                                      key="ft_temp")
+        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="ft_seed")
+        prompts = c1.text_input("Prompts", "demo", key="ft_prompts",
+                                help="'demo' or a prompt file on this machine")
+        limit = c2.number_input("First K prompts (0: all)", 0, 100_000, 0, key="ft_limit")
+    name = st.text_input("Run name", value=f"ppo-{time.strftime('%m%d-%H%M')}", key="ft_name")
+    try:
+        safe = sanitize_name(name)
+        if safe != name:
+            st.caption(f"Saved as {safe!r} (names keep to letters, digits, '.', '_', '-').")
+        cfg = PPOConfig(
+            name=safe, policy=policy, reward_model=rm, prompts=prompts, prompt_limit=int(limit),
+            weights=weights, scalarizer=scalarizer, standardize=standardize,
+            weight_schedule=[{"step": 0, "weights": weights},
+                             {"step": int(steps), "weights": end}] if schedule else [],
+            constraints=constraints, steps=int(steps), batch_size=int(batch),
+            mini_batch_size=int(min(mini, batch)), ppo_epochs=int(epochs), lr=float(lr),
+            lora=lora, kl_coef=float(kl), adaptive_kl=adaptive, target_kl=float(target_kl),
+            max_new_tokens=int(new_tokens), temperature=float(temperature), seed=int(seed))
+    except MormError as e:
+        st.error(str(e))
+        cfg = None
+    if cfg is not None:
+        devices = {w.device for w in getattr(backend, "workers", list)() if w.device}
+        st.caption(estimate_ppo(cfg, "cuda" if "cuda" in devices else "cpu").sentence())
+    if st.button("Launch", type="primary", disabled=cfg is None, key="ft_launch",
+                 icon=":material/rocket_launch:"):
+        try:
+            st.session_state["ft_job"] = backend.submit(PPOJob(config=cfg.to_dict()))
+        except MormError as e:
+            st.error(str(e))
+        else:
+            st.rerun()
+
+
+# -- live view of a run -----------------------------------------------------------------------
+def samples_of(lines: list[str]) -> pd.DataFrame:
+    rows = []
+    for line in lines:
+        if line.startswith("sample: "):
+            try:
+                rows.append(json.loads(line[len("sample: "):]))
+            except json.JSONDecodeError:
+                continue
+    return pd.DataFrame(rows)
+
+
+def run_panel(job_id: str, polling: bool) -> None:
+    info = backend.get(job_id)
+    cfg = info.spec.get("config", {})
+    seen = st.session_state.setdefault("ft_seen", {})
+    before, seen[job_id] = seen.get(job_id), info.status
+    if info.done and before in ("queued", "running"):
+        st.rerun(scope="app")
+    color = {"succeeded": "green", "failed": "red", "cancelled": "gray",
+             "running": "blue"}.get(info.status, "orange")
+    st.markdown(f"**{cfg.get('name', '?')}** :{color}-badge[{info.status}]")
+    st.progress(info.progress, text=info.message or info.status)
+    st.caption(f"job `{info.id}` · elapsed {fmt_seconds(info.elapsed(time.time()))}"
+               + (f" · device {info.device}" if info.device else ""))
+    if not info.done and st.button("Cancel", key="ft_cancel", icon=":material/stop:"):
+        backend.cancel(job_id)
+        st.rerun(scope="fragment")
+    if info.status == "failed":
+        st.code(info.error or "(no error recorded)", language=None, wrap_lines=True)
+    metrics = backend.metrics(job_id, wide=True)
+    if not metrics.empty:
+        smooth = 3 if len(metrics) > 20 else 1
+        st.plotly_chart(pf.scores_figure(metrics, smooth), key="ft_scores")
+        st.plotly_chart(pf.training_figure(metrics, smooth), key="ft_training")
+        st.plotly_chart(pf.weights_figure(metrics), key="ft_weights")
+    lines = backend.logs(job_id)
+    samples = samples_of(lines)
+    if not samples.empty:
+        st.markdown("**Sample generations** (latest first)")
+        st.dataframe(samples.iloc[::-1].head(30), hide_index=True, width="stretch",
+                     key="ft_samples")
+    other = [x for x in lines if not x.startswith("sample: ")]
+    if other:
+        st.code("\n".join(other[-8:]), language=None, wrap_lines=True)
+    if polling and info.done:
+        st.rerun(scope="app")
+
+
+with live_col:
+    st.subheader("Runs")
+    runs = backend.list(kind=PPOJob.kind, limit=30)
+    if not runs:
+        st.caption("No PPO run yet: launch one on the left, or `morm ppo train --submit`.")
+    else:
+        ids = {j.id: j for j in runs}
+        if st.session_state.get("ft_job") not in ids:
+            st.session_state["ft_job"] = runs[0].id
+        job_id = st.selectbox("Run", list(ids), key="ft_job", format_func=lambda i: (
+            f"{ids[i].spec.get('config', {}).get('name', '?')} · {ids[i].status} · "
+            f"{pd.Timestamp(ids[i].created_at, unit='s').strftime('%m-%d %H:%M')}"))
+        active = not ids[job_id].done
+        st.fragment(run_panel, run_every=2.0 if active else None)(job_id, active)
+        table = pd.DataFrame([{
+            "run": j.spec.get("config", {}).get("name"), "status": j.status,
+            "weights": ", ".join(f"{o} {w:.2f}" for o, w in
+                                 j.spec.get("config", {}).get("weights", {}).items()),
+            "steps": j.spec.get("config", {}).get("steps"),
+            **{k.removeprefix("objective/scores/"): v for k, v in
+               (j.result or {}).get("final", {}).items() if k.startswith("objective/scores/")},
+            "created": pd.Timestamp(j.created_at, unit="s").strftime("%m-%d %H:%M"),
+        } for j in runs])
+        st.markdown("**Past runs**")
+        st.dataframe(table, hide_index=True, width="stretch", key="ft_runs")
+
+# -- soups -----------------------------------------------------------------------------------
+with st.expander("Rewarded soup: interpolate two fine-tuned policies"):
+    st.caption("θ(λ) = (1 − λ) θ_a + λ θ_b over a grid of λ: a cheap approximation of the "
+               "front between two runs from the same base (Rame et al. 2023). Every mix is "
+               "sampled on the same prompts and scored; the samples become a candidate set "
+               "for Explore.")
+    pols = saved_policies()
+    if len(pols) < 2:
+        st.info("Needs two fine-tuned policies (two finished runs).")
+    else:
+        c1, c2, c3 = st.columns(3)
+        pa = c1.selectbox("Policy a (λ = 0)", pols, key="soup_a")
+        pb = c2.selectbox("Policy b (λ = 1)", pols, index=1, key="soup_b")
+        steps_l = c3.number_input("Grid points", 2, 21, 5, key="soup_points")
+        soup_name = st.text_input("Candidate set name", f"soup-{pa}-{pb}", key="soup_name")
+        if st.button("Launch soup", key="soup_launch"):
+            try:
+                lams = [i / (steps_l - 1) for i in range(int(steps_l))]
+                backend.submit(SoupJob(name=soup_name, policy_a=pa, policy_b=pb, lambdas=lams,
+                                       reward_model=rm))
+                st.success("Soup job submitted; its result appears as a candidate set.")
+            except MormError as e:
+                st.error(str(e))

@@ -1,0 +1,91 @@
+"""The Fine-tune page under AppTest: weights seeded from Explore, launching a PPO job, bad input
+submitting nothing, and the live view of a run (metrics, Lagrange trace, sample generations)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from morm_explorer.jobs.backend import LocalBackend
+from morm_explorer.jobs.store import JobStore
+from morm_explorer.policy.ppo_config import PPOConfig
+from morm_explorer.policy.ppo_jobs import PPOJob
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # each AppTest run imports the app's stack
+
+PAGE = "pages/finetune.py"
+
+
+@pytest.fixture
+def rm_ws(ws, tiny_rm, monkeypatch):
+    shutil.copytree(tiny_rm, ws.root / "reward_models" / "rm")
+    monkeypatch.setattr(LocalBackend, "ensure_worker", lambda self: False)  # jobs stay queued
+    return ws
+
+
+def open_page(**state) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.run()
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    return at
+
+
+def test_weights_seeded_from_explore_and_launch_submits_a_ppo_job(rm_ws):
+    at = open_page(explore_w_helpful=0.8, explore_w_harmless=0.2)
+    assert at.slider(key="ft_w_helpful").value == 0.8
+    assert at.slider(key="ft_w_harmless").value == 0.2
+    assert any("Estimate:" in c.value for c in at.caption)
+    at.multiselect(key="ft_constrained").set_value(["harmless"]).run()
+    at.number_input(key="ft_tau_harmless").set_value(0.5).run()
+    at.text_input(key="ft_name").input("my-run").run()
+    at.button(key="ft_launch").click().run()
+    assert not at.exception
+    (job,) = JobStore(rm_ws).list(kind="ppo")
+    cfg = job.spec["config"]
+    assert cfg["name"] == "my-run" and cfg["reward_model"] == "rm"
+    assert cfg["weights"] == {"helpful": 0.8, "harmless": 0.2}
+    assert cfg["constraints"] == [{"objective": "harmless", "threshold": 0.5}]
+
+
+def test_bad_settings_submit_nothing(rm_ws):
+    at = open_page()
+    for o in ("helpful", "harmless"):
+        at.slider(key=f"ft_w_{o}").set_value(0.0)
+    at.run()
+    assert any("all weights are zero" in e.value for e in at.error)
+    assert at.button(key="ft_launch").disabled
+    at.slider(key="ft_w_helpful").set_value(0.5).run()
+    at.text_input(key="ft_name").input("../escape").run()
+    at.button(key="ft_launch").click().run()
+    assert any("Saved as 'escape'" in c.value for c in at.caption)
+    (job,) = JobStore(rm_ws).list(kind="ppo")
+    assert job.spec["config"]["name"] == "escape"  # never a path out of the workspace
+
+
+def test_run_view_draws_metrics_lagrange_and_samples(rm_ws):
+    store = JobStore(rm_ws)
+    cfg = PPOConfig(name="r", reward_model="rm", weights={"helpful": 1.0},
+                    constraints=[{"objective": "harmless", "threshold": 0.0}])
+    job = store.submit(PPOJob(config=cfg.to_dict()))
+    for step in range(1, 4):
+        store.add_metrics(job, step, {"objective/scores/helpful": step * 0.1,
+                                      "objective/scores/harmless": -step * 0.1,
+                                      "objective/kl": step * 0.01, "objective/entropy": 2.0,
+                                      "scalarization/weight/helpful": 1.0,
+                                      "lagrange/harmless": step * 0.05})
+    store.add_log(job, "sample: " + json.dumps({"step": 2, "prompt": "Hi <b>there</b>",
+                                                "response": "<script>x</script>",
+                                                "helpful": 0.3}))
+    at = open_page()
+    charts = [c for c in at.get("plotly_chart")]
+    assert len(charts) >= 3
+    samples = next(d for d in at.dataframe if "response" in d.value.columns)
+    assert samples.value["response"].iloc[0] == "<script>x</script>"  # as text, in a table
+    assert all("<script>" not in m.value for m in at.markdown)
