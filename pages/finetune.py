@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from morm_explorer.errors import MormError
-from morm_explorer.jobs.backend import get_backend
+from morm_explorer.jobs.backend import get_backend, retry
 from morm_explorer.policy.cost import estimate_ppo
 from morm_explorer.policy.ppo_config import PPOConfig
 from morm_explorer.policy.ppo_jobs import PPOJob
@@ -161,6 +161,11 @@ def run_panel(job_id: str, polling: bool) -> None:
         st.rerun(scope="fragment")
     if info.status == "failed":
         st.code(info.error or "(no error recorded)", language=None, wrap_lines=True)
+    if info.status in ("failed", "cancelled") and st.button(
+            "Resume", key="ft_resume", icon=":material/replay:",
+            help="Submit the run again: it goes on from its last checkpoint."):
+        st.session_state["ft_job_next"] = retry(backend, job_id)
+        st.rerun(scope="app")
     metrics = backend.metrics(job_id, wide=True)
     if not metrics.empty:
         smooth = 3 if len(metrics) > 20 else 1
@@ -187,6 +192,8 @@ with live_col:
         st.caption("No PPO run yet: launch one on the left, or `morm ppo train --submit`.")
     else:
         ids = {j.id: j for j in runs}
+        if st.session_state.get("ft_job_next") in ids:  # a run just resumed
+            st.session_state["ft_job"] = st.session_state.pop("ft_job_next")
         if st.session_state.get("ft_job") not in ids:
             st.session_state["ft_job"] = runs[0].id
         job_id = st.selectbox("Run", list(ids), key="ft_job", format_func=lambda i: (

@@ -129,6 +129,19 @@ class LocalBackend:
 BACKENDS = ("local", "ray")
 
 
+def retry(backend: JobBackend, job_id: str) -> str:
+    """Submit a failed or cancelled job's spec again; returns the new job's id. Kinds that
+    checkpoint (PPO) resume from their last checkpoint; others start over."""
+    from morm_explorer.jobs.spec import load_job_modules, spec_from_dict
+
+    info = backend.get(job_id)
+    if info.status not in ("failed", "cancelled"):
+        raise MormError(f"job {job_id} is {info.status}; only a failed or cancelled job can be "
+                        "retried", field="job_id")
+    load_job_modules()
+    return backend.submit(spec_from_dict(info.kind, info.spec))
+
+
 def get_backend(ws: Workspace, start_worker: bool = True, backend: str | None = None
                 ) -> JobBackend:
     """The backend for ``ws``: ``backend`` ("local" or "ray") if given, else

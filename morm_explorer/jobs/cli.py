@@ -107,6 +107,15 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs_retry(args: argparse.Namespace) -> int:
+    from morm_explorer.jobs.backend import retry
+
+    new_id = retry(_backend(args, start_worker=True), args.job_id)
+    print(f"submitted job {new_id} with the spec of {args.job_id} (a PPO run resumes from its "
+          "last checkpoint)")
+    return 0
+
+
 def cmd_jobs_submit_sleep(args: argparse.Namespace) -> int:
     from morm_explorer.jobs.builtin import SleepJob
 
@@ -136,7 +145,8 @@ def add_job_commands(groups: argparse._SubParsersAction) -> None:
     p.add_argument("--idle-exit", type=float, help="exit after this many seconds without a job")
     p.set_defaults(func=cmd_worker)
 
-    jobs = groups.add_parser("jobs", help="jobs: list, show, logs, cancel, submit-sleep")
+    jobs = groups.add_parser("jobs", help="jobs: list, show, logs, cancel, retry, "
+                             "submit-sleep")
     sub = jobs.add_subparsers(dest="command", metavar="ACTION", required=True)
 
     p = sub.add_parser("list", help="jobs in the workspace, newest first")
@@ -162,6 +172,11 @@ def add_job_commands(groups: argparse._SubParsersAction) -> None:
     p.add_argument("--wait", action="store_true", help="wait until the job has stopped")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait at most")
     p.set_defaults(func=cmd_jobs_cancel)
+
+    p = sub.add_parser("retry", help="submit a failed or cancelled job again (PPO resumes "
+                       "from its checkpoint)")
+    p.add_argument("job_id", help="job id")
+    p.set_defaults(func=cmd_jobs_retry)
 
     p = sub.add_parser("submit-sleep", help="submit the diagnostic sleep job (checks workers)")
     p.add_argument("--seconds", type=float, default=2.0, help="total sleep (default: "
