@@ -323,3 +323,31 @@ def test_a_killed_entry_process_fails_the_job_never_leaves_it_running(ws, ray_ad
     assert "exit code" in info.error  # Ray's own account of it
     assert wait_for(lambda: not pid_alive(running.pid), 5)  # the runner died with its entry
     _assert_nothing_half_written(ws, job_id)
+
+
+@pytest.mark.slow
+def test_a_ppo_run_killed_on_ray_resumes_from_its_checkpoint(ws, ray_address, tiny_rm,
+                                                             tmp_path):
+    import shutil
+
+    from morm_explorer.jobs.backend import retry
+    from morm_explorer.policy.ppo_jobs import run_dir
+    from tests.test_policy import _save_tiny
+    from tests.test_ppo_faults import long_run
+
+    shutil.copytree(tiny_rm, ws.root / "reward_models" / "rm")
+    backend = RayBackend(ws, address=ray_address)
+    job_id = backend.submit(long_run(_save_tiny(tmp_path / "policy"), steps=60))
+    ckpt = run_dir(ws, "long") / "checkpoint"
+    running = wait_for(lambda: (info := backend.get(job_id)).status == "running" and info.pid
+                       and ckpt.is_dir() and info, 120, every=0.05)
+    with open(f"/proc/{running.pid}/stat") as fh:  # the runner's parent is the entry
+        entry_pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+    os.kill(entry_pid, signal.SIGKILL)
+    info = wait_for(lambda: _done(backend, job_id), 30, every=0.1)
+    assert info.status == "failed" and not (ws.root / "policies" / "long").exists()
+    again = retry(backend, job_id)
+    info = backend.wait(again, timeout=180, poll=0.2)
+    assert info.status == "succeeded", info.error
+    assert info.result["resumed_from"] >= 2
+    assert (ws.root / "policies" / "long" / "morm_ppo.json").is_file()
