@@ -12,50 +12,13 @@ import dataclasses
 import json
 import sys
 import time
-import types
-import typing
-
-
-def _json_list(text: str) -> list:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"expected a JSON list: {e}") from e
-    if not isinstance(value, list):
-        raise argparse.ArgumentTypeError("expected a JSON list")
-    return value
-
-
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() in ("none", "") else float(text)
 
 
 def add_ppo_flags(p: argparse.ArgumentParser) -> None:
     from morm_explorer.policy.ppo_config import PPOConfig
-    from morm_explorer.reward.cli import _parse_weights, field_docs
+    from morm_explorer.reward.cli import add_config_flags
 
-    docs = field_docs(PPOConfig)
-    hints = typing.get_type_hints(PPOConfig)
-    for f in dataclasses.fields(PPOConfig):
-        flags = list(dict.fromkeys([f"--{f.name}", f"--{f.name.replace('_', '-')}"]))
-        help_ = docs.get(f.name, "")
-        kind = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if kind is bool:
-            p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction,
-                           default=default, help=help_)
-        elif typing.get_origin(kind) is dict:
-            p.add_argument(*flags, dest=f.name, type=_parse_weights, default=default,
-                           help=help_ + " Format: objective=w,objective=w.")
-        elif typing.get_origin(kind) is list:
-            p.add_argument(*flags, dest=f.name, type=_json_list, default=default,
-                           help=help_ + " (JSON)")
-        elif typing.get_origin(kind) in (typing.Union, types.UnionType):
-            p.add_argument(*flags, dest=f.name, type=_optional_float, default=default,
-                           help=f"{help_} (default: {default})")
-        else:
-            p.add_argument(*flags, dest=f.name, type=kind, default=default,
-                           help=f"{help_} (default: {default})")
+    add_config_flags(p, PPOConfig)
 
 
 def _config(args):

@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import json
 import sys
+import types
 import typing
 
 from morm_explorer.errors import MormError
@@ -48,7 +49,24 @@ def _parse_weights(text: str) -> dict[str, float]:
     return out
 
 
+def _json_list(text: str) -> list:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"expected a JSON list: {e}") from e
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError("expected a JSON list")
+    return value
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.strip().lower() in ("none", "") else float(text)
+
+
 def add_config_flags(p: argparse.ArgumentParser, cls=TrainConfig) -> None:
+    """One flag per field of the config dataclass ``cls``: its name (dashed spelling too), its
+    docstring as help; dicts as ``objective=w,...``, lists as JSON, ``float | None`` as a
+    number or ``none``."""
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -58,6 +76,12 @@ def add_config_flags(p: argparse.ArgumentParser, cls=TrainConfig) -> None:
         kind = hints[f.name]
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             p.add_argument(*flags, dest=f.name, required=True, help=help_)
+        elif typing.get_origin(kind) is list:
+            p.add_argument(*flags, dest=f.name, type=_json_list, default=f.default_factory(),
+                           help=help_ + " (JSON)")
+        elif typing.get_origin(kind) in (typing.Union, types.UnionType):
+            p.add_argument(*flags, dest=f.name, type=_optional_float, default=f.default,
+                           help=f"{help_} (default: {f.default})")
         elif kind is bool:
             p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction,
                            default=f.default, help=help_)
