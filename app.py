@@ -10,6 +10,10 @@ LOGO = str(Path(__file__).parent / "assets" / "logo.svg")
 st.set_page_config(page_title="MORM Explorer", page_icon=LOGO, layout="wide")
 st.logo(LOGO)
 ensure_demo_workspace()
+if st.query_params.get("present") in ("1", "true") and "present" not in st.session_state:
+    st.session_state["present"] = True
+st.sidebar.toggle("Presentation mode", key="present",
+                  help="Hide job controls and forms: for demos to stakeholders.")
 
 pages = [
     st.Page("pages/home.py", title="Overview", icon=":material/home:", default=True),
@@ -17,5 +21,6 @@ pages = [
     st.Page("pages/reward_models.py", title="Reward models", icon=":material/model_training:"),
     st.Page("pages/explore.py", title="Explore", icon=":material/tune:"),
     st.Page("pages/finetune.py", title="Fine-tune", icon=":material/rocket_launch:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
 ]
 st.navigation(pages).run()

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from morm_explorer.errors import MormError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process umask once (os.umask can only be read by setting it)
 _NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME_LEN = 64
 
@@ -112,6 +114,54 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     """,
+    # Blind human rating sessions (morm_explorer.evaluation.sessions): items shown as A/B in a
+    # recorded random order, the raters who joined, and one vote per (item, rater).
+    """
+    CREATE TABLE rating_sessions (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,            -- JSON: SessionSpec
+        summary TEXT NOT NULL,         -- JSON: what creation kept and skipped
+        status TEXT NOT NULL CHECK (status IN ('open', 'closed')),
+        created_at REAL NOT NULL,
+        closed_at REAL
+    );
+    CREATE TABLE rating_items (
+        session TEXT NOT NULL REFERENCES rating_sessions (name) ON DELETE CASCADE,
+        item_id INTEGER NOT NULL,
+        prompt_id TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        category TEXT,
+        row_a INTEGER NOT NULL,        -- candidate rows, in the order shown (A, B)
+        row_b INTEGER NOT NULL,
+        response_a TEXT NOT NULL,
+        response_b TEXT NOT NULL,
+        policy_a TEXT NOT NULL,
+        policy_b TEXT NOT NULL,
+        flipped INTEGER NOT NULL CHECK (flipped IN (0, 1)),
+        PRIMARY KEY (session, item_id)
+    );
+    CREATE TABLE rating_raters (
+        session TEXT NOT NULL REFERENCES rating_sessions (name) ON DELETE CASCADE,
+        rater TEXT NOT NULL,
+        joined_at REAL NOT NULL,
+        PRIMARY KEY (session, rater)
+    );
+    CREATE TABLE rating_votes (
+        session TEXT NOT NULL,
+        item_id INTEGER NOT NULL,
+        rater TEXT NOT NULL,
+        answers TEXT NOT NULL,         -- JSON: objective -> a, b, tie or both_bad
+        overall TEXT CHECK (overall IS NULL OR overall IN ('a', 'b', 'tie', 'both_bad')),
+        comment TEXT NOT NULL DEFAULT '',
+        cast_at REAL NOT NULL,
+        revisions INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (session, item_id, rater),
+        FOREIGN KEY (session, item_id) REFERENCES rating_items (session, item_id)
+            ON DELETE CASCADE,
+        FOREIGN KEY (session, rater) REFERENCES rating_raters (session, rater)
+            ON DELETE CASCADE
+    );
+    """,
 ]
 
 
@@ -150,6 +200,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # what a plain open() would give, not mkstemp's 0600
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -228,12 +279,14 @@ class Workspace:
         between a read and the write that depends on it."""
         con = self.connect()
         try:
-            con.execute("BEGIN IMMEDIATE")
-            yield con
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+            con.execute("BEGIN IMMEDIATE")  # may raise "database is locked": nothing to undo
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
         finally:
             con.close()
 

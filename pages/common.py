@@ -44,3 +44,9 @@ def ensure_demo_workspace() -> None:
         _demo_built(str(default_root().resolve()))
     except MormError as e:
         st.error(f"Could not build the demo workspace: {e}")
+
+
+def presenting() -> bool:
+    """Presentation mode (the sidebar toggle, or ``?present=1`` in the address): job controls
+    are hidden, so a demo shows results, not forms."""
+    return bool(st.session_state.get("present", False))

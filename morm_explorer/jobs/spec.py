@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 JOB_MODULES: list[str] = ["morm_explorer.jobs.builtin", "morm_explorer.reward.jobs",
                           "morm_explorer.scoring", "morm_explorer.policy.jobs",
                           "morm_explorer.policy.ppo_jobs", "morm_explorer.policy.soup",
-                          "morm_explorer.policy.sweep"]
+                          "morm_explorer.policy.sweep", "morm_explorer.evaluation.compare"]
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})

@@ -1,0 +1,212 @@
+"""Compare: two to four policies on the same prompts with the same seeds: responses side by side,
+mean scores with intervals, paired win rates against a baseline, KL from the base and length,
+the policies' own front (and a soup curve), a held-out judge beside the training reward model,
+per-category slices, and a self-contained HTML report."""
+
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from morm_explorer.data.candidates import list_candidate_sets
+from morm_explorer.errors import MormError
+from morm_explorer.evaluation.compare import CompareJob, list_comparisons, load_comparison
+from morm_explorer.evaluation.report import comparison_figures, comparison_report
+from morm_explorer.evaluation.stats import (
+    largest_differences,
+    policy_summary,
+    slices,
+    soup_curve,
+    win_rates,
+)
+from morm_explorer.jobs.backend import get_backend
+from morm_explorer.reward.report import list_reward_models
+from morm_explorer.workspace import sanitize_name
+from pages.common import presenting, workspace
+
+PER_PAGE = 8
+ws = workspace()
+backend = get_backend(ws)
+st.title("Compare")
+st.caption("Policies side by side on the same prompts and sampling seeds: which trade-off does "
+           "each make, and does a held-out judge agree with the reward model they were trained "
+           "against?")
+
+
+def saved_policies() -> list[str]:
+    root = ws.root / "policies"
+    return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()) \
+        if root.is_dir() else []
+
+
+def job_status(job_id: str) -> None:
+    info = backend.get(job_id)
+    if info.done:
+        st.session_state.pop("cmp_job", None)
+        if info.status != "succeeded":
+            st.session_state["cmp_error"] = f"Comparison {info.status}: {info.error or ''}"
+        st.rerun(scope="app")
+    st.progress(info.progress, text=f"Generating and scoring ({info.status}) {info.message}")
+    if st.button("Cancel", key="cmp_cancel", icon=":material/stop:"):
+        backend.cancel(job_id)
+
+
+if "cmp_error" in st.session_state:
+    st.error(st.session_state.pop("cmp_error"))
+if st.session_state.get("cmp_job"):
+    st.fragment(job_status, run_every=1.5)(st.session_state["cmp_job"])
+
+# -- launch a comparison ----------------------------------------------------------------------
+models = [m["name"] for m in sorted(list_reward_models(ws), key=lambda m: -m["created_at"])]
+comparisons = list_comparisons(ws)
+if not presenting():
+    with st.expander("New comparison", expanded=not comparisons):
+        if not models:
+            st.info("Train a reward model first.")
+        else:
+            pols = st.multiselect("Policies (2 to 4; the first is the baseline)",
+                                  ["smollm2", *saved_policies()], max_selections=4,
+                                  default=["smollm2", *saved_policies()][:2], key="cmp_pols")
+            c1, c2 = st.columns(2)
+            rm = c1.selectbox("Reward model (the one they were trained against)", models,
+                              key="cmp_rm")
+            judge = c2.selectbox("Held-out judge (optional)", ["(none)", *models],
+                                 key="cmp_judge", help="A reward model the policies were not "
+                                 "optimized against: a gap between the two shows reward "
+                                 "hacking.")
+            c1, c2, c3, c4 = st.columns(4)
+            prompts = c1.text_input("Prompts", "demo", key="cmp_prompts")
+            limit = c2.number_input("First K prompts (0: all)", 0, 100_000, 24, key="cmp_limit")
+            n = c3.number_input("Samples per prompt", 1, 16, 2, key="cmp_n")
+            tokens = c4.number_input("Max new tokens", 8, 1024, 64, key="cmp_tokens")
+            name = st.text_input("Name", f"cmp-{time.strftime('%m%d-%H%M')}", key="cmp_name")
+            if st.button("Compare as a job", type="primary", disabled=len(pols) < 2,
+                         key="cmp_launch"):
+                try:
+                    job = CompareJob(name=sanitize_name(name), policies=pols, prompts=prompts,
+                                     limit=int(limit), reward_model=rm,
+                                     judge_model="" if judge == "(none)" else judge,
+                                     sampling={"n": int(n), "max_new_tokens": int(tokens)})
+                    st.session_state["cmp_job"] = backend.submit(job)
+                except MormError as e:
+                    st.error(str(e))
+                else:
+                    st.rerun()
+if not comparisons:
+    st.info("No comparison yet." + ("" if presenting() else " Start one above."))
+    st.stop()
+
+# -- choose a comparison ----------------------------------------------------------------------
+by_name = {c["name"]: c for c in comparisons}
+name = st.selectbox("Comparison", list(by_name), key="cmp_name_sel", format_func=lambda c: (
+    f"{c} · {', '.join(by_name[c]['policies'])} · {by_name[c]['n_prompts']} prompts"))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def comparison(name: str, created_at: float):
+    return load_comparison(ws, name)
+
+
+try:
+    cmp = comparison(name, by_name[name]["created_at"])
+except MormError as e:
+    st.error(str(e))
+    st.stop()
+frame, objectives = cmp.frame, cmp.objectives
+c1, c2, c3 = st.columns(3)
+baseline = c1.selectbox("Baseline for win rates", cmp.policies, key="cmp_baseline")
+objective = c2.selectbox("Objective for details", objectives, key="cmp_objective")
+soups = [c.name for c in list_candidate_sets(ws)
+         if any(s.startswith("soup lam=") for s in c.sources)]
+soup_name = c3.selectbox("Soup curve", ["(none)", *soups], key="cmp_soup")
+soup = None
+if soup_name != "(none)":
+    try:
+        soup = soup_curve(ws, soup_name, cmp.manifest["reward_model"]["name"])
+    except MormError as e:
+        st.warning(f"No soup curve: {e}")
+
+figures = comparison_figures(cmp, baseline=baseline, objective=objective, soup=soup)
+tabs = st.tabs(list(figures))
+for tab, (title, fig) in zip(tabs, figures.items(), strict=True):
+    with tab:
+        st.plotly_chart(fig, key=f"cmp_fig_{title}")
+
+st.subheader("Scores per policy")
+summary = policy_summary(frame, objectives)
+st.dataframe(summary.round(3), width="stretch", key="cmp_summary")
+if cmp.judge_objectives:
+    st.caption("Held-out judge:")
+    st.dataframe(policy_summary(frame, cmp.judge_objectives, prefix="judge:").round(3),
+                 width="stretch", key="cmp_judge_summary")
+st.subheader(f"Win rates against {baseline}")
+st.caption("Per prompt, each policy's samples are averaged; win = higher score (a tie counts "
+           "half); 95% intervals from a paired bootstrap over prompts.")
+st.dataframe(win_rates(frame, baseline, objectives).round(3), hide_index=True, width="stretch",
+             key="cmp_wins")
+if frame["category"].nunique() > 1:
+    st.subheader("Per category")
+    st.dataframe(slices(frame, objectives).round(3), width="stretch", key="cmp_slices")
+
+# -- side by side ---------------------------------------------------------------------------
+st.subheader("Responses side by side")
+c1, c2, c3 = st.columns([2, 2, 1])
+cats = sorted(frame["category"].fillna("(none)").unique())
+picked = c1.multiselect("Categories", cats, key="cmp_cats")
+sort = c2.selectbox("Sort by", ["largest difference", "longest responses", "prompt"],
+                    key="cmp_sort")
+others = [p for p in cmp.policies if p != baseline] or cmp.policies
+versus = c3.selectbox("Difference of", others, key="cmp_versus",
+                      help=f"... against {baseline}, on {objective}")
+prompts = largest_differences(frame, versus, baseline, objective) if len(cmp.policies) > 1 \
+    else frame.drop_duplicates("prompt_id")[["prompt_id", "prompt", "category"]]
+if picked:
+    prompts = prompts[prompts["category"].fillna("(none)").isin(picked)]
+if sort == "longest responses":
+    longest = frame.groupby("prompt_id")["n_tokens"].mean()
+    prompts = prompts.assign(_len=prompts["prompt_id"].map(longest)).sort_values(
+        "_len", ascending=False)
+elif sort == "prompt":
+    prompts = prompts.sort_values("prompt_id")
+pages = max(1, -(-len(prompts) // PER_PAGE))
+page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="cmp_page")
+score_cols = [c for c in frame.columns if c.startswith(("rm:", "judge:"))]
+for row in prompts.iloc[(page - 1) * PER_PAGE: page * PER_PAGE].itertuples():
+    with st.container(border=True):
+        st.caption(f"{row.prompt_id} · {row.category or ''}"
+                   + (f" · {versus} − {baseline} on {objective}: {row.diff:+.3f}"
+                      if hasattr(row, "diff") else ""))
+        st.text(row.prompt)
+        cols = st.columns(len(cmp.policies))
+        sub = frame[frame["prompt_id"] == row.prompt_id]
+        for col, pol in zip(cols, cmp.policies, strict=True):
+            with col:
+                if pol == sanitize_name(pol):  # workspace names carry no markdown
+                    st.markdown(f"**{pol}**")
+                else:
+                    st.text(pol)
+                for s in sub[sub["policy"] == pol].itertuples():
+                    st.text(s.response)
+                st.dataframe(sub[sub["policy"] == pol][[*score_cols, "kl", "n_tokens"]]
+                             .round(3), hide_index=True, width="stretch",
+                             key=f"cmp_s_{row.prompt_id}_{pol}")
+
+# -- report ---------------------------------------------------------------------------------
+st.subheader("Report for stakeholders")
+examples = st.multiselect("Examples to include", prompts["prompt_id"].tolist()[:50],
+                          default=prompts["prompt_id"].tolist()[:3], key="cmp_examples")
+if st.button("Build the HTML report", key="cmp_build"):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = comparison_report(cmp, Path(tmp) / f"{name}.html", baseline=baseline,
+                                 objective=objective, examples=examples or None, soup=soup)
+        st.session_state["cmp_report"] = (name, path.read_bytes())
+if st.session_state.get("cmp_report", (None,))[0] == name:
+    st.download_button("Download the report (one HTML file, no server needed)",
+                       st.session_state["cmp_report"][1], file_name=f"{name}-report.html",
+                       mime="text/html", key="cmp_download", icon=":material/download:")
+summary_note = pd.Timestamp(cmp.created_at, unit="s").strftime("%Y-%m-%d %H:%M")
+st.caption(f"Comparison run {summary_note}; reward model "
+           f"{cmp.manifest['reward_model']['name']}"
+           + (f", judge {cmp.manifest['judge_model']['name']}" if cmp.judge_objectives else ""))

@@ -1,0 +1,71 @@
+"""The Compare page under AppTest, on a real comparison of two tiny policies (one perturbed)
+scored by a tiny reward model: figures, summaries, win rates, side by side as text, the report
+download, the launch form, and presentation mode."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from morm_explorer.evaluation.compare import CompareJob
+from morm_explorer.jobs.backend import LocalBackend
+from morm_explorer.jobs.store import JobStore
+from morm_explorer.jobs.worker import run_inline
+from tests.conftest import REPO
+from tests.test_compare import _perturbed_copy
+from tests.test_policy import _save_tiny
+
+pytestmark = pytest.mark.slow
+
+PAGE = "pages/compare.py"
+
+
+@pytest.fixture
+def compared(ws, tiny_rm, tmp_path, monkeypatch):
+    shutil.copytree(tiny_rm, ws.root / "reward_models" / "rm")
+    base = _save_tiny(tmp_path / "base")
+    tuned = _perturbed_copy(base, tmp_path / "tuned", base)
+    info = run_inline(ws, CompareJob(name="ab", policies=[base, tuned], reward_model="rm",
+                                     judge_model="rm", limit=3,
+                                     sampling={"n": 2, "max_new_tokens": 4}, device="cpu"))
+    assert info.status == "succeeded", info.error
+    monkeypatch.setattr(LocalBackend, "ensure_worker", lambda self: False)
+    return ws
+
+
+def open_page(**state) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
+    at.run()
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    return at
+
+
+def test_page_shows_the_comparison_and_builds_a_report(compared):
+    at = open_page()
+    assert len(at.get("plotly_chart")) >= 4
+    tables = [d.value for d in at.dataframe]
+    summary = next(t for t in tables if "n_prompts" in t.columns)
+    assert list(summary.index) == ["base", "tuned"]
+    wins = next(t for t in tables if "rate" in t.columns)
+    assert set(wins["policy"]) == {"tuned"}
+    assert len(at.text) >= 3 * (1 + 2 * 2)  # each prompt: its text and 2 x 2 responses
+    at.selectbox(key="cmp_baseline").set_value("tuned").run()
+    wins = next(d.value for d in at.dataframe if "rate" in d.value.columns)
+    assert set(wins["policy"]) == {"base"}
+    at.button(key="cmp_build").click().run()
+    assert not at.exception
+    assert at.session_state["cmp_report"][1].startswith(b"<!DOCTYPE html>")
+
+
+def test_launch_form_submits_and_presentation_mode_hides_it(compared):
+    at = open_page()
+    at.multiselect(key="cmp_pols").set_value(["smollm2"]).run()
+    assert at.button(key="cmp_launch").disabled  # one policy: nothing to compare
+    assert len(JobStore(compared).list(kind="compare")) == 1  # only the fixture's own run
+    presented = open_page(present=True)
+    assert not [b for b in presented.button if b.key == "cmp_launch"]
