@@ -22,5 +22,6 @@ pages = [
     st.Page("pages/explore.py", title="Explore", icon=":material/tune:"),
     st.Page("pages/finetune.py", title="Fine-tune", icon=":material/rocket_launch:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/how_to_vote:"),
 ]
 st.navigation(pages).run()

@@ -1,0 +1,212 @@
+"""Evaluate: blind rating sessions. A rater sees a prompt and two responses, A and B, in a random
+(recorded) order, answers per objective, and learns which policies they were only after voting.
+Votes are stored as they are cast; results show win rates with intervals, agreement between
+raters and with the reward model; votes export as preference pairs to retrain on."""
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from morm_explorer.data.candidates import list_candidate_sets
+from morm_explorer.errors import MormError
+from morm_explorer.evaluation.agreement import results
+from morm_explorer.evaluation.exports import (
+    to_csv,
+    to_dataset,
+    to_llm_comparator,
+    write_pairs_jsonl,
+)
+from morm_explorer.evaluation.sessions import (
+    close_session,
+    create_session,
+    join,
+    list_sessions,
+    next_item,
+    progress,
+    reveal,
+    session_link,
+    vote,
+)
+from morm_explorer.reward.report import list_reward_models
+from pages.common import presenting, workspace
+
+ANSWER_LABELS = {"a": "A better", "b": "B better", "tie": "Tie", "both_bad": "Both bad"}
+ws = workspace()
+st.title("Evaluate")
+st.caption("Blind A/B rating sessions per objective. Policy names stay hidden until you vote; "
+           "every vote is saved the moment it is cast, so a closed tab loses nothing.")
+
+# A session link (?session=...&rater=...) opens the session for that rater.
+params = st.query_params
+if params.get("session") and "eval_session" not in st.session_state:
+    st.session_state["eval_session"] = params["session"]
+if params.get("rater") and "eval_rater" not in st.session_state:
+    st.session_state["eval_rater"] = params["rater"]
+
+models = sorted(list_reward_models(ws), key=lambda m: -m["created_at"])
+sessions = {s.name: s for s in list_sessions(ws)}
+
+# -- new session ------------------------------------------------------------------------------
+if not presenting():
+    with st.expander("New rating session", expanded=not sessions):
+        sets = {c.name: c for c in list_candidate_sets(ws) if len(c.sources) >= 2}
+        if not sets:
+            st.info("A session needs a candidate set with responses from two or more sources "
+                    "(policies): run a comparison, or import one.")
+        else:
+            c1, c2 = st.columns(2)
+            cset = c1.selectbox("Candidate set", list(sets), key="eval_new_set")
+            policies = c2.multiselect("Policies to pair (2 or more)", sets[cset].sources,
+                                      default=sets[cset].sources[:2], key="eval_new_pols")
+            default_objs = models[0]["objectives"] if models else ["helpful", "harmless"]
+            objectives = st.multiselect("Objectives to rate",
+                                        sorted({*default_objs, "helpful", "harmless", "honest"}),
+                                        default=default_objs, key="eval_new_objs")
+            c1, c2, c3, c4 = st.columns(4)
+            name = c1.text_input("Session name", key="eval_new_name")
+            raters = c2.text_input("Raters (comma-separated; empty: anyone)",
+                                   key="eval_new_raters")
+            limit = c3.number_input("Prompts (0: all)", 0, 10_000, 20, key="eval_new_limit")
+            seed = c4.number_input("Seed", 0, 2**31 - 1, 0, key="eval_new_seed")
+            if st.button("Create session", type="primary", key="eval_create",
+                         disabled=not name or len(policies) < 2 or not objectives):
+                try:
+                    info = create_session(
+                        ws, name, cset, objectives=objectives, policies=policies,
+                        raters=[r.strip() for r in raters.split(",") if r.strip()],
+                        limit_prompts=int(limit), seed=int(seed))
+                except MormError as e:
+                    st.error(str(e))
+                else:
+                    st.session_state["eval_session_next"] = info.name
+                    st.rerun()
+if not sessions:
+    st.info("No rating session yet." + ("" if presenting() else " Create one above."))
+    st.stop()
+if st.session_state.get("eval_session_next") in sessions:
+    st.session_state["eval_session"] = st.session_state.pop("eval_session_next")
+if st.session_state.get("eval_session") not in sessions:
+    st.session_state["eval_session"] = next(reversed(sessions))
+name = st.selectbox("Session", list(sessions), key="eval_session", format_func=lambda s: (
+    f"{s} · {sessions[s].n_items} pairs · {sessions[s].status}"))
+info = sessions[name]
+rate_tab, results_tab, export_tab = st.tabs(["Rate", "Results", "Export"])
+
+
+# -- rating -----------------------------------------------------------------------------------
+def rating_form(rater: str) -> None:
+    item = next_item(ws, name, rater)
+    if item is None:
+        st.success("You have rated every pair of this session. Thank you!")
+        return
+    st.progress((item.position - 1) / max(item.total, 1),
+                text=f"Pair {item.position} of {item.total}")
+    st.caption(f"Prompt ({item.category or 'no category'})")
+    with st.container(border=True):
+        st.text(item.prompt)
+    a, b = st.columns(2)
+    with a:
+        st.markdown("**Response A**")
+        with st.container(border=True):
+            st.text(item.response_a)
+    with b:
+        st.markdown("**Response B**")
+        with st.container(border=True):
+            st.text(item.response_b)
+    with st.form(f"eval_vote_{item.item_id}"):
+        answers = {o: st.radio(o, list(ANSWER_LABELS), format_func=ANSWER_LABELS.get,
+                               horizontal=True, index=None, key=f"eval_{item.item_id}_{o}")
+                   for o in info.spec.objectives}
+        overall = st.radio("Overall (optional)", ["a", "b", "tie"], horizontal=True,
+                           index=None, format_func=ANSWER_LABELS.get,
+                           key=f"eval_{item.item_id}_overall")
+        comment = st.text_area("Comment (optional)", key=f"eval_{item.item_id}_comment")
+        if st.form_submit_button("Submit vote", type="primary"):
+            missing = [o for o, v in answers.items() if v is None]
+            if missing:
+                st.error(f"Answer every objective first: {', '.join(missing)}.")
+                return
+            try:
+                vote(ws, name, item.item_id, rater, answers, overall=overall, comment=comment)
+                names = reveal(ws, name, item.item_id, rater)
+            except MormError as e:
+                st.error(str(e))
+                return
+            st.session_state["eval_revealed"] = (item.item_id, names)
+            st.rerun()
+
+
+with rate_tab:
+    revealed = st.session_state.pop("eval_revealed", None)
+    if revealed:
+        st.info(f"Saved. Pair {revealed[0]}: A was {revealed[1]['a']}, B was "
+                f"{revealed[1]['b']}.")
+    rater = st.text_input("Your name", key="eval_rater",
+                          help="Letters, digits, '.', '_', '@', '-'. Use the same name to "
+                               "resume later.")
+    if rater:
+        try:
+            rater = join(ws, name, rater)
+        except MormError as e:
+            st.error(str(e))
+        else:
+            rating_form(rater)
+            base = getattr(st.context, "url", None) or "http://localhost:8501/evaluate"
+            st.caption("Link to resume (or to send to another rater, with their name): "
+                       + session_link(base.split("?")[0], name, rater))
+
+with results_tab:
+    prog = progress(ws, name)
+    st.dataframe(prog, hide_index=True, width="stretch", key="eval_progress")
+    rm = st.selectbox("Compare raters with the reward model", ["(none)"] +
+                      [m["name"] for m in models], key="eval_rm")
+    try:
+        res = results(ws, name, reward_model=None if rm == "(none)" else rm)
+    except MormError as e:
+        st.warning(str(e))
+        res = {}
+    labels = {"win_rates": "Win rates per objective (ties count half; Wilson 95% intervals)",
+              "agreement": "Agreement between raters (Fleiss' kappa, Krippendorff's alpha; "
+                           "Cohen's kappa for two raters)",
+              "position": "Position bias: how often the response shown as A wins",
+              "reward_model": "Raters vs the reward model: share of decided votes where the "
+                              "model's score difference points the same way"}
+    for key, label in labels.items():
+        table = res.get(key)
+        if isinstance(table, pd.DataFrame) and not table.empty:
+            st.markdown(f"**{label}**")
+            st.dataframe(table.round(3), hide_index=True, width="stretch",
+                         key=f"eval_res_{key}")
+    if not presenting() and info.status == "open" and st.button("Close the session",
+                                                                 key="eval_close"):
+        close_session(ws, name)
+        st.rerun()
+
+with export_tab:
+    st.caption("Votes as per-objective preference pairs in the project's format (retrain the "
+               "reward model on them), as CSV, or as LLM Comparator JSON.")
+    formats = {"pairs.jsonl": write_pairs_jsonl, "votes.csv": to_csv,
+               "llm_comparator.json": to_llm_comparator}
+    cols = st.columns(len(formats) + 1)
+    for col, (suffix, fn) in zip(cols, formats.items(), strict=False):
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                out = fn(ws, name, Path(tmp) / f"{name}-{suffix}")
+                data = Path(out.path).read_bytes()
+            except MormError as e:
+                col.caption(f"{suffix}: {e}")
+                continue
+        col.download_button(suffix, data, file_name=f"{name}-{suffix}",
+                            key=f"eval_dl_{suffix}", icon=":material/download:")
+    if not presenting():
+        dname = cols[-1].text_input("Dataset name", f"{name}-votes", key="eval_ds_name",
+                                    label_visibility="collapsed")
+        if cols[-1].button("Save as a dataset", key="eval_to_dataset"):
+            try:
+                ds = to_dataset(ws, name, dname, overwrite=True)
+                st.success(f"Saved dataset {ds.name} ({ds.n_records} pairs): pick it on "
+                           "Reward models to retrain.")
+            except MormError as e:
+                st.error(str(e))
