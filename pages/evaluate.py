@@ -18,6 +18,7 @@ from morm_explorer.evaluation.exports import (
     to_llm_comparator,
     write_pairs_jsonl,
 )
+from morm_explorer.evaluation.session_report import session_report
 from morm_explorer.evaluation.sessions import (
     close_session,
     create_session,
@@ -200,6 +201,12 @@ with export_tab:
                 continue
         col.download_button(suffix, data, file_name=f"{name}-{suffix}",
                             key=f"eval_dl_{suffix}", icon=":material/download:")
+    with tempfile.TemporaryDirectory() as tmp:
+        report = session_report(ws, name, Path(tmp) / f"{name}.html",
+                                reward_model=None if rm == "(none)" else rm).read_bytes()
+    st.download_button("Session report (one HTML file, no server needed)", report,
+                       file_name=f"{name}-report.html", mime="text/html", key="eval_report",
+                       icon=":material/description:")
     if not presenting():
         dname = cols[-1].text_input("Dataset name", f"{name}-votes", key="eval_ds_name",
                                     label_visibility="collapsed")
