@@ -201,12 +201,16 @@ with export_tab:
                 continue
         col.download_button(suffix, data, file_name=f"{name}-{suffix}",
                             key=f"eval_dl_{suffix}", icon=":material/download:")
-    with tempfile.TemporaryDirectory() as tmp:
-        report = session_report(ws, name, Path(tmp) / f"{name}.html",
-                                reward_model=None if rm == "(none)" else rm).read_bytes()
-    st.download_button("Session report (one HTML file, no server needed)", report,
-                       file_name=f"{name}-report.html", mime="text/html", key="eval_report",
-                       icon=":material/description:")
+    if st.button("Build the session report", key="eval_build_report"):
+        with tempfile.TemporaryDirectory() as tmp:  # plotly.js inside: built on demand only
+            st.session_state["eval_report"] = (name, session_report(
+                ws, name, Path(tmp) / f"{name}.html",
+                reward_model=None if rm == "(none)" else rm).read_bytes())
+    if st.session_state.get("eval_report", (None,))[0] == name:
+        st.download_button("Download the report (one HTML file, no server needed)",
+                           st.session_state["eval_report"][1], file_name=f"{name}-report.html",
+                           mime="text/html", key="eval_report_dl",
+                           icon=":material/description:")
     if not presenting():
         dname = cols[-1].text_input("Dataset name", f"{name}-votes", key="eval_ds_name",
                                     label_visibility="collapsed")
