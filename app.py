@@ -10,13 +10,24 @@ LOGO = str(Path(__file__).parent / "assets" / "logo.svg")
 st.set_page_config(page_title="MORM Explorer", page_icon=LOGO, layout="wide")
 st.logo(LOGO)
 ensure_demo_workspace()
+# Presentation mode lives in a plain session key (a widget's own key is dropped on a run that
+# stops early), set by ?present=1 or by the toggle.
 if st.query_params.get("present") in ("1", "true") and "present" not in st.session_state:
     st.session_state["present"] = True
-st.sidebar.toggle("Presentation mode", key="present",
+
+
+def _set_present() -> None:
+    st.session_state["present"] = st.session_state["present_toggle"]
+
+
+st.sidebar.toggle("Presentation mode", value=bool(st.session_state.get("present")),
+                  key="present_toggle", on_change=_set_present,
                   help="Hide job controls and forms: for demos to stakeholders.")
 
+present = bool(st.session_state.get("present"))
 pages = [
-    st.Page("pages/home.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("pages/home.py", title="Overview", icon=":material/home:", default=not present),
+    st.Page("pages/tour.py", title="Walk-through", icon=":material/slideshow:", default=present),
     st.Page("pages/data.py", title="Data", icon=":material/table_view:"),
     st.Page("pages/reward_models.py", title="Reward models", icon=":material/model_training:"),
     st.Page("pages/explore.py", title="Explore", icon=":material/tune:"),

@@ -41,7 +41,7 @@ from morm_explorer.weight_presets import (
     save_preset,
 )
 from morm_explorer.workspace import sanitize_name
-from pages.common import workspace
+from pages.common import presenting, workspace
 
 INLINE_SCORING = 1000  # candidates scored in the page; larger sets run as a job
 SCALARIZER_NAMES = {"weighted_sum": "Weighted sum", "chebyshev": "Chebyshev (reaches "
@@ -92,8 +92,9 @@ if not models:
     st.info("No reward model yet. Train one on **Reward models**, or train the demo model "
             "here: a frozen MiniLM backbone with one head per objective on the built-in "
             "preference data (about 30 s on a CPU).")
-    if st.button("Train the demo reward model", type="primary", icon=":material/play_arrow:",
-                 disabled=bool(st.session_state.get("explore_job"))):
+    if not presenting() and st.button(
+            "Train the demo reward model", type="primary", icon=":material/play_arrow:",
+            disabled=bool(st.session_state.get("explore_job")), key="explore_train_demo"):
         cfg = TrainConfig(dataset=DEMO_DATASET, name="demo-rm")
         launch(TrainRewardModelJob(config=cfg.to_dict(), overwrite=True))
         st.rerun()
@@ -163,12 +164,13 @@ def sample_tab() -> None:
             st.rerun()
 
 
-with st.expander("Add a candidate set", expanded=not sets):
-    t1, t2 = st.tabs(["Import a file", "Sample from a policy"])
-    with t1:
-        import_tab()
-    with t2:
-        sample_tab()
+if not presenting():
+    with st.expander("Add a candidate set", expanded=not sets):
+        t1, t2 = st.tabs(["Import a file", "Sample from a policy"])
+        with t1:
+            import_tab()
+        with t2:
+            sample_tab()
 if not set_name:
     st.stop()
 
@@ -268,7 +270,8 @@ with st.sidebar:
         tau = st.number_input(f"{o} ≥", value=default, step=0.1, key=f"explore_tau_{o}",
                               help="in z-score units" if standardized else "in raw score units")
         constraints.append(Constraint(o, float(tau)))
-    with st.popover("Save as preset", icon=":material/bookmark_add:"):
+    with st.popover("Save as preset", icon=":material/bookmark_add:",
+                    disabled=presenting()):
         pname = st.text_input("Preset name", key="explore_preset_name")
         if st.button("Save", key="explore_preset_save", disabled=not pname):
             try:

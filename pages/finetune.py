@@ -17,7 +17,7 @@ from morm_explorer.policy.soup import SoupJob
 from morm_explorer.reward.report import list_reward_models
 from morm_explorer.ui import ppo_figures as pf
 from morm_explorer.workspace import sanitize_name
-from pages.common import workspace
+from pages.common import presenting, workspace
 
 ws = workspace()
 backend = get_backend(ws)
@@ -27,6 +27,7 @@ st.caption("Short PPO runs against a multi-objective reward model: rewards are s
            "value per objective. Constraints (objective ≥ τ) get a Lagrange multiplier each.")
 DEFAULT = PPOConfig()
 models = sorted(list_reward_models(ws), key=lambda m: -m["created_at"])
+by_name = {m["name"]: m for m in models}
 if not models:
     st.info("Train a reward model first (Reward models, or the demo model on Explore).")
     st.stop()
@@ -45,10 +46,9 @@ def fmt_seconds(s: float | None) -> str:
 
 
 # -- launch ---------------------------------------------------------------------------------
-launch_col, live_col = st.columns([2, 3], gap="large")
-with launch_col:
+def launch_form() -> None:
+    """The new-run form (hidden in presentation mode)."""
     st.subheader("New run")
-    by_name = {m["name"]: m for m in models}
     rm = st.selectbox("Reward model", list(by_name), key="ft_model")
     objectives = list(by_name[rm]["objectives"])
     policies = ["smollm2", *saved_policies()]
@@ -131,6 +131,14 @@ with launch_col:
             st.rerun()
 
 
+if presenting():
+    live_col = st.container()
+else:
+    launch_col, live_col = st.columns([2, 3], gap="large")
+    with launch_col:
+        launch_form()
+
+
 # -- live view of a run -----------------------------------------------------------------------
 def samples_of(lines: list[str]) -> pd.DataFrame:
     rows = []
@@ -156,12 +164,13 @@ def run_panel(job_id: str, polling: bool) -> None:
     st.progress(info.progress, text=info.message or info.status)
     st.caption(f"job `{info.id}` · elapsed {fmt_seconds(info.elapsed(time.time()))}"
                + (f" · device {info.device}" if info.device else ""))
-    if not info.done and st.button("Cancel", key="ft_cancel", icon=":material/stop:"):
+    if not info.done and not presenting() and st.button("Cancel", key="ft_cancel",
+                                                        icon=":material/stop:"):
         backend.cancel(job_id)
         st.rerun(scope="fragment")
     if info.status == "failed":
         st.code(info.error or "(no error recorded)", language=None, wrap_lines=True)
-    if info.status in ("failed", "cancelled") and st.button(
+    if info.status in ("failed", "cancelled") and not presenting() and st.button(
             "Resume", key="ft_resume", icon=":material/replay:",
             help="Submit the run again: it goes on from its last checkpoint."):
         st.session_state["ft_job_next"] = retry(backend, job_id)
@@ -214,7 +223,7 @@ with live_col:
         st.dataframe(table, hide_index=True, width="stretch", key="ft_runs")
 
 # -- soups -----------------------------------------------------------------------------------
-with st.expander("Rewarded soup: interpolate two fine-tuned policies"):
+def soup_form() -> None:
     st.caption("θ(λ) = (1 − λ) θ_a + λ θ_b over a grid of λ: a cheap approximation of the "
                "front between two runs from the same base (Rame et al. 2023). Every mix is "
                "sampled on the same prompts and scored; the samples become a candidate set "
@@ -223,6 +232,7 @@ with st.expander("Rewarded soup: interpolate two fine-tuned policies"):
     if len(pols) < 2:
         st.info("Needs two fine-tuned policies (two finished runs).")
     else:
+        rm = st.selectbox("Reward model to score the mixes", list(by_name), key="soup_rm")
         c1, c2, c3 = st.columns(3)
         pa = c1.selectbox("Policy a (λ = 0)", pols, key="soup_a")
         pb = c2.selectbox("Policy b (λ = 1)", pols, index=1, key="soup_b")
@@ -236,3 +246,8 @@ with st.expander("Rewarded soup: interpolate two fine-tuned policies"):
                 st.success("Soup job submitted; its result appears as a candidate set.")
             except MormError as e:
                 st.error(str(e))
+
+
+if not presenting():
+    with st.expander("Rewarded soup: interpolate two fine-tuned policies"):
+        soup_form()

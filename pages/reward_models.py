@@ -20,7 +20,7 @@ from morm_explorer.reward.report import (
 )
 from morm_explorer.ui import reward_figures as rfig
 from morm_explorer.workspace import sanitize_name
-from pages.common import workspace
+from pages.common import presenting, workspace
 
 KIND = TrainRewardModelJob.kind
 RECENT = 20  # training jobs listed (and polled for)
@@ -56,184 +56,185 @@ def reset_for_dataset() -> None:
     st.session_state["rm_name"] = f"{name}-rm"
 
 
-left, right = st.columns([5, 6], gap="large")
-with left:
-    st.subheader("Train")
-    if not datasets:
-        st.info("The workspace has no datasets yet: load one on **Data**.")
-    else:
-        if st.session_state.get("rm_dataset") not in datasets:
-            st.session_state["rm_dataset"] = next(iter(datasets))
-            reset_for_dataset()
-        dataset = st.selectbox("Dataset", list(datasets), key="rm_dataset",
-                               on_change=reset_for_dataset,
-                               format_func=lambda n: f"{n} ({datasets[n].n_records:,} "
-                               f"{datasets[n].kind} records)")
-        objs = st.multiselect("Objectives (one head each)", datasets[dataset].objectives,
-                              key="rm_objectives")
-        c1, c2, c3 = st.columns(3)
-        arch = c1.radio("Architecture", ARCHITECTURES, key="rm_arch",
-                        format_func=lambda a: a.replace("_", "-"),
-                        help="multi-head: one backbone, K heads; separate: K models")
-        mode = c2.radio("Backbone", MODES, key="rm_mode", help="\n\n".join(
-            f"**{m}**: {h}" for m, h in MODE_HELP.items()))
-        head = c3.radio("Head", HEADS, key="rm_head", help="linear, or an MLP with one "
-                        "hidden layer")
-        weights = {}
-        if objs:
-            st.markdown("Loss weights $w_k$ in $L = \\sum_k w_k L_{pref,k}$")
-            wcols = st.columns(min(len(objs), 4))
-            for i, o in enumerate(objs):
-                weights[o] = wcols[i % len(wcols)].number_input(
-                    o, min_value=0.0, max_value=100.0, value=1.0, step=0.1, key=f"rm_w_{o}")
-        with st.expander("Advanced"):
-            a1, a2, a3 = st.columns(3)
-            epochs = a1.number_input("Epochs", 1, 10_000, DEFAULT["epochs"], key="rm_epochs")
-            batch = a2.number_input("Batch size", 1, 65_536, DEFAULT["batch_size"],
-                                    key="rm_batch")
-            seed = a3.number_input("Seed", 0, 2**31 - 1, DEFAULT["seed"], key="rm_seed")
-            lr = a1.number_input("Head lr", 1e-6, 1.0, DEFAULT["lr"], format="%.1e",
-                                 step=1e-4, key="rm_lr")
-            backbone_lr = a2.number_input("Backbone lr", 1e-7, 1.0, DEFAULT["backbone_lr"],
-                                          format="%.1e", step=1e-5, key="rm_backbone_lr",
-                                          help="full and LoRA modes")
-            test_fraction = a3.number_input("Test fraction", 0.01, 0.49,
-                                            DEFAULT["test_fraction"], step=0.05,
-                                            key="rm_test_fraction",
-                                            help="held-out prompts for evaluation")
-            margin = a1.number_input("Margin m", 0.0, 10.0, DEFAULT["margin"], step=0.1,
-                                     key="rm_margin",
-                                     help="-log σ(r_chosen − r_rejected − m), decided pairs")
-            center = a2.number_input("Center coef", 0.0, 10.0, DEFAULT["center_coef"],
-                                     step=0.01, key="rm_center",
-                                     help="c · mean((r_a + r_b)²), as in TRL")
-            ties = a3.selectbox("Ties", TIES, key="rm_ties",
-                                help="half: a 0.5 target; skip: ignored")
-            backbone = a1.text_input("Backbone", DEFAULT["backbone"], key="rm_backbone",
-                                     help="minilm, a Hugging Face name or a local folder")
-            pooling = a2.selectbox("Pooling", POOLINGS, key="rm_pooling")
-            patience = a3.number_input("Patience", 0, 10_000, DEFAULT["patience"],
-                                       key="rm_patience", help="early stopping: epochs "
-                                       "without validation improvement (0: off)")
-            compare = st.checkbox("Also train one overall RM to compare with",
-                                  DEFAULT["compare_overall"], key="rm_compare",
-                                  help="on data with an `overall` label: one single-output "
-                                  "RM on it, with the same settings")
-        st.session_state.setdefault("rm_name", f"{dataset}-rm")
-        n1, n2 = st.columns([3, 1], vertical_alignment="bottom")
-        name = n1.text_input("Model name", key="rm_name")
-        overwrite = n2.checkbox("Overwrite", key="rm_overwrite")
-        if st.button("Start training", type="primary", key="rm_start",
-                     icon=":material/play_arrow:"):
-            try:
-                cfg = TrainConfig(
-                    dataset=dataset, name=name.strip(), objectives=tuple(objs),
-                    backbone=backbone.strip(), architecture=arch, pooling=pooling, head=head,
-                    mode=mode, loss_weights=weights, epochs=int(epochs),
-                    batch_size=int(batch), lr=float(lr), backbone_lr=float(backbone_lr),
-                    margin=float(margin), center_coef=float(center), ties=ties,
-                    test_fraction=float(test_fraction), patience=int(patience),
-                    compare_overall=compare,
-                    seed=int(seed))
-                if not overwrite and ws.artifact_dir(GROUP, cfg.name).exists():
-                    raise MormError(f"a reward model named {cfg.name!r} exists: choose "
-                                    "another name or tick Overwrite", field="name")
-                job_id = backend.submit(TrainRewardModelJob(config=cfg.to_dict(),
-                                                            overwrite=overwrite))
-                st.session_state["rm_job"] = job_id
-                st.toast(f"Training job {job_id} queued", icon=":material/schedule:")
-            except MormError as e:
-                st.error(str(e))
+if not presenting():  # presentation mode: results only, no training controls
+    left, right = st.columns([5, 6], gap="large")
+    with left:
+        st.subheader("Train")
+        if not datasets:
+            st.info("The workspace has no datasets yet: load one on **Data**.")
+        else:
+            if st.session_state.get("rm_dataset") not in datasets:
+                st.session_state["rm_dataset"] = next(iter(datasets))
+                reset_for_dataset()
+            dataset = st.selectbox("Dataset", list(datasets), key="rm_dataset",
+                                   on_change=reset_for_dataset,
+                                   format_func=lambda n: f"{n} ({datasets[n].n_records:,} "
+                                   f"{datasets[n].kind} records)")
+            objs = st.multiselect("Objectives (one head each)", datasets[dataset].objectives,
+                                  key="rm_objectives")
+            c1, c2, c3 = st.columns(3)
+            arch = c1.radio("Architecture", ARCHITECTURES, key="rm_arch",
+                            format_func=lambda a: a.replace("_", "-"),
+                            help="multi-head: one backbone, K heads; separate: K models")
+            mode = c2.radio("Backbone", MODES, key="rm_mode", help="\n\n".join(
+                f"**{m}**: {h}" for m, h in MODE_HELP.items()))
+            head = c3.radio("Head", HEADS, key="rm_head", help="linear, or an MLP with one "
+                            "hidden layer")
+            weights = {}
+            if objs:
+                st.markdown("Loss weights $w_k$ in $L = \\sum_k w_k L_{pref,k}$")
+                wcols = st.columns(min(len(objs), 4))
+                for i, o in enumerate(objs):
+                    weights[o] = wcols[i % len(wcols)].number_input(
+                        o, min_value=0.0, max_value=100.0, value=1.0, step=0.1, key=f"rm_w_{o}")
+            with st.expander("Advanced"):
+                a1, a2, a3 = st.columns(3)
+                epochs = a1.number_input("Epochs", 1, 10_000, DEFAULT["epochs"], key="rm_epochs")
+                batch = a2.number_input("Batch size", 1, 65_536, DEFAULT["batch_size"],
+                                        key="rm_batch")
+                seed = a3.number_input("Seed", 0, 2**31 - 1, DEFAULT["seed"], key="rm_seed")
+                lr = a1.number_input("Head lr", 1e-6, 1.0, DEFAULT["lr"], format="%.1e",
+                                     step=1e-4, key="rm_lr")
+                backbone_lr = a2.number_input("Backbone lr", 1e-7, 1.0, DEFAULT["backbone_lr"],
+                                              format="%.1e", step=1e-5, key="rm_backbone_lr",
+                                              help="full and LoRA modes")
+                test_fraction = a3.number_input("Test fraction", 0.01, 0.49,
+                                                DEFAULT["test_fraction"], step=0.05,
+                                                key="rm_test_fraction",
+                                                help="held-out prompts for evaluation")
+                margin = a1.number_input("Margin m", 0.0, 10.0, DEFAULT["margin"], step=0.1,
+                                         key="rm_margin",
+                                         help="-log σ(r_chosen − r_rejected − m), decided pairs")
+                center = a2.number_input("Center coef", 0.0, 10.0, DEFAULT["center_coef"],
+                                         step=0.01, key="rm_center",
+                                         help="c · mean((r_a + r_b)²), as in TRL")
+                ties = a3.selectbox("Ties", TIES, key="rm_ties",
+                                    help="half: a 0.5 target; skip: ignored")
+                backbone = a1.text_input("Backbone", DEFAULT["backbone"], key="rm_backbone",
+                                         help="minilm, a Hugging Face name or a local folder")
+                pooling = a2.selectbox("Pooling", POOLINGS, key="rm_pooling")
+                patience = a3.number_input("Patience", 0, 10_000, DEFAULT["patience"],
+                                           key="rm_patience", help="early stopping: epochs "
+                                           "without validation improvement (0: off)")
+                compare = st.checkbox("Also train one overall RM to compare with",
+                                      DEFAULT["compare_overall"], key="rm_compare",
+                                      help="on data with an `overall` label: one single-output "
+                                      "RM on it, with the same settings")
+            st.session_state.setdefault("rm_name", f"{dataset}-rm")
+            n1, n2 = st.columns([3, 1], vertical_alignment="bottom")
+            name = n1.text_input("Model name", key="rm_name")
+            overwrite = n2.checkbox("Overwrite", key="rm_overwrite")
+            if st.button("Start training", type="primary", key="rm_start",
+                         icon=":material/play_arrow:"):
+                try:
+                    cfg = TrainConfig(
+                        dataset=dataset, name=name.strip(), objectives=tuple(objs),
+                        backbone=backbone.strip(), architecture=arch, pooling=pooling, head=head,
+                        mode=mode, loss_weights=weights, epochs=int(epochs),
+                        batch_size=int(batch), lr=float(lr), backbone_lr=float(backbone_lr),
+                        margin=float(margin), center_coef=float(center), ties=ties,
+                        test_fraction=float(test_fraction), patience=int(patience),
+                        compare_overall=compare,
+                        seed=int(seed))
+                    if not overwrite and ws.artifact_dir(GROUP, cfg.name).exists():
+                        raise MormError(f"a reward model named {cfg.name!r} exists: choose "
+                                        "another name or tick Overwrite", field="name")
+                    job_id = backend.submit(TrainRewardModelJob(config=cfg.to_dict(),
+                                                                overwrite=overwrite))
+                    st.session_state["rm_job"] = job_id
+                    st.toast(f"Training job {job_id} queued", icon=":material/schedule:")
+                except MormError as e:
+                    st.error(str(e))
 
 
-# -- the live job panel --------------------------------------------------------------------
-def model_of(info) -> str:
-    """The model folder a training job writes (or wrote)."""
-    path = (info.result or {}).get("path")
-    return Path(path).name if path else sanitize_name(info.spec["config"]["name"])
+    # -- the live job panel --------------------------------------------------------------------
+    def model_of(info) -> str:
+        """The model folder a training job writes (or wrote)."""
+        path = (info.result or {}).get("path")
+        return Path(path).name if path else sanitize_name(info.spec["config"]["name"])
 
 
-def job_panel(job_id: str, polling: bool) -> None:
-    """One job's state, re-read from the job store on every run of this fragment."""
-    try:
-        info = backend.get(job_id)
-    except MormError as e:
-        st.error(str(e))
-        return
-    seen = st.session_state.setdefault("rm_seen_status", {})
-    before, seen[job_id] = seen.get(job_id), info.status
-    if info.done and before in ("queued", "running"):
-        if info.status == "succeeded":
-            st.session_state["rm_select_next"] = model_of(info)
-        st.rerun(scope="app")  # once, so the models section lists the new model
+    def job_panel(job_id: str, polling: bool) -> None:
+        """One job's state, re-read from the job store on every run of this fragment."""
+        try:
+            info = backend.get(job_id)
+        except MormError as e:
+            st.error(str(e))
+            return
+        seen = st.session_state.setdefault("rm_seen_status", {})
+        before, seen[job_id] = seen.get(job_id), info.status
+        if info.done and before in ("queued", "running"):
+            if info.status == "succeeded":
+                st.session_state["rm_select_next"] = model_of(info)
+            st.rerun(scope="app")  # once, so the models section lists the new model
 
-    head = st.container()
-    if not info.done and st.button("Cancel", key="rm_cancel", icon=":material/stop:"):
-        info = backend.cancel(job_id)
-    cfg = info.spec["config"]
-    color = {"succeeded": "green", "failed": "red", "cancelled": "gray",
-             "running": "blue"}.get(info.status, "orange")
-    with head:
-        st.markdown(f"**{model_of(info)}** on *{cfg['dataset']}* "
-                    f":{color}-badge[{info.status}]")
-        st.progress(info.progress, text=info.message or info.status)
-        st.caption(f"job `{info.id}` · elapsed {fmt_seconds(info.elapsed(time.time()))}"
-                   + (f" · device {info.device}" if info.device else ""))
-        if info.status == "queued":
-            st.caption("Waiting for a worker to pick it up.")
-        elif info.cancel_requested and not info.done:
-            st.caption("Cancel requested: the worker stops the job within seconds.")
-        elif info.status == "succeeded":
-            acc = ", ".join(f"{o} {a:.1%}" for o, a in (info.result or {}).get(
-                "accuracy", {}).items())
-            st.success(f"Trained **{model_of(info)}**: held-out accuracy {acc}.")
-        elif info.status == "failed":
-            st.error("Training failed.")
-            st.code(info.error or "(no error recorded)", language=None, wrap_lines=True)
-        elif info.status == "cancelled":
-            st.warning("Cancelled.")
-    curves = backend.metrics(job_id, wide=True)
-    if not curves.empty:
-        st.plotly_chart(rfig.curves_figure(curves, "Loss" if info.done else "Live loss",
-                                           cfg.get("objectives") or None),
-                        key="rm_live_curves")
-    lines = backend.logs(job_id)
-    if lines:
-        st.code("\n".join(lines[-12:]), language=None, wrap_lines=True)
-    jobs = backend.list(kind=KIND, limit=RECENT)
-    jobs_table(jobs)
-    if polling and all(j.done for j in jobs):
-        st.rerun(scope="app")  # every job is over: stop polling
-
-
-def jobs_table(jobs: list) -> None:
-    now = time.time()
-    rows = [{"model": j.spec.get("config", {}).get("name", "?"), "status": j.status,
-             "progress": j.progress, "message": j.message,
-             "created": pd.Timestamp(j.created_at, unit="s").strftime("%m-%d %H:%M"),
-             "elapsed": fmt_seconds(j.elapsed(now)), "id": j.id} for j in jobs]
-    st.markdown("**Recent training jobs**")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="rm_jobs_table",
-                 column_config={"progress": st.column_config.ProgressColumn(
-                     "progress", min_value=0.0, max_value=1.0, format="percent")})
+        head = st.container()
+        if not info.done and st.button("Cancel", key="rm_cancel", icon=":material/stop:"):
+            info = backend.cancel(job_id)
+        cfg = info.spec["config"]
+        color = {"succeeded": "green", "failed": "red", "cancelled": "gray",
+                 "running": "blue"}.get(info.status, "orange")
+        with head:
+            st.markdown(f"**{model_of(info)}** on *{cfg['dataset']}* "
+                        f":{color}-badge[{info.status}]")
+            st.progress(info.progress, text=info.message or info.status)
+            st.caption(f"job `{info.id}` · elapsed {fmt_seconds(info.elapsed(time.time()))}"
+                       + (f" · device {info.device}" if info.device else ""))
+            if info.status == "queued":
+                st.caption("Waiting for a worker to pick it up.")
+            elif info.cancel_requested and not info.done:
+                st.caption("Cancel requested: the worker stops the job within seconds.")
+            elif info.status == "succeeded":
+                acc = ", ".join(f"{o} {a:.1%}" for o, a in (info.result or {}).get(
+                    "accuracy", {}).items())
+                st.success(f"Trained **{model_of(info)}**: held-out accuracy {acc}.")
+            elif info.status == "failed":
+                st.error("Training failed.")
+                st.code(info.error or "(no error recorded)", language=None, wrap_lines=True)
+            elif info.status == "cancelled":
+                st.warning("Cancelled.")
+        curves = backend.metrics(job_id, wide=True)
+        if not curves.empty:
+            st.plotly_chart(rfig.curves_figure(curves, "Loss" if info.done else "Live loss",
+                                               cfg.get("objectives") or None),
+                            key="rm_live_curves")
+        lines = backend.logs(job_id)
+        if lines:
+            st.code("\n".join(lines[-12:]), language=None, wrap_lines=True)
+        jobs = backend.list(kind=KIND, limit=RECENT)
+        jobs_table(jobs)
+        if polling and all(j.done for j in jobs):
+            st.rerun(scope="app")  # every job is over: stop polling
 
 
-with right:
-    st.subheader("Training job")
-    recent = backend.list(kind=KIND, limit=RECENT)
-    if not recent:
-        st.caption("No training job yet: start one on the left, or run "
-                   "`morm rm train --submit`.")
-    else:
-        by_id = {j.id: j for j in recent}
-        if st.session_state.get("rm_job") not in by_id:
-            st.session_state["rm_job"] = recent[0].id
-        job_id = st.selectbox("Job", list(by_id), key="rm_job", format_func=lambda i: (
-            f"{by_id[i].spec.get('config', {}).get('name', '?')} · "
-            f"{pd.Timestamp(by_id[i].created_at, unit='s').strftime('%m-%d %H:%M:%S')}"))
-        active = any(not j.done for j in recent)
-        # Poll the store every 2 s while a job is queued or running; the script never waits.
-        st.fragment(job_panel, run_every=2.0 if active else None)(job_id, active)
+    def jobs_table(jobs: list) -> None:
+        now = time.time()
+        rows = [{"model": j.spec.get("config", {}).get("name", "?"), "status": j.status,
+                 "progress": j.progress, "message": j.message,
+                 "created": pd.Timestamp(j.created_at, unit="s").strftime("%m-%d %H:%M"),
+                 "elapsed": fmt_seconds(j.elapsed(now)), "id": j.id} for j in jobs]
+        st.markdown("**Recent training jobs**")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="rm_jobs_table",
+                     column_config={"progress": st.column_config.ProgressColumn(
+                         "progress", min_value=0.0, max_value=1.0, format="percent")})
+
+
+    with right:
+        st.subheader("Training job")
+        recent = backend.list(kind=KIND, limit=RECENT)
+        if not recent:
+            st.caption("No training job yet: start one on the left, or run "
+                       "`morm rm train --submit`.")
+        else:
+            by_id = {j.id: j for j in recent}
+            if st.session_state.get("rm_job") not in by_id:
+                st.session_state["rm_job"] = recent[0].id
+            job_id = st.selectbox("Job", list(by_id), key="rm_job", format_func=lambda i: (
+                f"{by_id[i].spec.get('config', {}).get('name', '?')} · "
+                f"{pd.Timestamp(by_id[i].created_at, unit='s').strftime('%m-%d %H:%M:%S')}"))
+            active = any(not j.done for j in recent)
+            # Poll the store every 2 s while a job is queued or running; the script never waits.
+            st.fragment(job_panel, run_every=2.0 if active else None)(job_id, active)
 
 
 # -- trained models ------------------------------------------------------------------------

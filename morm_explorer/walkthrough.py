@@ -1,0 +1,123 @@
+"""The walk-through of a workspace, from data to compared policies, as plain data: what the
+presentation mode shows a stakeholder in five steps. Each step says what is there, or that it is
+still missing (the demo build may still be running), so the page never fails on a half-built
+workspace. No model is loaded: everything comes from stored summaries, cached scores and saved
+comparisons."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from morm_explorer.errors import MormError
+from morm_explorer.workspace import Workspace
+
+
+@dataclass
+class Step:
+    title: str
+    ready: bool
+    facts: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+def data_step(ws: Workspace, dataset: str) -> Step:
+    from morm_explorer.data.convert import summarize
+
+    try:
+        ds = ws.load_dataset(dataset)
+    except MormError:
+        return Step("Preference data", False, note=f"dataset {dataset!r} is not there yet")
+    s = summarize(ds.records, ds.kind)
+    d = s.disagreement
+    pair = ("helpful", "harmless") if {"helpful", "harmless"} <= set(d.index) else None
+    return Step("Preference data", True, {
+        "records": s.n_records, "prompts": s.n_prompts, "objectives": list(d.index),
+        "conflict": float(d.loc[pair]) if pair else None, "pair": pair})
+
+
+def reward_step(ws: Workspace, model: str) -> Step:
+    from morm_explorer.reward.report import load_model_report
+
+    try:
+        rep = load_model_report(model, ws)
+    except MormError:
+        return Step("Reward model", False, note=f"reward model {model!r} is not trained yet")
+    acc = rep["accuracy"]["accuracy"].round(3).to_dict()
+    svm = rep["single_vs_multi"]
+    single = svm["single"].round(3).to_dict() if svm is not None else {}
+    return Step("Reward model", True, {"accuracy": acc, "single": single,
+                                       "backbone": rep["summary"].get("backbone")})
+
+
+def explore_step(ws: Workspace, model: str, candidates: str,
+                 presets: tuple[str, str] = ("helpful", "harmless")) -> Step:
+    """Best-of-N under two leaning presets: the winners' mean scores and how many prompts
+    change winner, with one example prompt where they differ."""
+    from morm_explorer.data.candidates import load_candidate_set
+    from morm_explorer.explore import Choice, Explorer
+    from morm_explorer.scoring import read_cached_scores
+    from morm_explorer.weight_presets import builtin_presets
+
+    try:
+        scores = read_cached_scores(ws, model, load_candidate_set(ws, candidates))
+    except MormError:
+        scores = None
+    if scores is None:
+        return Step("Explore", False, note=f"{candidates!r} is not scored with {model!r} yet")
+    ex = Explorer(scores)
+    by_name = {p.name: p for p in builtin_presets(ex.objectives)}
+    sels = {}
+    for lead in presets:
+        p = by_name.get(f"{lead}-first")
+        if p is None:
+            return Step("Explore", False, note=f"the model has no {lead!r} objective")
+        sels[lead] = ex.select(Choice.of(p.weights, standardized=ex.can_standardize))
+    a, b = (sels[x] for x in presets)
+    changed = np.flatnonzero(a.winners != b.winners)
+    example = None
+    if len(changed):
+        i = changed[0]
+        f = ex.frame
+        example = {"prompt": f["prompt"].iat[a.winners[i]],
+                   presets[0]: f["response"].iat[a.winners[i]],
+                   presets[1]: f["response"].iat[b.winners[i]]}
+    means = {lead: dict(zip(ex.objectives, ex.raw[s.winners].mean(0).round(3).tolist(),
+                            strict=True)) for lead, s in sels.items()}
+    return Step("Explore", True, {"prompts": len(a.winners), "changed": int(len(changed)),
+                                  "means": means, "example": example})
+
+
+def policies_step(ws: Workspace) -> Step:
+    root = ws.root / "policies"
+    rows = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        manifest = folder / "morm_ppo.json"
+        if manifest.is_file():
+            m = json.loads(manifest.read_text(encoding="utf-8"))
+            cfg = m.get("config", {})
+            rows.append({"policy": folder.name, "weights": cfg.get("weights"),
+                         "steps": cfg.get("steps"), "base": cfg.get("policy")})
+    if not rows:
+        return Step("Fine-tuned policies", False, note="no PPO run has finished yet")
+    return Step("Fine-tuned policies", True, {"policies": rows})
+
+
+def compare_step(ws: Workspace) -> Step:
+    from morm_explorer.evaluation.compare import list_comparisons
+
+    comps = list_comparisons(ws)
+    if not comps:
+        return Step("Compare", False, note="no comparison has run yet")
+    return Step("Compare", True, {"comparison": comps[0]["name"],
+                                  "policies": comps[0]["policies"]})
+
+
+def walkthrough(ws: Workspace, dataset: str = "demo-preferences", model: str = "demo-rm",
+                candidates: str = "demo-candidates") -> list[Step]:
+    """The five steps, in order."""
+    return [data_step(ws, dataset), reward_step(ws, model),
+            explore_step(ws, model, candidates), policies_step(ws), compare_step(ws)]

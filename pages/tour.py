@@ -1,0 +1,93 @@
+"""Walk-through: the story of the demo workspace from preference data to compared policies, in
+five steps with the real numbers, for stakeholders (the presentation mode opens here)."""
+
+import pandas as pd
+import streamlit as st
+
+from morm_explorer.errors import MormError
+from morm_explorer.evaluation.compare import load_comparison
+from morm_explorer.evaluation.report import comparison_figures
+from morm_explorer.walkthrough import walkthrough
+from pages.common import workspace
+
+ws = workspace()
+st.title("Walk-through")
+st.caption("Why one reward per objective matters, in five steps on this workspace's demo. "
+           "Every number below is computed from what the workspace holds.")
+
+
+@st.cache_data(ttl=30, show_spinner="Reading the workspace ...")
+def steps(root: str):
+    return walkthrough(ws)
+
+
+data, reward, explore, policies, compare = steps(str(ws.root))
+links = ["pages/data.py", "pages/reward_models.py", "pages/explore.py", "pages/finetune.py",
+         "pages/compare.py"]
+
+
+def header(i: int, step) -> bool:
+    st.subheader(f"{i}. {step.title}")
+    if not step.ready:
+        st.info(f"Still being prepared: {step.note}.")
+    return step.ready
+
+
+if header(1, data):
+    f = data.facts
+    st.markdown(f"**{f['records']:,}** preference pairs over **{f['prompts']:,}** prompts, "
+                f"labelled separately for {', '.join(f['objectives'])}.")
+    if f["conflict"] is not None:
+        st.metric("Pairs where helpful and harmless prefer opposite answers",
+                  f"{f['conflict']:.0%}", help="Of the pairs both objectives decide.")
+st.page_link(links[0], label="See the data", icon=":material/table_view:")
+
+if header(2, reward):
+    f = reward.facts
+    rows = [{"objective": o, "its own head": a, "one overall reward model": f["single"].get(o)}
+            for o, a in f["accuracy"].items()]
+    st.markdown("One head per objective on a shared backbone, against a single reward model "
+                "trained on the overall label: held-out accuracy per objective.")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="tour_acc")
+    worst = min(rows, key=lambda r: (r["one overall reward model"] or 1) - r["its own head"])
+    if worst["one overall reward model"] is not None:
+        st.markdown(f"A single reward model ranks **{worst['objective']}** pairs right "
+                    f"{worst['one overall reward model']:.0%} of the time; its own head "
+                    f"{worst['its own head']:.0%}. That is the trade-off a single score hides.")
+st.page_link(links[1], label="See the reward models", icon=":material/model_training:")
+
+if header(3, explore):
+    f = explore.facts
+    st.markdown(f"Best-of-N on {f['prompts']} prompts: leaning on helpfulness or on "
+                f"harmlessness changes the chosen answer on **{f['changed']}** of them.")
+    st.dataframe(pd.DataFrame(f["means"]).T.rename_axis("weights lean on"), width="stretch",
+                 key="tour_means")
+    if f["example"]:
+        st.caption("One prompt where the choice differs:")
+        with st.container(border=True):
+            st.text(f["example"]["prompt"])
+            a, b = st.columns(2)
+            a.caption("leaning helpful")
+            a.text(f["example"]["helpful"])
+            b.caption("leaning harmless")
+            b.text(f["example"]["harmless"])
+st.page_link(links[2], label="Move the weights yourself", icon=":material/tune:")
+
+if header(4, policies):
+    st.markdown("Short PPO runs with different weights give policies that make different "
+                "trade-offs:")
+    st.dataframe(pd.DataFrame(policies.facts["policies"]).astype(str), hide_index=True,
+                 width="stretch", key="tour_policies")
+st.page_link(links[3], label="Fine-tune", icon=":material/rocket_launch:")
+
+if header(5, compare):
+    try:
+        cmp = load_comparison(ws, compare.facts["comparison"])
+    except MormError as e:  # a damaged or replaced comparison: say so, go on
+        st.warning(f"Cannot read the comparison: {e}")
+    else:
+        figs = comparison_figures(cmp)
+        first = next(iter(figs.items()))
+        st.markdown(f"{', '.join(cmp.policies)} on the same prompts and seeds:")
+        st.plotly_chart(first[1], key="tour_cmp")
+st.page_link(links[4], label="Compare the policies", icon=":material/compare:")
