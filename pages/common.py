@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
 from morm_explorer.demo import ensure_demo
@@ -35,7 +37,27 @@ def workspace() -> Workspace:
 
 @st.cache_resource(show_spinner="Building the demo workspace (first start only) ...")
 def _demo_built(root: str) -> list[str]:
-    return ensure_demo(_workspace(root))
+    ws = _workspace(root)
+    built = ensure_demo(ws)
+    if os.environ.get("MORM_DEMO", "full") == "full":
+        start_demo_job(ws)
+    return built
+
+
+def start_demo_job(ws: Workspace, retry: bool = False) -> str | None:
+    """Submit the background build of the full demo (reward models, SmolLM2 samples, two PPO
+    policies, a comparison) unless it is complete, queued or running, or (without ``retry``)
+    an earlier build failed. ``MORM_DEMO=data`` keeps the demo to the data alone."""
+    from morm_explorer.demo_jobs import PrepareDemoJob, demo_complete
+    from morm_explorer.jobs.backend import get_backend
+
+    backend = get_backend(ws)
+    jobs = backend.list(kind=PrepareDemoJob.kind, limit=5)
+    if demo_complete(ws) or any(not j.done for j in jobs):
+        return None
+    if jobs and jobs[0].status in ("failed", "cancelled") and not retry:
+        return None
+    return backend.submit(PrepareDemoJob())
 
 
 def ensure_demo_workspace() -> None:

@@ -4,8 +4,10 @@ import pandas as pd
 import streamlit as st
 
 from morm_explorer.data.candidates import list_candidate_sets
+from morm_explorer.demo_jobs import PrepareDemoJob, demo_complete
+from morm_explorer.jobs.backend import get_backend
 from morm_explorer.reward.report import list_reward_models
-from pages.common import workspace
+from pages.common import presenting, start_demo_job, workspace
 
 ws = workspace()
 st.title("MORM Explorer")
@@ -23,6 +25,32 @@ c1.metric("Datasets", len(datasets))
 c2.metric("Records", f"{sum(d.n_records for d in datasets):,}")
 c3.metric("Reward models", len(list_reward_models(ws)))
 c4.metric("Candidate sets", len(candidate_sets))
+
+def demo_status() -> None:
+    """The background build of the full demo, polled while it runs."""
+    jobs = backend.list(kind=PrepareDemoJob.kind, limit=1)
+    if not jobs or demo_complete(ws):
+        return
+    job = jobs[0]
+    if not job.done:
+        st.info("Preparing the full demo in the background: reward models, SmolLM2 samples, "
+                "two fine-tuned policies and a comparison (about 15 minutes on a CPU). Every "
+                "page works meanwhile.")
+        st.progress(job.progress, text=job.message or job.status)
+    elif job.status != "succeeded":
+        st.warning(f"The demo build {job.status}: {(job.error or '').strip()[:300]}")
+        if not presenting() and st.button("Try again", key="home_demo_retry"):
+            start_demo_job(ws, retry=True)
+            st.rerun()
+    if not job.done:
+        st.session_state["home_demo_running"] = True
+    elif st.session_state.pop("home_demo_running", False):
+        st.rerun(scope="app")  # once, as the build ends: the counts above change
+
+
+backend = get_backend(ws)
+running = any(not j.done for j in backend.list(kind=PrepareDemoJob.kind, limit=1))
+st.fragment(demo_status, run_every=3.0 if running else None)()
 
 st.subheader("Workspace")
 st.caption(f"Folder: `{ws.root.resolve()}`")

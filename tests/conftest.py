@@ -14,6 +14,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # A developer's shell may point at a Ray cluster: tests choose their job backend themselves.
 for _var in ("RAY_ADDRESS", "MORM_BACKEND"):
     os.environ.pop(_var, None)
+# The app builds the full demo (models, samples, PPO runs) in a background job on first start;
+# tests build what they need themselves.
+os.environ["MORM_DEMO"] = "data"
 
 REPO = Path(__file__).resolve().parents[1]
 

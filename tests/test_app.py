@@ -88,7 +88,13 @@ def test_page_facing_library_stays_light():
             "morm_explorer.jobs.backend, morm_explorer.ui.reward_figures, "
             "morm_explorer.data.loaders, morm_explorer.scoring, morm_explorer.explore, "
             "morm_explorer.policy.jobs, morm_explorer.ui.explore_figures, "
-            "morm_explorer.weight_presets, morm_explorer.data.candidates, morm_explorer.cli; "
+            "morm_explorer.weight_presets, morm_explorer.data.candidates, morm_explorer.cli, "
+            "morm_explorer.evaluation.compare, morm_explorer.evaluation.report, "
+            "morm_explorer.evaluation.sessions, morm_explorer.evaluation.agreement, "
+            "morm_explorer.evaluation.exports, morm_explorer.evaluation.session_report, "
+            "morm_explorer.walkthrough, morm_explorer.demo_jobs, morm_explorer.policy.sweep, "
+            "morm_explorer.policy.soup, morm_explorer.policy.cost, morm_explorer.ui.ppo_figures, "
+            "morm_explorer.ui.compare_figures, morm_explorer.policy.ppo_jobs; "
             "morm_explorer.cli.build_parser(); print('torch' in sys.modules, "
             "'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

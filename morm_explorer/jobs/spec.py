@@ -27,10 +27,11 @@ log = logging.getLogger(__name__)
 
 # Modules whose import registers job kinds; a module that is absent (an optional part not
 # installed) is skipped with a warning so that the other kinds still run.
-JOB_MODULES: list[str] = ["morm_explorer.jobs.builtin", "morm_explorer.reward.jobs",
-                          "morm_explorer.scoring", "morm_explorer.policy.jobs",
-                          "morm_explorer.policy.ppo_jobs", "morm_explorer.policy.soup",
-                          "morm_explorer.policy.sweep", "morm_explorer.evaluation.compare"]
+JOB_MODULES: list[str] = [
+    "morm_explorer.jobs.builtin", "morm_explorer.reward.jobs", "morm_explorer.scoring",
+    "morm_explorer.policy.jobs", "morm_explorer.policy.ppo_jobs", "morm_explorer.policy.soup",
+    "morm_explorer.policy.sweep", "morm_explorer.evaluation.compare", "morm_explorer.demo_jobs",
+]
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})

@@ -1,0 +1,45 @@
+"""The background build of the full demo, on tiny stand-ins for MiniLM and SmolLM2."""
+
+from __future__ import annotations
+
+import pytest
+
+from morm_explorer.demo import ensure_demo
+from morm_explorer.demo_jobs import COMPARISON, POLICIES, PrepareDemoJob, demo_complete
+from morm_explorer.evaluation.compare import list_comparisons
+from morm_explorer.jobs.backend import LocalBackend
+from morm_explorer.jobs.store import JobStore
+from morm_explorer.jobs.worker import run_inline
+from morm_explorer.walkthrough import walkthrough
+from tests.test_policy import _save_tiny
+
+
+@pytest.mark.slow
+def test_prepare_demo_builds_everything_then_nothing(ws, tiny_bert, tmp_path):
+    ensure_demo(ws)
+    spec = PrepareDemoJob(backbone=tiny_bert, max_length=64, rm_epochs=2,
+                          policy=_save_tiny(tmp_path / "policy"), samples=1,
+                          max_new_tokens=4, ppo_steps=1, ppo_batch=2,
+                          compare_prompts=2, device="cpu")
+    info = run_inline(ws, spec)
+    assert info.status == "succeeded", info.error
+    assert info.result["built"] == ["demo-rm", "demo-judge", "smollm2-demo", *POLICIES,
+                                    COMPARISON]
+    assert demo_complete(ws)
+    assert [c["name"] for c in list_comparisons(ws)] == [COMPARISON]
+    assert all(step.ready for step in walkthrough(ws))  # the walk-through has every step
+    again = run_inline(ws, spec)
+    assert again.status == "succeeded" and again.result["built"] == []
+
+
+def test_the_app_submits_the_build_once_and_not_again_after_a_failure(ws, monkeypatch):
+    from pages.common import start_demo_job
+
+    monkeypatch.setattr(LocalBackend, "ensure_worker", lambda self: False)
+    first = start_demo_job(ws)
+    assert first is not None and start_demo_job(ws) is None  # queued: not twice
+    store = JobStore(ws)
+    job = store.claim("w", job_id=first)
+    store.fail(job.id, "w", "boom")
+    assert start_demo_job(ws) is None  # a failed build waits for the user
+    assert start_demo_job(ws, retry=True) is not None
