@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from morm_explorer.demo import DEMO_DATASET
+from morm_explorer.errors import MormError
 from morm_explorer.jobs.context import JobContext
 from morm_explorer.jobs.spec import JobSpec, register_job
 
@@ -56,6 +57,19 @@ class PrepareDemoJob(JobSpec):
     """prompts in the demo comparison"""
     device: str = "auto"
     """auto, cpu or cuda"""
+
+    def __post_init__(self) -> None:
+        limits = {"max_length": (8, 8192), "rm_epochs": (1, 1000), "samples": (1, 64),
+                  "max_new_tokens": (1, 4096), "ppo_steps": (1, 10_000), "ppo_batch": (1, 4096),
+                  "compare_prompts": (1, 100_000)}
+        for name, (low, high) in limits.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                raise MormError(f"{name} must be an integer in {low}..{high}, got {v!r}",
+                                field=name)
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise MormError(f"device must be auto, cpu or cuda, got {self.device!r}",
+                            field="device")
 
 
 class _Part:

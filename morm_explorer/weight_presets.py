@@ -33,7 +33,10 @@ class WeightPreset:
                                 field=f"weights.{k}")
         if self.scalarizer not in SCALARIZERS:
             raise MormError(f"unknown scalarizer {self.scalarizer!r}", field="scalarizer")
-        for c in self.constraints:
+        for i, c in enumerate(self.constraints):
+            if not isinstance(c, dict) or set(c) != {"objective", "threshold"}:
+                raise MormError(f"a constraint is {{'objective': name, 'threshold': number}}, "
+                                f"got {c!r}", field=f"constraints[{i}]")
             Constraint(c["objective"], c["threshold"])
 
     def constraint_objects(self) -> list[Constraint]:

@@ -1,10 +1,9 @@
 """Real-browser test helpers: a workspace with known data, the app served by `streamlit run` on a
 free localhost port, and Debian's Chromium driven by Playwright.
 
-Loaded by tests/test_browser.py as a pytest plugin (``pytest_plugins``), so its fixtures and its
-failure-screenshot hook apply there only. No browser is ever downloaded: the tests use
-/usr/bin/chromium (``apt-get install chromium``, done by ``scripts/setup.sh --dev``) and skip
-with a reason when it or the playwright package is missing.
+The fixtures that use these live in tests/test_browser.py. No browser is ever downloaded: the
+tests use /usr/bin/chromium (``apt-get install chromium``, done by ``scripts/setup.sh --dev``)
+and skip with a reason when it or the playwright package is missing.
 """
 
 from __future__ import annotations
@@ -19,12 +18,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tests.conftest import REPO
 
@@ -71,11 +68,15 @@ def build_workspace(root: Path, tiny_rm: Path) -> None:
 
     ws = Workspace(root)
     ensure_demo(ws)
-    shutil.copytree(tiny_rm, root / "reward_models" / RM)
+    rm = root / "reward_models" / RM
+    shutil.copytree(tiny_rm, rm)
+    cfg = json.loads((rm / "config.json").read_text())
+    # Standardizing with mean 0 and std 1 is the identity: the winners on Explore are then
+    # plain argmaxes of w . scores, computable by hand in the tests.
+    cfg["stats"].update(mean=[0.0] * len(OBJECTIVES), std=[1.0] * len(OBJECTIVES))
+    (rm / "config.json").write_text(json.dumps(cfg))
     cset = load_candidate_set(ws, DEMO_CANDIDATE_SET)
-    true = [json.loads(m) if isinstance(m, str) else m for m in cset.frame["meta"]]
-    values = np.array([[m["true"][o] for o in OBJECTIVES] for m in true])  # (N, K)
-    store_scores(ws, RM, cset, values, OBJECTIVES)
+    store_scores(ws, RM, cset, planted_scores(cset.frame), OBJECTIVES)
 
     base = _save_tiny(root / "policies" / POLICIES[0])
     _perturbed_copy(base, root / "policies" / POLICIES[1], base)
@@ -84,6 +85,13 @@ def build_workspace(root: Path, tiny_rm: Path) -> None:
                                      device="cpu"))
     assert info.status == "succeeded", info.error
     create_session(ws, SESSION, candidate_set_name(COMPARISON), objectives=OBJECTIVES, seed=0)
+
+
+def planted_scores(frame) -> np.ndarray:
+    """(N, K) scores of the demo candidates: their behaviours' true values (in ``meta``), so
+    the Explore page shows the real trade-off between helpful and harmless answers."""
+    metas = [json.loads(m) if isinstance(m, str) else m for m in frame["meta"]]
+    return np.array([[m["true"][o] for o in OBJECTIVES] for m in metas], dtype=np.float32)
 
 
 # -- the server ------------------------------------------------------------------------------
@@ -169,60 +177,11 @@ def _stop_group(pid: int, gone, grace_s: float = 10.0) -> None:
             time.sleep(0.1)
 
 
-# -- fixtures --------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def browser_ws(tiny_rm, tmp_path_factory) -> Path:
-    if reason := skip_reason():
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp("browser") / "ws"
-    build_workspace(root, tiny_rm)
-    return root
-
-
-@pytest.fixture(scope="session")
-def app_server(browser_ws) -> Iterator[AppServer]:
-    server = AppServer(browser_ws, browser_ws.parent / "streamlit.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def browser():
-    if reason := skip_reason():
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+# -- the browser ----------------------------------------------------------------------------
+def launch_chromium(playwright):
+    """Debian's Chromium, headless, with the issue's flags (never a downloaded browser)."""
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                       args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser, app_server, request, tmp_path_factory):
-    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
-    context.set_default_timeout(RUN_TIMEOUT_MS)
-    pg = context.new_page()
-    yield pg
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:  # keep what the browser showed
-        out = tmp_path_factory.getbasetemp() / "browser-failures" / f"{request.node.name}.png"
-        out.parent.mkdir(exist_ok=True)
-        pg.screenshot(path=str(out))
-        print(f"\nscreenshot at failure: {out}\nserver log:\n{app_server.log_tail(30)}")
-    context.close()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    if report.when == "call":
-        item.rep_call = report
-    return report
 
 
 # -- driving a page --------------------------------------------------------------------------
@@ -243,10 +202,21 @@ def open_app(page, server: AppServer, path: str = "") -> None:
     wait_idle(page)
 
 
-def assert_no_exception(page) -> None:
+def assert_no_exception(page, server: AppServer | None = None) -> None:
+    """No exception on the page, and none in the server's log so far."""
     shown = page.locator('[data-testid="stException"]')
     assert shown.count() == 0, shown.first.inner_text()
     assert "Traceback" not in page.locator('[data-testid="stMain"]').inner_text()
+    if server is not None:
+        assert "Traceback" not in server.log.read_text(errors="replace"), server.log_tail()
+
+
+def settle(page) -> None:
+    """Before a screenshot: idle, lazily loaded parts (tables, charts) fetched, fonts ready."""
+    wait_idle(page)
+    page.wait_for_load_state("networkidle")
+    page.evaluate("document.fonts.ready.then(() => true)")
+    page.wait_for_timeout(800)
 
 
 def screenshot(page, name: str) -> Path:

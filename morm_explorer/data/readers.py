@@ -110,8 +110,11 @@ def _coerce_cell(value: str) -> Any:
 
 def read_csv(path: Path) -> Iterator[Row]:
     file = str(path)
-    with _open_bytes(path) as fh:
-        data = fh.read()
+    try:
+        with _open_bytes(path) as fh:
+            data = fh.read()
+    except (OSError, EOFError) as e:  # a truncated or non-gzip .gz: BadGzipFile is an OSError
+        raise MormError(f"cannot read file: {e}", file=file) from e
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

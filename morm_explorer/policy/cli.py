@@ -14,6 +14,13 @@ import sys
 import time
 
 
+def _numbers(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas: {e}") from e
+
+
 def add_ppo_flags(p: argparse.ArgumentParser) -> None:
     from morm_explorer.policy.ppo_config import PPOConfig
     from morm_explorer.reward.cli import add_config_flags
@@ -76,7 +83,7 @@ def cmd_soup(args) -> int:
     from morm_explorer.policy.soup import SoupJob
 
     spec = SoupJob(name=args.name, policy_a=args.policy_a, policy_b=args.policy_b,
-                   lambdas=[float(x) for x in args.lambdas.split(",")],
+                   lambdas=args.lambdas,
                    reward_model=args.reward_model, prompts=args.prompts, limit=args.limit,
                    sampling={"n": args.n, "max_new_tokens": args.max_new_tokens,
                              "seed": args.seed}, device=args.device, overwrite=args.overwrite)
@@ -119,7 +126,8 @@ def add_ppo_commands(groups: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="candidate set for the mixes' samples")
     p.add_argument("--policy-a", required=True)
     p.add_argument("--policy-b", required=True)
-    p.add_argument("--lambdas", default="0,0.25,0.5,0.75,1")
+    p.add_argument("--lambdas", default=[0.0, 0.25, 0.5, 0.75, 1.0], type=_numbers,
+                   help="comma-separated mixing coefficients in [0, 1]")
     p.add_argument("--reward-model", required=True)
     p.add_argument("--prompts", default="demo")
     p.add_argument("--limit", type=int, default=24)

@@ -10,6 +10,7 @@ from typing import Any
 from morm_explorer.errors import MormError
 
 MAX_NEW_TOKENS = 4096
+MAX_SAMPLES = 1024  # samples per prompt
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
@@ -45,7 +46,7 @@ class SamplingConfig:
     """System message put before each prompt (default: the chat template's own, if any)."""
 
     def __post_init__(self) -> None:
-        _check_int("n", self.n, 1)
+        _check_int("n", self.n, 1, MAX_SAMPLES)
         _check_float("temperature", self.temperature)
         if self.temperature < 0:
             raise MormError(f"temperature must be >= 0 (0: greedy), got {self.temperature}",

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -194,7 +195,7 @@ def load_policy(
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
         hint = ("" if Path(path).exists() else " (not a local folder: a hub name needs the "
                 "model in the Hugging Face cache, or network access without HF_HUB_OFFLINE; "
                 "the built-in policy is 'smollm2')")

@@ -42,6 +42,10 @@ def _check_weights(name: str, weights: Any) -> None:
         raise MormError(f"{name}: all weights are zero, nothing to optimise", field=name)
 
 
+MAX_STEPS = 1_000_000  # beyond any run this tool is for; a typo, not a plan
+MAX_BATCH = 65_536
+
+
 @dataclass(frozen=True)
 class PPOConfig:
     """One multi-objective PPO run (Ziegler et al. 2019; Huang et al. 2024, "The N
@@ -144,6 +148,8 @@ class PPOConfig:
         for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "lora_r",
                      "lora_alpha", "kl_horizon", "max_new_tokens"):
             _number(name, getattr(self, name), integer=True, low=1)
+        _number("steps", self.steps, integer=True, low=1, high=MAX_STEPS)
+        _number("batch_size", self.batch_size, integer=True, low=1, high=MAX_BATCH)
         for name in ("prompt_limit", "seed", "checkpoint_every", "sample_every"):
             _number(name, getattr(self, name), integer=True, low=0)
         if self.mini_batch_size > self.batch_size:

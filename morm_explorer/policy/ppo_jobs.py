@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from morm_explorer.errors import MormError
 from morm_explorer.jobs.context import JobContext
 from morm_explorer.jobs.spec import JobSpec, register_job
 from morm_explorer.policy.ppo_config import PPOConfig
@@ -41,6 +42,9 @@ class PPOJob(JobSpec):
 
     def __post_init__(self) -> None:
         PPOConfig.from_dict(self.config)  # raises MormError naming the bad field
+        if not isinstance(self.overwrite, bool):
+            raise MormError(f"overwrite must be true or false, got {self.overwrite!r}",
+                            field="overwrite")
 
     @property
     def ppo_config(self) -> PPOConfig:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,11 @@ class _DictMixin:
         unknown = set(d) - known
         if unknown:
             raise MormError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+        required = [f.name for f in fields(cls)  # type: ignore[arg-type]
+                    if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in d]
+        if missing:
+            raise MormError(f"{cls.__name__} needs {', '.join(missing)}", field=missing[0])
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**kw)
 

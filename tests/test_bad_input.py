@@ -1,0 +1,731 @@
+"""Bad input at every entry point: each hostile input gets a clear message and leaves the
+workspace as it was.
+
+One table, `CASES`: (entry point, case id, action, expected message fragment). A library
+action must raise `MormError`; a CLI action (``morm ...`` run in-process) must exit 1 or 2
+with the message on stderr and no traceback. Before and after each action the workspace is
+snapshot (files, sizes, hashes of small files, SQLite row counts) and must be unchanged.
+Bugs found are in the table with ``xfail(strict=True)`` and their reason.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import pickle
+import shutil
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from morm_explorer.cli import main
+from morm_explorer.errors import MormError
+from tests.conftest import good_pair
+
+EVIL = "<script>alert(1)</script>"
+NAN, INF = float("nan"), float("inf")
+
+
+# -- workspace snapshot -------------------------------------------------------------------
+def snapshot(ws) -> dict:
+    """Relative paths with sizes (and sha256 of files under 1 MB), plus row counts of every
+    SQLite table. The database's own files are left to the row counts (WAL pages move)."""
+    files = {}
+    for p in sorted(ws.root.rglob("*")):
+        rel = p.relative_to(ws.root).as_posix()
+        if p.is_dir() or rel.startswith("morm.sqlite"):
+            continue
+        size = p.stat().st_size
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if size < 1 << 20 else None
+        files[rel] = (size, digest)
+    con = sqlite3.connect(ws.db_path)
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        rows = {t: con.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+    finally:
+        con.close()
+    return {"files": files, "rows": rows}
+
+
+# -- the table ------------------------------------------------------------------------------
+@dataclass
+class Env:
+    ws: object
+    tmp: Path
+
+    def file(self, name: str, data: bytes | str) -> Path:
+        p = self.tmp / "in" / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+        return p
+
+
+@dataclass
+class Case:
+    entry: str
+    id: str
+    action: Callable[[Env], object] | list  # a callable (library) or argv (CLI)
+    expect: str  # fragment of the message
+    bug: str | None = None  # an xfail(strict=True) reason
+    setup: Callable[[Env], None] | None = None
+    marks: list = field(default_factory=list)
+
+
+CASES: list[Case] = []
+
+
+def case(entry, id_, action, expect, *, bug=None, setup=None, slow=False) -> None:
+    # ``bug`` records a defect this case found, now fixed: the case must pass like any other
+    CASES.append(Case(entry, id_, action, expect, None, setup,
+                      [pytest.mark.slow] if slow else []))
+
+
+# -- hostile files ------------------------------------------------------------------------
+GOOD_PAIRS = "".join(json.dumps(good_pair(i)) + "\n" for i in range(200))
+GOOD_CANDS = "".join(json.dumps({"prompt_id": f"p{i}", "prompt": f"Question {i}?",
+                                 "response": f"Answer {i} " * 20}) + "\n" for i in range(200))
+
+
+def truncated_gz(text: str) -> bytes:
+    data = gzip.compress(text.encode())
+    return data[: len(data) // 2]
+
+
+def _latin1(env: Env, name: str, kind: str) -> Path:
+    rec = good_pair(0) if kind == "pairs" else {"prompt_id": "p", "prompt": "q",
+                                                 "response": "r"}
+    return env.file(name, json.dumps(rec).encode().replace(b'"', b'"\xe9', 1) + b"\n")
+
+
+FILE_DEFECTS: list[tuple[str, Callable[[Env, str], Path], str]] = [
+    # (id, make(env, kind) -> path, message fragment)
+    ("truncated gzip", lambda e, k: e.file(
+        "t.jsonl.gz", truncated_gz(GOOD_PAIRS if k == "pairs" else GOOD_CANDS)),
+     "cannot read file"),
+    ("not gzip at all", lambda e, k: e.file("t.jsonl.gz", b"plain text"), "Not a gzipped file"),
+    ("corrupted parquet", lambda e, k: e.file("t.parquet", b"PAR1" + b"\x00garbage" * 50),
+     "cannot read Parquet file"),
+    ("csv wrong columns", lambda e, k: e.file("t.csv", "a,b\n1,2\n"), "errors in"),
+    ("empty csv", lambda e, k: e.file("t.csv", b""), "no header row"),
+    ("json array instead of jsonl", lambda e, k: e.file(
+        "t.json", json.dumps([good_pair(0), good_pair(1)], indent=2)), "malformed JSON"),
+    ("one-line json array", lambda e, k: e.file("t.json", json.dumps([good_pair(0)])),
+     "errors in"),
+    ("non-utf8 jsonl", lambda e, k: _latin1(e, "t.jsonl", k), "invalid UTF-8 byte 0xe9"),
+    ("non-utf8 csv", lambda e, k: e.file("t.csv", b"prompt,response_a\n\xe9,b\n"),
+     "invalid UTF-8"),
+    ("empty jsonl", lambda e, k: e.file("t.jsonl", b""), "no valid"),
+    ("nul bytes", lambda e, k: e.file("t.jsonl", b"\x00\x00\x00\n"), "malformed JSON"),
+    ("unknown extension", lambda e, k: e.file("t.txt", "hello"), "cannot tell the format"),
+    ("missing file", lambda e, k: e.tmp / "in" / "nope.jsonl", "no such file"),
+    ("a folder that is no dataset", lambda e, k: (e.tmp / "in" / "folder").mkdir(
+        parents=True, exist_ok=True) or e.tmp / "in" / "folder", "cannot load Hugging Face"),
+]
+
+
+def _truncated_csv_gz(env: Env) -> Path:
+    rows = "".join(f"p{i},Question {i}?,Answer {i}\n" for i in range(5000))
+    return env.file("t.csv.gz", truncated_gz("prompt_id,prompt,response\n" + rows))
+
+
+for _id, _make, _msg in FILE_DEFECTS:
+    case("data.load_preference_data", _id,
+         lambda e, m=_make: __import__("morm_explorer.data.loaders", fromlist=["x"])
+         .load_preference_data(m(e, "pairs")), _msg)
+    case("data.read_candidates", _id,
+         lambda e, m=_make: __import__("morm_explorer.data.candidates", fromlist=["x"])
+         .read_candidates(m(e, "cands")), _msg)
+    case("cli: morm data import", _id,
+         lambda e, m=_make: ["data", "import", m(e, "pairs"), "--name", "d"], _msg)
+    case("cli: morm cands import", _id,
+         lambda e, m=_make: ["cands", "import", m(e, "cands"), "--name", "c"], _msg)
+
+_CSV_GZ_BUG = ("read_csv (morm_explorer/data/readers.py) reads a .csv.gz with fh.read() outside "
+               "any try: a truncated gzip raises EOFError, a traceback; wrap the read as "
+               "read_jsonl does (OSError, EOFError, gzip.BadGzipFile -> MormError)")
+case("data.load_preference_data", "truncated csv.gz",
+     lambda e: __import__("morm_explorer.data.loaders", fromlist=["x"])
+     .load_preference_data(_truncated_csv_gz(e)), "cannot read file", bug=_CSV_GZ_BUG)
+case("cli: morm cands import", "truncated csv.gz",
+     lambda e: ["cands", "import", _truncated_csv_gz(e), "--name", "c"], "cannot read file",
+     bug=_CSV_GZ_BUG)
+
+
+def _huge_response(env: Env) -> Path:
+    """A record whose response is 100 MB, written in chunks."""
+    p = env.tmp / "in" / "huge.jsonl"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    rec = json.dumps(good_pair(0, response_a="@")).encode()
+    head, tail = rec.split(b'"@"')
+    with p.open("wb") as fh:
+        fh.write(head + b'"')
+        chunk = b"x" * (1 << 20)
+        for _ in range(100):
+            fh.write(chunk)
+        fh.write(b'"' + tail + b"\n")
+    return p
+
+
+case("cli: morm data import", "100 MB response",
+     lambda e: ["data", "import", _huge_response(e), "--name", "d"],
+     "characters; the limit is", slow=True)
+case("cli: morm data validate", "100 MB response, --max-chars",
+     lambda e: ["data", "validate", _huge_response(e), "--max-chars", "1000"],
+     "characters; the limit is 1,000", slow=True)
+case("cli: morm data import", "overlong response under --max-chars",
+     lambda e: ["data", "import", e.file("l.jsonl", json.dumps(
+         good_pair(0, response_a="y" * 5000)) + "\n"), "--name", "d", "--max-chars", "1000"],
+     "the limit is 1,000")
+case("data.read_candidates", "prompt_id with two prompt texts",
+     lambda e: __import__("morm_explorer.data.candidates", fromlist=["x"]).read_candidates(
+         e.file("c.jsonl", GOOD_CANDS + json.dumps(
+             {"prompt_id": "p1", "prompt": "other", "response": "r"}) + "\n")),
+     "one prompt_id must name one prompt")
+case("cli: morm cands import", "non-string prompt_id and response",
+     lambda e: ["cands", "import", e.file("c.jsonl", json.dumps(
+         {"prompt_id": [1], "prompt": "q", "response": {"a": 1}}) + "\n"), "--name", "c"],
+     "expected a string")
+case("cli: morm data validate", "unknown preset",
+     lambda e: ["data", "validate", e.file("v.jsonl", GOOD_PAIRS), "--preset", "bogus"],
+     "hh-rlhf")
+
+
+# -- weights and constraints --------------------------------------------------------------
+def _wv(weights):
+    from morm_explorer.objectives import weight_vector
+
+    return lambda e: weight_vector(weights, ["helpful", "harmless"])
+
+
+for _id, _w, _msg in [
+    ("NaN weight", {"helpful": NAN}, "finite number"),
+    ("infinite weight", {"helpful": INF}, "finite number"),
+    ("negative weight", {"helpful": -1.0, "harmless": 1.0}, ">= 0"),
+    ("all-zero weights", {"helpful": 0.0, "harmless": 0.0}, "all weights are zero"),
+    ("empty weights", {}, "all weights are zero"),
+    ("unknown objective", {"funny": 1.0}, "unknown objectives ['funny']"),
+    ("text weight", {"helpful": "1"}, "finite number"),
+    ("bool weight", {"helpful": True}, "finite number"),
+]:
+    case("objectives.weight_vector", _id, _wv(_w), _msg)
+
+
+def _constraint(t):
+    from morm_explorer.objectives import Constraint
+
+    return lambda e: Constraint("harmless", t)
+
+
+for _id, _t in [("NaN threshold", NAN), ("inf threshold", -INF), ("text threshold", "abc"),
+                ("None threshold", None)]:
+    case("objectives.Constraint", _id, _constraint(_t), "finite number")
+
+
+def _preset(**kw):
+    from morm_explorer.weight_presets import WeightPreset
+
+    return lambda e: WeightPreset(**{"name": "p", "weights": {"helpful": 1.0}, **kw})
+
+
+_PRESET_BUG = ("WeightPreset.__post_init__ (morm_explorer/weight_presets.py) indexes "
+               "c['objective'] / c['threshold'] unchecked: a constraint that is not an object "
+               "with both keys raises {}; check the shape and raise MormError "
+               "(field='constraints[i]') as PPOConfig does")
+for _id, _kw, _msg, _bug in [
+    ("preset NaN weight", {"weights": {"helpful": NAN}}, "finite number", None),
+    ("preset negative weight", {"weights": {"helpful": -2}}, "finite number >= 0", None),
+    ("preset no weights", {"weights": {}}, "at least one weight", None),
+    ("preset unknown scalarizer", {"scalarizer": "median"}, "unknown scalarizer", None),
+    ("preset bad threshold", {"constraints": [{"objective": "h", "threshold": "abc"}]},
+     "finite number", None),
+    ("preset constraint without threshold", {"constraints": [{"objective": "helpful"}]},
+     "threshold", _PRESET_BUG.format("KeyError")),
+    ("preset constraint as text", {"constraints": ["helpful>=1"]}, "constraint",
+     _PRESET_BUG.format("TypeError")),
+]:
+    case("weight_presets.WeightPreset", _id, _preset(**_kw), _msg, bug=_bug)
+
+
+def _planted(env: Env) -> None:
+    """A stored candidate set with planted scores of model 'rm' (no model is run)."""
+    from morm_explorer.data.candidates import from_records, save_candidate_set
+    from morm_explorer.scoring import store_scores
+
+    recs = [{"prompt_id": f"p{p}", "prompt": f"Prompt {p} {EVIL}?",
+             "response": f"**{k}** {EVIL} {p}", "source": k}
+            for p in range(4) for k in ("risky", "refusal", "balanced")]
+    cset = from_records(recs)
+    save_candidate_set(env.ws, "known", cset)
+    rm = env.ws.root / "reward_models" / "rm"
+    shutil.copytree(env.tiny_rm, rm)
+    store_scores(env.ws, "rm", cset, np.random.default_rng(0).normal(size=(len(recs), 2)),
+                 ["helpful", "harmless"])
+
+
+def _explorer_select(weights, constraints=(), standardized=False):
+    def act(env: Env):
+        from morm_explorer.explore import Choice, Explorer
+        from morm_explorer.scoring import score_candidate_set
+
+        scores = score_candidate_set(env.ws, "rm", "known")
+        Explorer(scores).select(Choice.of(weights, standardized=standardized,
+                                          constraints=constraints))
+    return act
+
+
+for _id, _w, _msg in [("NaN weight", {"helpful": NAN}, "finite number"),
+                      ("all zero", {"helpful": 0, "harmless": 0}, "all weights are zero"),
+                      ("unknown objective", {"honest": 1}, "unknown objectives"),
+                      ("negative", {"helpful": -1, "harmless": 2}, ">= 0")]:
+    case("explore.Explorer.select", _id, _explorer_select(_w), _msg, setup=_planted, slow=True)
+
+
+def _unknown_constraint(env):
+    from morm_explorer.objectives import Constraint
+
+    return _explorer_select({"helpful": 1}, [Constraint("honest", 0.0)])(env)
+
+
+case("explore.Explorer.select", "constraint on unknown objective", _unknown_constraint,
+     "unknown objective 'honest'", setup=_planted, slow=True)
+
+SCORE = ["score", "--model", "rm", "--candidates", "known"]
+for _id, _extra, _msg in [
+    ("NaN weight", ["--weights", "helpful=nan"], "finite number"),
+    ("inf weight", ["--weights", "helpful=inf,harmless=1"], "finite number"),
+    ("negative weight", ["--weights", "helpful=-1,harmless=1"], ">= 0"),
+    ("all zero", ["--weights", "helpful=0,harmless=0"], "all weights are zero"),
+    ("unknown objective", ["--weights", "funny=1"], "unknown objectives"),
+    ("weight not a number", ["--weights", "helpful=lots"], "expected objective=number"),
+    ("constraint with <", ["--weights", "helpful=1", "--constraint", "harmless<3"],
+     "expected objective>=number"),
+    ("constraint not a number", ["--weights", "helpful=1", "--constraint", "harmless>=abc"],
+     "expected objective>=number"),
+    ("constraint on unknown objective", ["--weights", "helpful=1", "--constraint",
+                                         "honest>=0"], "unknown objective"),
+    ("unknown out format", ["--weights", "helpful=1", "--out", "x.xlsx"], "--out must end"),
+]:
+    case("cli: morm score", _id, lambda e, x=_extra: SCORE + x, _msg, setup=_planted,
+         slow=True)
+
+
+# -- job specs --------------------------------------------------------------------------------
+def _spec(kind, data):
+    def act(env):
+        from morm_explorer.jobs.spec import spec_from_dict
+
+        spec_from_dict(kind, data)
+    return act
+
+
+def _all_kinds() -> list[str]:
+    from morm_explorer.jobs.spec import known_kinds
+
+    return known_kinds()
+
+
+for _kind in _all_kinds():
+    case("jobs.spec_from_dict", f"{_kind}: unknown field", _spec(_kind, {"bogus": 1}),
+         "unknown field(s) bogus")
+    case("jobs.spec_from_dict", f"{_kind}: not an object", _spec(_kind, ["x"]),
+         "must be an object")
+
+_SOUP = {"name": "s", "policy_a": "a", "policy_b": "b", "reward_model": "rm"}
+_CMP = {"name": "c", "reward_model": "rm"}
+_ABSURD = ("{} accepts {}: there is no upper bound, so a typo queues a job that never ends "
+           "(or allocates without limit); bound it in __post_init__ as SleepJob and SweepJob "
+           "(grid_steps 1..10) do")
+for _id, _kind, _data, _msg, _bug in [
+    ("job kind unknown", "teleport", {}, "unknown job kind 'teleport'", None),
+    ("ppo steps -1", "ppo", {"config": {"steps": -1}}, "steps must be >= 1", None),
+    ("ppo steps as text", "ppo", {"config": {"steps": "ten"}}, "must be an integer", None),
+    ("ppo steps 2.5", "ppo", {"config": {"steps": 2.5}}, "must be an integer", None),
+    ("ppo batch_size 0", "ppo", {"config": {"batch_size": 0}}, "batch_size must be >= 1", None),
+    ("ppo lr nan", "ppo", {"config": {"lr": NAN}}, "lr must be a finite number", None),
+    ("ppo lr inf", "ppo", {"config": {"lr": INF}}, "lr must be a finite number", None),
+    ("ppo kl_coef -1", "ppo", {"config": {"kl_coef": -1}}, "kl_coef must be >= 0", None),
+    ("ppo unknown config field", "ppo", {"config": {"bogus": 1}}, "unknown PPOConfig", None),
+    ("ppo config not an object", "ppo", {"config": "x"}, "must be an object", None),
+    ("ppo NaN weight", "ppo", {"config": {"weights": {"helpful": NAN}}}, "finite number", None),
+    ("ppo all-zero weights", "ppo", {"config": {"weights": {"helpful": 0, "harmless": 0}}},
+     "all weights are zero", None),
+    ("ppo unknown scalarizer", "ppo", {"config": {"scalarizer": "x"}}, "scalarizer must", None),
+    ("ppo constraint without threshold", "ppo",
+     {"config": {"constraints": [{"objective": "harmless"}]}}, "'objective' and 'threshold'",
+     None),
+    ("ppo mini batch > batch", "ppo", {"config": {"mini_batch_size": 16, "batch_size": 8}},
+     "must be <= batch_size", None),
+    ("ppo schedule step -1", "ppo",
+     {"config": {"weight_schedule": [{"step": -1, "weights": {}}]}}, "must be >= 0", None),
+    ("ppo steps 10**12", "ppo", {"config": {"steps": 10**12}}, "steps",
+     _ABSURD.format("PPOConfig (morm_explorer/policy/ppo_config.py)", "steps=10**12")),
+    ("ppo overwrite 'no'", "ppo", {"config": {}, "overwrite": "no"}, "overwrite",
+     "PPOJob (morm_explorer/policy/ppo_jobs.py) does not type-check overwrite: the string "
+     "'no' is truthy, so a job spec meaning 'do not overwrite' replaces the run; require a "
+     "bool in __post_init__"),
+    ("sample temperature -1", "sample_candidates", {"name": "s", "sampling": {"temperature": -1}},
+     "temperature must be >= 0", None),
+    ("sample temperature nan", "sample_candidates",
+     {"name": "s", "sampling": {"temperature": NAN}}, "finite number", None),
+    ("sample n 0", "sample_candidates", {"name": "s", "sampling": {"n": 0}}, "n must be in 1..1024",
+     None),
+    ("sample top_p 2", "sample_candidates", {"name": "s", "sampling": {"top_p": 2}},
+     "top_p must be in (0, 1]", None),
+    ("sample limit -5", "sample_candidates", {"name": "s", "limit": -5}, "limit must be", None),
+    ("sample device tpu", "sample_candidates", {"name": "s", "device": "tpu"},
+     "device must be", None),
+    ("sample n 10**9", "sample_candidates", {"name": "s", "sampling": {"n": 10**9}}, "n",
+     _ABSURD.format("SamplingConfig (morm_explorer/policy/config.py)", "n=10**9")),
+    ("soup lambdas [2]", "soup", {**_SOUP, "lambdas": [2]}, "lambdas must be numbers in [0, 1]",
+     None),
+    ("soup lambdas [nan]", "soup", {**_SOUP, "lambdas": [NAN]}, "lambdas must be", None),
+    ("soup lambdas []", "soup", {**_SOUP, "lambdas": []}, "lambdas must be", None),
+    ("soup lambdas text", "soup", {**_SOUP, "lambdas": "0.5"}, "lambdas must be", None),
+    ("soup without policy_a", "soup", {**_SOUP, "policy_a": "", "lambdas": [0.5]},
+     "policy_a is required", None),
+    ("sweep grid_steps 0", "ppo_sweep",
+     {"config": {}, "objectives": ["helpful", "harmless"], "grid_steps": 0},
+     "grid_steps must be an integer in 1..10", None),
+    ("sweep grid_steps 10**6", "ppo_sweep",
+     {"config": {}, "objectives": ["helpful", "harmless"], "grid_steps": 10**6},
+     "grid_steps must be", None),
+    ("sweep one objective twice", "ppo_sweep",
+     {"config": {}, "objectives": ["helpful", "helpful"]}, "two or more distinct", None),
+    ("sweep bad nested config", "ppo_sweep",
+     {"config": {"steps": -1}, "objectives": ["helpful", "harmless"]}, "steps must be", None),
+    ("rm epochs -1", "train_reward_model", {"config": {"dataset": "d", "epochs": -1}},
+     "epochs must be > 0", None),
+    ("rm lr nan", "train_reward_model", {"config": {"dataset": "d", "lr": NAN}},
+     "finite number", None),
+    ("rm unknown mode", "train_reward_model", {"config": {"dataset": "d", "mode": "quantum"}},
+     "mode must be one of", None),
+    ("rm batch_size 0", "train_reward_model", {"config": {"dataset": "d", "batch_size": 0}},
+     "batch_size must be > 0", None),
+    ("rm val_fraction 1.5", "train_reward_model",
+     {"config": {"dataset": "d", "val_fraction": 1.5}}, "val_fraction must be", None),
+    ("rm unknown config field", "train_reward_model",
+     {"config": {"dataset": "d", "bogus": 1}}, "unknown TrainConfig fields", None),
+    ("rm epochs as text", "train_reward_model", {"config": {"dataset": "d", "epochs": "many"}},
+     "finite integer", None),
+    ("rm config without dataset", "train_reward_model", {"config": {}}, "dataset",
+     "TrainRewardModelJob (morm_explorer/reward/jobs.py) builds TrainConfig(**config) without "
+     "catching TypeError: a config missing the required 'dataset' raises TypeError "
+     "'missing 1 required keyword-only argument'; TrainConfig.from_dict should check "
+     "required fields and raise MormError(field='dataset')"),
+    ("compare 1 policy", "compare", {**_CMP, "policies": ["a"]}, "compare 2 to 4 policies",
+     None),
+    ("compare 5 policies", "compare", {**_CMP, "policies": list("abcde")},
+     "compare 2 to 4 policies", None),
+    ("compare a policy twice", "compare", {**_CMP, "policies": ["a", "a"]}, "listed twice",
+     None),
+    ("compare policies as text", "compare", {**_CMP, "policies": "ab"}, "must be a list", None),
+    ("compare limit -1", "compare", {**_CMP, "policies": ["a", "b"], "limit": -1},
+     "limit must be", None),
+    ("score batch_size 0", "score_candidates", {"model": "m", "candidates": "c",
+                                                 "batch_size": 0}, "batch_size must be", None),
+    ("sleep seconds nan", "sleep", {"seconds": NAN}, "seconds must be in", None),
+    ("prepare_demo rm_epochs -1", "prepare_demo", {"rm_epochs": -1}, "rm_epochs",
+     "PrepareDemoJob (morm_explorer/demo_jobs.py) validates none of its fields: rm_epochs=-1, "
+     "samples=0 and ppo_steps=10**12 are all accepted; add a __post_init__ with ranges"),
+]:
+    case("jobs.spec_from_dict", _id, _spec(_kind, _data), _msg, bug=_bug)
+
+# the same through the CLI flags (argparse errors exit 2 with usage on stderr)
+for _id, _argv, _msg, _bug in [
+    ("ppo train --steps -1", ["ppo", "train", "--steps", "-1"], "steps must be >= 1", None),
+    ("ppo train --steps abc", ["ppo", "train", "--steps", "abc"], "invalid int value", None),
+    ("ppo train --batch-size 0", ["ppo", "train", "--batch-size", "0"], "batch_size must be",
+     None),
+    ("ppo train --lr nan", ["ppo", "train", "--lr", "nan"], "finite number", None),
+    ("ppo train --weights helpful=nan", ["ppo", "train", "--weights", "helpful=nan"],
+     "finite number", None),
+    ("ppo train all-zero weights", ["ppo", "train", "--weights", "helpful=0,harmless=0"],
+     "all weights are zero", None),
+    ("ppo train --constraints not JSON", ["ppo", "train", "--constraints", "not json"],
+     "expected a JSON list", None),
+    ("ppo sweep --grid-steps 0", ["ppo", "sweep", "--objectives", "helpful,harmless",
+                                  "--grid-steps", "0"], "grid_steps must be", None),
+    ("ppo soup --lambdas 2", ["ppo", "soup", "--name", "s", "--policy-a", "a", "--policy-b",
+                              "b", "--reward-model", "rm", "--lambdas", "2"],
+     "lambdas must be numbers in [0, 1]", None),
+    ("ppo soup --lambdas 0.5,abc", ["ppo", "soup", "--name", "s", "--policy-a", "a",
+                                    "--policy-b", "b", "--reward-model", "rm", "--lambdas",
+                                    "0.5,abc"], "lambdas",
+     "cmd_soup (morm_explorer/policy/cli.py) parses --lambdas with a bare float(x): a "
+     "non-number raises ValueError, a traceback; parse it in an argparse type= function or "
+     "raise MormError(field='lambdas')"),
+    ("rm train --epochs -1", ["rm", "train", "--dataset", "d", "--epochs", "-1"],
+     "epochs must be > 0", None),
+    ("rm train --lr inf", ["rm", "train", "--dataset", "d", "--lr", "inf"], "finite number",
+     None),
+    ("rm train --mode quantum", ["rm", "train", "--dataset", "d", "--mode", "quantum"],
+     "invalid choice", None),
+    ("rm train unknown dataset", ["rm", "train", "--dataset", "nope"], "no dataset named",
+     None),
+    ("rm train --loss-weights text", ["rm", "train", "--dataset", "d", "--loss-weights",
+                                      "helpful=abc"], "expected objective=number", None),
+    ("cands sample --temperature -1", ["cands", "sample", "--name", "s", "--temperature",
+                                       "-1"], "temperature must be >= 0", None),
+    ("cands sample --n 0", ["cands", "sample", "--name", "s", "--n", "0"], "n must be in 1..1024",
+     None),
+    ("cands sample --top-p nan", ["cands", "sample", "--name", "s", "--top-p", "nan"],
+     "finite number", None),
+    ("cands sample --limit -3", ["cands", "sample", "--name", "s", "--limit", "-3"],
+     "limit must be", None),
+    ("jobs unknown action", ["jobs", "submit", "bogus"], "invalid choice", None),
+]:
+    case("cli: job flags", _id, _argv, _msg, bug=_bug)
+
+
+# -- paths that escape the workspace (refused; sanitized ones are in test_names_stay_inside)
+HOSTILE_NAMES = ["../../etc/passwd", "/abs/path", "..", "a/../../b", "", "x" * 200, ".",
+                 "  ", "../", "~root"]
+REFUSED = {"..", "", "x" * 200, ".", "  ", "../"}
+for _name in sorted(REFUSED):
+    _label = f"{_name[:12]!r}" + ("x200" if len(_name) == 200 else "")
+    case("workspace.artifact_dir", f"name {_label}",
+         lambda e, n=_name: e.ws.artifact_dir("datasets", n), "invalid name")
+    case("cli: morm data import", f"--name {_label}",
+         lambda e, n=_name: ["data", "import", e.file("ok.jsonl", GOOD_PAIRS), "--name", n],
+         "invalid name")
+    case("cli: morm cands import", f"--name {_label}",
+         lambda e, n=_name: ["cands", "import", e.file("ok.jsonl", GOOD_CANDS), "--name", n],
+         "invalid name")
+    case("cli: morm rm train", f"--name {_label}",
+         lambda e, n=_name: ["rm", "train", "--dataset", "d", "--name", n], "invalid name")
+    case("cli: morm cands sample", f"--name {_label}",
+         lambda e, n=_name: ["cands", "sample", "--name", n], "invalid name")
+
+
+# -- model folders ------------------------------------------------------------------------------
+def _rm_folder(env: Env, damage: str) -> Path:
+    dest = env.tmp / "models" / "rm"
+    shutil.copytree(env.tiny_rm, dest)
+    if damage == "pickle heads":
+        import torch
+        from safetensors.torch import load_file
+
+        torch.save(load_file(str(dest / "heads.safetensors")), dest / "heads.bin")
+        (dest / "heads.safetensors").unlink()
+    elif damage == "config not JSON":
+        (dest / "config.json").write_text("{not json")
+    elif damage == "config without model":
+        (dest / "config.json").write_text("{}")
+    elif damage == "truncated safetensors":
+        data = (dest / "heads.safetensors").read_bytes()
+        (dest / "heads.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "garbage safetensors":
+        (dest / "heads.safetensors").write_bytes(b"\xff" * 64)
+    elif damage == "no config":
+        (dest / "config.json").unlink()
+    return dest
+
+
+def _load_rm(damage):
+    def act(env):
+        from morm_explorer.reward.artifact import load_reward_model
+
+        load_reward_model(_rm_folder(env, damage))
+    return act
+
+
+for _damage, _msg in [("pickle heads", "only safetensors are read"),
+                      ("config not JSON", "config"), ("config without model", "model config"),
+                      ("truncated safetensors", "cannot read safetensors"),
+                      ("garbage safetensors", "cannot read safetensors"),
+                      ("no config", "config")]:
+    case("reward.artifact.load_reward_model", _damage, _load_rm(_damage), _msg, slow=True)
+
+
+def _policy_folder(env: Env, damage: str) -> Path:
+    from tests.test_policy import _save_tiny
+
+    dest = env.tmp / "models" / "pol"
+    _save_tiny(dest)
+    if damage == "pickle weights only":
+        import torch
+        from safetensors.torch import load_file
+
+        torch.save(load_file(str(dest / "model.safetensors")), dest / "pytorch_model.bin")
+        (dest / "model.safetensors").unlink()
+    elif damage == "no config.json":
+        (dest / "config.json").unlink()
+    elif damage == "truncated safetensors":
+        data = (dest / "model.safetensors").read_bytes()
+        (dest / "model.safetensors").write_bytes(data[: len(data) // 3])
+    return dest
+
+
+def _load_pol(damage):
+    def act(env):
+        from morm_explorer.policy.load import load_policy
+
+        load_policy(str(_policy_folder(env, damage)), workspace=env.ws)
+    return act
+
+
+for _damage, _msg, _bug in [("pickle weights only", "cannot load policy", None),
+                            ("no config.json", "no config.json", None),
+                            ("truncated safetensors", "cannot load policy",
+                             "load_policy (morm_explorer/policy/load.py) catches only OSError, "
+                             "ValueError and KeyError around from_pretrained: a truncated "
+                             "model.safetensors raises safetensors' SafetensorError, a "
+                             "traceback; catch safetensors.SafetensorError too")]:
+    case("policy.load.load_policy", _damage, _load_pol(_damage), _msg, bug=_bug, slow=True)
+
+
+# -- rating votes ----------------------------------------------------------------------------
+def _session(env: Env) -> None:
+    from morm_explorer.data.candidates import from_records, save_candidate_set
+    from morm_explorer.evaluation.sessions import create_session, join
+
+    recs = [{"prompt_id": f"q{i}", "prompt": f"Q {i} {EVIL}", "response": f"A{j} {i} {EVIL}",
+             "source": p} for i in range(3) for j, p in enumerate(("alpha", "beta"))]
+    save_candidate_set(env.ws, "cs", from_records(recs))
+    create_session(env.ws, "s", "cs", objectives=["helpful", "harmless"])
+    join(env.ws, "s", "ann")
+
+
+def _vote(answers, item=1, rater="ann", **kw):
+    def act(env):
+        from morm_explorer.evaluation.sessions import vote
+
+        vote(env.ws, "s", item, rater, answers, **kw)
+    return act
+
+
+_OK = {"helpful": "a", "harmless": "tie"}
+for _id, _act, _msg in [
+    ("unknown objective", _vote({**_OK, "honest": "a"}), "honest"),
+    ("missing objective", _vote({"helpful": "a"}), "harmless"),
+    ("bad answer value", _vote({**_OK, "helpful": "maybe"}), "maybe"),
+    ("answer None", _vote({**_OK, "helpful": None}), "helpful"),
+    ("answers as a list", _vote(["a", "b"]), "answers"),
+    ("overlong comment", _vote(_OK, comment="x" * 100_000), "comment"),
+    ("bad overall", _vote(_OK, overall="c"), "overall"),
+    ("unknown item", _vote(_OK, item=999), "999"),
+    ("item id as text", _vote(_OK, item="1"), "item id is an integer"),
+    ("rater not joined", _vote(_OK, rater="bob"), "has not joined"),
+    ("hostile rater name", _vote(_OK, rater=EVIL), "rater"),
+    ("unknown session", lambda e: __import__("morm_explorer.evaluation.sessions",
+                                             fromlist=["x"]).vote(e.ws, "nope", 1, "ann", _OK),
+     "no rating session named 'nope'"),
+]:
+    case("evaluation.sessions.vote", _id, _act, _msg, setup=_session)
+
+for _name in ["../../etc/passwd", "/abs/path", "..", "", "x" * 200, EVIL]:
+    case("evaluation.sessions.create_session", f"name {_name[:16]!r}",
+         lambda e, n=_name: __import__("morm_explorer.evaluation.sessions", fromlist=["x"])
+         .create_session(e.ws, n, "cs", objectives=["helpful"]), "name", setup=_session)
+
+
+# -- the runner ----------------------------------------------------------------------------
+def _params():
+    out = []
+    for c in CASES:
+        marks = list(c.marks)
+        if c.bug:
+            marks.append(pytest.mark.xfail(strict=True, reason=c.bug))
+        out.append(pytest.param(c, id=f"{c.entry} | {c.id}", marks=marks))
+    return out
+
+
+@pytest.fixture
+def env(ws, tmp_path, request):
+    e = Env(ws, tmp_path)
+    e.tiny_rm = None
+    return e
+
+
+def _needs_tiny_rm(c: Case) -> bool:
+    return c.setup is _planted or c.entry == "reward.artifact.load_reward_model"
+
+
+@pytest.mark.parametrize("c", _params())
+def test_bad_input(c: Case, env, request, capsys, monkeypatch):
+    if _needs_tiny_rm(c):
+        env.tiny_rm = request.getfixturevalue("tiny_rm")
+    if c.setup:
+        c.setup(env)
+    before = snapshot(env.ws)
+    if c.entry.startswith(("reward.artifact", "policy.load")):
+        _forbid_unpickling(monkeypatch)
+    if c.entry.startswith("cli"):
+        argv = c.action(env) if callable(c.action) else c.action
+        capsys.readouterr()
+        try:
+            rc = main(["--workspace", str(env.ws.root), *map(str, argv)])
+        except SystemExit as e:  # argparse: usage and the error on stderr
+            rc = e.code
+        out, err = capsys.readouterr()
+        assert rc in (1, 2), (rc, err)
+        assert "Traceback" not in err
+        if rc == 1:  # `morm data validate` prints its report on stdout
+            err += out
+        assert c.expect in err, err
+    else:
+        with pytest.raises(MormError) as info:
+            c.action(env)
+        assert c.expect in str(info.value), str(info.value)
+    assert snapshot(env.ws) == before
+
+
+def _forbid_unpickling(monkeypatch) -> None:
+    import torch
+
+    def refuse(*a, **k):
+        raise AssertionError("a pickle was loaded")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+
+
+# -- sanitized, not refused: the path stays inside ---------------------------------------------
+@pytest.mark.parametrize("name", [n for n in HOSTILE_NAMES if n not in REFUSED])
+def test_names_stay_inside(ws, name):
+    from morm_explorer.data.candidates import from_records, save_candidate_set
+    from morm_explorer.data.loaders import Dataset
+    from morm_explorer.data.validation import ValidationReport
+    from morm_explorer.weight_presets import WeightPreset, save_preset
+
+    root = ws.root.resolve()
+    for group in ("datasets", "candidates", "policies", "comparisons", "reward_models"):
+        path = ws.artifact_dir(group, name)
+        assert root in path.parents and ".." not in path.parts
+    ds = Dataset([good_pair(0)], "pairwise", ValidationReport(file="x"))
+    info = ws.save_dataset(name, ds)
+    assert "/" not in info.name and root in ws.dataset_path(info.name).resolve().parents
+    cinfo = save_candidate_set(ws, name, from_records(
+        [{"prompt_id": "p", "prompt": "q", "response": "r"}]))
+    assert "/" not in cinfo.name
+    preset = save_preset(ws, WeightPreset(name, {"helpful": 1.0}))
+    assert "/" not in preset.name
+    outside = [p for p in ws.root.parent.rglob("*")
+               if ws.root not in p.parents and p != ws.root]
+    assert all(p.name in ("ws",) or p.is_dir() for p in outside), outside
+
+
+def test_case_count():
+    by_entry: dict[str, int] = {}
+    for c in CASES:
+        by_entry[c.entry] = by_entry.get(c.entry, 0) + 1
+    print(f"\n{len(CASES)} bad-input cases:", json.dumps(by_entry, indent=1))
+    assert len(CASES) >= 60
+
+
+def test_hostile_text_is_escaped_in_the_session_report(ws, tmp_path):
+    """Prompts, responses and comments carrying a script tag come out as text, never markup."""
+    from morm_explorer.evaluation.session_report import session_report
+    from morm_explorer.evaluation.sessions import next_item, vote
+
+    _session(Env(ws, tmp_path))
+    while (item := next_item(ws, "s", "ann")) is not None:
+        vote(ws, "s", item.item_id, "ann", _OK, comment=f"{EVIL} **bold**")
+    page = session_report(ws, "s", tmp_path / "r.html").read_text(encoding="utf-8")
+    assert EVIL not in page and "&lt;script&gt;" in page
