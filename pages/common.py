@@ -63,6 +63,11 @@ def start_demo_job(ws: Workspace, retry: bool = False) -> str | None:
 def ensure_demo_workspace() -> None:
     """Build the demo data once per server process; show an error instead of crashing."""
     try:
+        _workspace(str(default_root().resolve()))
+    except MormError as e:  # the database itself is unreadable: no page can work
+        st.error(f"Cannot open the workspace: {e}")
+        st.stop()
+    try:
         _demo_built(str(default_root().resolve()))
     except MormError as e:
         st.error(f"Could not build the demo workspace: {e}")
