@@ -143,7 +143,12 @@ def _work(store: JobStore, hb: _Heartbeat, kinds: list[str], once: bool, poll: f
             store.reap()
             job = store.claim(hb.worker.id, kinds)
         except sqlite3.OperationalError as e:  # a database busy beyond its timeout: retry
+            if not store.ws.root.is_dir():  # the workspace was deleted under us: nothing to do
+                log.warning("workspace %s is gone; the worker stops", store.ws.root)
+                return
             log.warning("could not claim a job: %s", e)
+            if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
+                return
             time.sleep(poll)
             continue
         if job is None:
