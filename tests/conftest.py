@@ -17,6 +17,8 @@ for _var in ("RAY_ADDRESS", "MORM_BACKEND"):
 # The app builds the full demo (models, samples, PPO runs) in a background job on first start;
 # tests build what they need themselves.
 os.environ["MORM_DEMO"] = "data"
+# A worker the app or a command starts for a test exits soon after its queue is empty.
+os.environ["MORM_WORKER_IDLE_EXIT"] = "20"
 
 REPO = Path(__file__).resolve().parents[1]
 

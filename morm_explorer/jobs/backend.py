@@ -91,7 +91,9 @@ class LocalBackend:
 
         # A worker started on demand leaves after 10 idle minutes rather than outliving the
         # app; the next submit starts another. `morm worker` run by hand stays until stopped.
-        return ensure_worker(self.ws, stale_after=self.stale_after, idle_exit=AUTO_IDLE_EXIT_S)
+        # $MORM_WORKER_IDLE_EXIT shortens the wait (tests: a worker must not outlive its test)
+        idle = float(os.environ.get("MORM_WORKER_IDLE_EXIT") or AUTO_IDLE_EXIT_S)
+        return ensure_worker(self.ws, stale_after=self.stale_after, idle_exit=idle)
 
     def workers(self) -> list[WorkerInfo]:
         """The live workers."""
