@@ -21,6 +21,34 @@ PY
 
 [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
 
+# The browser tests (tests/test_browser.py) drive Debian's Chromium; no browser build is ever
+# downloaded. Checked on every --dev run, before the stamp: a machine may lack it though the
+# venv is up to date.
+ensure_chromium() {
+  [[ -x /usr/bin/chromium ]] && return 0
+  local root=()
+  if (( EUID != 0 )); then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      root=(sudo -n)
+    else
+      echo "no /usr/bin/chromium and no root to install it: browser tests will be skipped" \
+           "(install it with: apt-get install chromium)" >&2
+      return 0
+    fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "no /usr/bin/chromium and no apt-get: browser tests will be skipped" >&2
+    return 0
+  fi
+  echo "installing Debian's chromium for the browser tests ..." >&2
+  local apt=("${root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -qq -o=Dpkg::Use-Pty=0)
+  # A fresh machine may have no package lists yet: update once, then try again.
+  "${apt[@]}" install -y chromium >/dev/null 2>&1 \
+    || { "${apt[@]}" update >/dev/null && "${apt[@]}" install -y chromium >/dev/null; } \
+    || echo "could not install chromium: browser tests will be skipped" >&2
+}
+(( dev )) && ensure_chromium
+
 files=(requirements.txt pyproject.toml scripts/setup.sh)
 (( dev )) && files+=(requirements-dev.txt)
 stamp="$venv/.setup-$(cat "${files[@]}" | sha256sum | cut -c1-16)-dev$dev"

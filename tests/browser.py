@@ -30,7 +30,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1400, "height": 1000}
-SHOTS = REPO / "docs" / "screenshots"
+SHOTS = REPO / "docs" / "screenshots"  # the README's images
+FAILURES = REPO / "test-artifacts" / "browser"  # what the browser showed when a test failed
 RM = "demo-rm"
 OBJECTIVES = ["helpful", "harmless"]
 POLICIES = ("tiny", "tiny-tuned")
@@ -118,7 +119,8 @@ class AppServer:
         self.port = self.port or free_port()
         env = {**os.environ, "MORM_WORKSPACE": str(self.workspace), "HF_HUB_OFFLINE": "1",
                "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+               "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+               "MORM_DEMO": "data"}  # the demo data only: no background build of models
         cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                "--server.port", str(self.port), "--server.address", "127.0.0.1"]
         with open(self.log, "ab") as out:
@@ -219,8 +221,13 @@ def settle(page) -> None:
     page.wait_for_timeout(800)
 
 
-def screenshot(page, name: str) -> Path:
-    """A viewport screenshot into docs/screenshots/<name>.png (the README's images)."""
+def screenshot(page, name: str, top: bool = False) -> Path:
+    """A viewport screenshot into docs/screenshots/<name>.png (the README's images); ``top``
+    scrolls the page's title into view first."""
+    settle(page)
+    if top:
+        page.locator('[data-testid="stMain"] h1').first.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path))

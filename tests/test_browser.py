@@ -8,7 +8,9 @@ images (docs/screenshots/<page>.png)."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from morm_explorer.jobs.store import JobStore
 from morm_explorer.workspace import Workspace
 from tests.browser import (
     COMPARISON,
+    FAILURES,
     POLICIES,
     RUN_TIMEOUT_MS,
     SESSION,
@@ -34,7 +37,6 @@ from tests.browser import (
     open_app,
     planted_scores,
     screenshot,
-    settle,
     skip_reason,
     wait_idle,
 )
@@ -55,10 +57,16 @@ PPO_SETTINGS = {"Steps": 2, "Prompts per step": 2, "Minibatch": 2, "Max new toke
 
 
 # -- fixtures: one workspace, one server and one browser for the module; a fresh tab per test
+def require_browser() -> None:
+    """Skip without Chromium or playwright; in CI (where the set-up installs both) fail, so a
+    green run cannot hide browser tests that never ran."""
+    if reason := skip_reason():
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(reason)
+
+
 @pytest.fixture(scope="module")
 def browser_ws(tiny_rm, tmp_path_factory) -> Path:
-    if reason := skip_reason():
-        pytest.skip(reason)
+    require_browser()
     root = tmp_path_factory.mktemp("browser") / "ws"
     build_workspace(root, tiny_rm)
     return root
@@ -76,8 +84,7 @@ def app_server(browser_ws) -> Iterator[AppServer]:
 
 @pytest.fixture(scope="module")
 def browser():
-    if reason := skip_reason():
-        pytest.skip(reason)
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -87,19 +94,20 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, app_server, request, tmp_path_factory):
-    """A new browser context (a new Streamlit session) per test; on failure, a screenshot of
-    what the browser showed and the server log's tail."""
+def page(browser, app_server, request):
+    """A new browser context (a new Streamlit session) per test; on failure, what the browser
+    showed and the server's log go to test-artifacts/browser/."""
     context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     context.set_default_timeout(RUN_TIMEOUT_MS)
     tab = context.new_page()
     failed_before = request.session.testsfailed
     yield tab
     if request.session.testsfailed > failed_before:
-        out = tmp_path_factory.getbasetemp() / "browser-failures" / f"{request.node.name}.png"
-        out.parent.mkdir(exist_ok=True)
-        tab.screenshot(path=str(out))
-        print(f"\nscreenshot at failure: {out}\nserver log:\n{app_server.log_tail(30)}")
+        FAILURES.mkdir(parents=True, exist_ok=True)
+        shot = FAILURES / f"{request.node.name}.png"
+        tab.screenshot(path=str(shot))
+        shutil.copy(app_server.log, FAILURES / "streamlit.log")
+        print(f"\nat failure: {shot}; server log tail:\n{app_server.log_tail(30)}")
     context.close()
 
 
@@ -120,7 +128,6 @@ def test_every_page_opens_straight_from_its_address(page, app_server, name):
     expect(title(page)).to_contain_text(heading)
     assert_no_exception(page, app_server)
     if name not in SHOT_LATER:
-        settle(page)
         screenshot(page, name)
 
 
@@ -195,7 +202,6 @@ def test_explore_a_weight_slider_moves_the_winners(page, app_server, browser_ws)
     assert rows and set(rows) <= set(flipped)
     assert all(rows[p] == ("✱", after[p]) and after[p] != before[p] for p in rows)
     assert_no_exception(page, app_server)
-    settle(page)
     screenshot(page, "explore")
 
 
@@ -233,8 +239,7 @@ def test_finetune_launches_a_tiny_ppo_run_and_watches_it_finish(page, app_server
     assert (browser_ws / "policies" / PPO_RUN / "config.json").is_file()
     expect(page.locator('[data-testid="stPlotlyChart"]')).to_have_count(3)  # scores, training,
     assert_no_exception(page, app_server)  # and weights
-    settle(page)
-    screenshot(page, "finetune")
+    screenshot(page, "finetune", top=True)
 
 
 # -- Compare -----------------------------------------------------------------------------------
@@ -243,7 +248,6 @@ def test_compare_builds_and_downloads_the_report(page, app_server):
     chosen = page.locator('[data-testid="stSelectbox"]').filter(has_text="Comparison")
     expect(chosen.locator("input")).to_have_value(f"{COMPARISON} · {', '.join(POLICIES)} · 3 "
                                                   "prompts")
-    settle(page)
     screenshot(page, "compare")
     page.get_by_role("button", name="Build the HTML report").click()
     download = page.get_by_role("button", name=re.compile("Download the report"))
@@ -284,5 +288,4 @@ def test_evaluate_a_vote_through_a_session_link(page, app_server, browser_ws):
     assert (vote["rater"], vote["answer:helpful"], vote["answer:harmless"]) == (
         "alice", "a", "tie")
     assert_no_exception(page, app_server)
-    settle(page)
-    screenshot(page, "evaluate")
+    screenshot(page, "evaluate", top=True)
