@@ -205,8 +205,9 @@ with live_col:
             st.session_state["ft_job"] = st.session_state.pop("ft_job_next")
         if st.session_state.get("ft_job") not in ids:
             st.session_state["ft_job"] = runs[0].id
+        # no status in the label: a selectbox keeps an option's first label while it runs
         job_id = st.selectbox("Run", list(ids), key="ft_job", format_func=lambda i: (
-            f"{ids[i].spec.get('config', {}).get('name', '?')} · {ids[i].status} · "
+            f"{ids[i].spec.get('config', {}).get('name', '?')} · "
             f"{pd.Timestamp(ids[i].created_at, unit='s').strftime('%m-%d %H:%M')}"))
         active = not ids[job_id].done
         st.fragment(run_panel, run_every=2.0 if active else None)(job_id, active)

@@ -30,7 +30,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1400, "height": 1000}
-SHOTS = REPO / "docs" / "screenshots"  # the README's images
+# The README's images are refreshed only on request (MORM_UPDATE_SCREENSHOTS=1): they show
+# temp paths, ports and job ids, so a plain test run writes them to test-artifacts/ instead.
+SHOTS = REPO / "docs" / "screenshots" if os.environ.get("MORM_UPDATE_SCREENSHOTS") == "1" \
+    else REPO / "test-artifacts" / "screenshots"
 FAILURES = REPO / "test-artifacts" / "browser"  # what the browser showed when a test failed
 RM = "demo-rm"
 OBJECTIVES = ["helpful", "harmless"]
@@ -222,7 +225,7 @@ def settle(page) -> None:
 
 
 def screenshot(page, name: str, top: bool = False) -> Path:
-    """A viewport screenshot into docs/screenshots/<name>.png (the README's images); ``top``
+    """A viewport screenshot into SHOTS/<name>.png (the README's images on request); ``top``
     scrolls the page's title into view first."""
     settle(page)
     if top:
