@@ -128,7 +128,18 @@ if soup_name != "(none)":
     except MormError as e:
         st.warning(f"No soup curve: {e}")
 
-figures = comparison_figures(cmp, baseline=baseline, objective=objective, soup=soup)
+@st.cache_data(max_entries=16, show_spinner="Bootstrapping the win rates ...")
+def figures_and_wins(name: str, created_at: float, baseline: str, objective: str,
+                     soup_name: str, _soup):
+    """Figures and win rates (paired bootstrap: the costly part) once per choice of controls,
+    not on every rerun."""
+    c = comparison(name, created_at)
+    return (comparison_figures(c, baseline=baseline, objective=objective, soup=_soup),
+            win_rates(c.frame, baseline, c.objectives))
+
+
+figures, wins = figures_and_wins(name, by_name[name]["created_at"], baseline, objective,
+                                 soup_name, soup)
 tabs = st.tabs(list(figures))
 for tab, (title, fig) in zip(tabs, figures.items(), strict=True):
     with tab:
@@ -144,8 +155,7 @@ if cmp.judge_objectives:
 st.subheader(f"Win rates against {baseline}")
 st.caption("Per prompt, each policy's samples are averaged; win = higher score (a tie counts "
            "half); 95% intervals from a paired bootstrap over prompts.")
-st.dataframe(win_rates(frame, baseline, objectives).round(3), hide_index=True, width="stretch",
-             key="cmp_wins")
+st.dataframe(wins.round(3), hide_index=True, width="stretch", key="cmp_wins")
 if frame["category"].nunique() > 1:
     st.subheader("Per category")
     st.dataframe(slices(frame, objectives).round(3), width="stretch", key="cmp_slices")
