@@ -4,9 +4,7 @@ scalarization weights: the best-of-N winners, the weight map and the tables foll
 Scores are computed once per (reward model, candidate set) and cached; a slider move is numpy
 over those scores (morm_explorer.explore), never a model call."""
 
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -15,15 +13,12 @@ from morm_explorer.data.candidates import (
     candidate_set_info,
     list_candidate_sets,
     load_candidate_set,
-    read_candidates,
-    save_candidate_set,
 )
 from morm_explorer.demo import DEMO_DATASET
 from morm_explorer.errors import MormError
 from morm_explorer.explore import Choice, Explorer
 from morm_explorer.jobs.backend import get_backend
 from morm_explorer.objectives import Constraint
-from morm_explorer.policy.jobs import SampleCandidatesJob
 from morm_explorer.reward.config import TrainConfig
 from morm_explorer.reward.jobs import TrainRewardModelJob
 from morm_explorer.reward.report import list_reward_models
@@ -40,8 +35,8 @@ from morm_explorer.weight_presets import (
     list_presets,
     save_preset,
 )
-from morm_explorer.workspace import sanitize_name
 from pages.common import presenting, workspace
+from pages.explore_sets import import_tab, sample_tab
 
 INLINE_SCORING = 1000  # candidates scored in the page; larger sets run as a job
 SCALARIZER_NAMES = {"weighted_sum": "Weighted sum", "chebyshev": "Chebyshev (reaches "
@@ -113,64 +108,13 @@ set_name = c2.selectbox("Candidate set", list(sets), key="explore_set",
                                               f"{sets[n].n_prompts:,} prompts)")
 
 
-def import_tab() -> None:
-    up = st.file_uploader("Candidate file (prompt_id, prompt, response, source, category)",
-                          type=["jsonl", "json", "csv", "parquet"], key="explore_upload")
-    name = st.text_input("Name", key="explore_import_name",
-                         value=Path(up.name).stem if up is not None else "")
-    drop = st.checkbox("Drop bad rows instead of stopping", key="explore_drop_bad")
-    if st.button("Import", disabled=up is None or not name, key="explore_import"):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(up.name).name
-            path.write_bytes(up.getvalue())
-            try:
-                cset = read_candidates(path, default_source=Path(up.name).stem, drop_bad=drop)
-                info = save_candidate_set(ws, name, cset)
-            except MormError as e:
-                st.error(str(e).replace(str(path), up.name))
-                return
-        st.session_state["explore_set_next"] = info.name
-        st.rerun()
-
-
-def sample_tab() -> None:
-    with st.form("explore_sample"):
-        a, b, c = st.columns(3)
-        name = a.text_input("Name of the new set", value="smollm2-demo")
-        policy = b.text_input("Policy", value="smollm2",
-                              help="Any Hugging Face causal LM name or folder; smollm2 is "
-                                   "SmolLM2-135M-Instruct, shipped with the app.")
-        prompts = c.text_input("Prompts", value="demo",
-                               help="'demo' (72 built-in prompts) or a JSONL/CSV/Parquet file "
-                                    "on this machine with a prompt column.")
-        d, e, f, g, h = st.columns(5)
-        n = d.number_input("Samples per prompt", 1, 64, 4)
-        temperature = e.number_input("Temperature", 0.0, 2.0, 0.8, 0.05)
-        top_p = f.number_input("Top-p", 0.05, 1.0, 0.95, 0.05)
-        max_new = g.number_input("Max new tokens", 8, 1024, 96, 8)
-        seed = h.number_input("Seed", 0, 2**31 - 1, 0)
-        limit = st.number_input("Use the first K prompts (0: all)", 0, 100_000, 0)
-        if st.form_submit_button("Sample as a job", type="primary"):
-            try:
-                launch(SampleCandidatesJob(
-                    name=sanitize_name(name), policy=policy, prompts=prompts, limit=int(limit),
-                    sampling={"n": int(n), "temperature": float(temperature),
-                              "top_p": float(top_p), "max_new_tokens": int(max_new),
-                              "seed": int(seed)}))
-            except MormError as err:
-                st.error(str(err))
-                return
-            st.session_state["explore_set_next"] = sanitize_name(name)
-            st.rerun()
-
-
 if not presenting():
     with st.expander("Add a candidate set", expanded=not sets):
         t1, t2 = st.tabs(["Import a file", "Sample from a policy"])
         with t1:
-            import_tab()
+            import_tab(ws)
         with t2:
-            sample_tab()
+            sample_tab(launch)
 if not set_name:
     st.stop()
 
@@ -404,8 +348,8 @@ if len(selected):
 if only_changed:
     table = table[table["changed"]]
 shown = table.assign(changed=np.where(table["changed"], "✱", ""))[
-    ["changed", "prompt_id", "category", "source", *objectives, "utility", "feasible", "n",
-     "prompt", "response"]]
+    ["changed", "prompt_id", "prompt", "response", *objectives, "utility", "feasible", "source",
+     "category", "n"]]
 event = st.dataframe(
     shown, hide_index=True, width="stretch", key="explore_table", on_select="rerun",
     selection_mode="single-row",
@@ -413,6 +357,7 @@ event = st.dataframe(
                                                           help="winner changed"),
                    "prompt": st.column_config.TextColumn(width="medium"),
                    "response": st.column_config.TextColumn(width="large"),
+                   "source": st.column_config.TextColumn(width="medium"),
                    **{o: st.column_config.NumberColumn(format="%.3f") for o in objectives},
                    "utility": st.column_config.NumberColumn(format="%.3f"),
                    "n": st.column_config.NumberColumn("N", help="candidates of the prompt")})

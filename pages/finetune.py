@@ -68,39 +68,38 @@ def launch_form() -> None:
         ecols = st.columns(len(objectives))
         end = {o: ecols[i].slider(f"{o} at the end", 0.0, 1.0, weights[o], 0.05,
                                   key=f"ft_wend_{o}") for i, o in enumerate(objectives)}
-    a, b = st.columns(2)
-    scalarizer = a.radio("Scalarizer", ["weighted_sum", "chebyshev", "min"], key="ft_scal",
-                         horizontal=True)
-    standardize = b.toggle("Standardize rewards", value=True, key="ft_std",
-                           help="z-scores with the reward model's stored statistics")
+    scalarizer = st.radio("Scalarizer", ["weighted_sum", "chebyshev", "min"], key="ft_scal",
+                          horizontal=True)
+    standardize = st.toggle("Standardize rewards", value=True, key="ft_std",
+                            help="z-scores with the reward model's stored statistics")
     constrained = st.multiselect("Constraints: objective ≥ τ (Lagrange multipliers)",
                                  objectives, key="ft_constrained")
     constraints = [{"objective": o, "threshold": float(st.number_input(
         f"{o} ≥", value=0.0, step=0.1, key=f"ft_tau_{o}"))} for o in constrained]
     with st.expander("Run settings", expanded=False):
-        c1, c2, c3 = st.columns(3)
+        c1, c2 = st.columns(2)  # two columns: the launch column is narrow
         steps = c1.number_input("Steps", 1, 10_000, DEFAULT.steps, key="ft_steps")
         batch = c2.number_input("Prompts per step", 1, 512, DEFAULT.batch_size, key="ft_batch")
-        mini = c3.number_input("Minibatch", 1, 512, DEFAULT.mini_batch_size, key="ft_mini")
+        mini = c1.number_input("Minibatch", 1, 512, DEFAULT.mini_batch_size, key="ft_mini")
+        epochs = c2.number_input("PPO epochs", 1, 16, DEFAULT.ppo_epochs, key="ft_epochs")
         lr = c1.number_input("Learning rate", 1e-7, 1e-2, DEFAULT.lr, format="%.1e",
                              key="ft_lr")
-        epochs = c2.number_input("PPO epochs", 1, 16, DEFAULT.ppo_epochs, key="ft_epochs")
-        new_tokens = c3.number_input("Max new tokens", 4, 1024, DEFAULT.max_new_tokens,
+        new_tokens = c2.number_input("Max new tokens", 4, 1024, DEFAULT.max_new_tokens,
                                      key="ft_tokens")
-        lora = c1.toggle("LoRA", value=DEFAULT.lora, key="ft_lora",
-                         help="LoRA adapters (the reference is the base with adapters off); "
-                              "off: full fine-tune with a frozen copy as reference")
-        kl = c2.number_input("KL coefficient β", 0.0, 10.0, DEFAULT.kl_coef, 0.01,
+        kl = c1.number_input("KL coefficient β", 0.0, 10.0, DEFAULT.kl_coef, 0.01,
                              key="ft_kl")
-        adaptive = c3.toggle("Adaptive β", value=DEFAULT.adaptive_kl, key="ft_adaptive")
-        target_kl = c1.number_input("Target KL", 0.1, 100.0, DEFAULT.target_kl,
+        adaptive = c2.toggle("Adaptive β", value=DEFAULT.adaptive_kl, key="ft_adaptive")
+        target_kl = c2.number_input("Target KL", 0.1, 100.0, DEFAULT.target_kl,
                                     key="ft_target", disabled=not adaptive)
-        temperature = c2.number_input("Temperature", 0.1, 2.0, DEFAULT.temperature, 0.05,
+        temperature = c1.number_input("Temperature", 0.1, 2.0, DEFAULT.temperature, 0.05,
                                       key="ft_temp")
-        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="ft_seed")
+        seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="ft_seed")
         prompts = c1.text_input("Prompts", "demo", key="ft_prompts",
                                 help="'demo' or a prompt file on this machine")
         limit = c2.number_input("First K prompts (0: all)", 0, 100_000, 0, key="ft_limit")
+        lora = st.toggle("LoRA", value=DEFAULT.lora, key="ft_lora",
+                         help="LoRA adapters (the reference is the base with adapters off); "
+                              "off: full fine-tune with a frozen copy as reference")
     name = st.text_input("Run name", value=f"ppo-{time.strftime('%m%d-%H%M')}", key="ft_name")
     try:
         safe = sanitize_name(name)

@@ -31,11 +31,11 @@ class Estimate:
 
     def sentence(self) -> str:
         t = self.seconds
-        when = f"{t:.0f} s" if t < 120 else f"{t / 60:.0f} min" if t < 7200 else \
-            f"{t / 3600:.1f} h"
+        when = "under a second" if t < 1 else "about " + (
+            f"{t:.0f} s" if t < 120 else f"{t / 60:.0f} min" if t < 7200 else f"{t / 3600:.1f} h")
         return (f"Estimate: {self.steps} steps x {self.sequences // max(self.steps, 1)} "
                 f"prompts = {self.sequences:,} responses, up to {self.response_tokens:,} "
-                f"response tokens; about {when} on {self.device}"
+                f"response tokens; {when} on {self.device}"
                 + ("." if self.measured else " (a guess: no throughput measured there yet)."))
 
 

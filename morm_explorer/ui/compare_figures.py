@@ -66,16 +66,21 @@ def objective_space_figure(summary: pd.DataFrame, x: str, y: str, *,
                                     else "")
         fig.add_scatter(x=pts[x], y=pts[y], mode="lines", name=name,
                         line=dict(color=FRONT_COLOR, width=2, shape="vh"), hoverinfo="skip")
+    # Names beside the markers, placed in turn above, below, right and left along x, so that
+    # close policies do not print over each other; the weights go to the legend and hover.
+    places = ["top center", "bottom center", "middle right", "middle left"]
+    order = {p: i for i, p in enumerate(summary.sort_values(x).index)}
     for policy, row in summary.iterrows():
         label = html.escape(str(policy))
         weights = html.escape((labels or {}).get(policy, ""))
         one = summary.loc[[policy]]
-        fig.add_scatter(x=one[x], y=one[y], mode="markers+text", name=label,
+        fig.add_scatter(x=one[x], y=one[y], mode="markers+text",
+                        name=f"{label} ({weights})" if weights else label,
                         marker=dict(size=13, color=colors[policy], line_width=1),
-                        error_x=_err(one, x), error_y=_err(one, y),
-                        text=[f"{label}<br>{weights}" if weights else label],
-                        textposition="top center",
-                        hovertemplate=f"{label}: ({row[x]:.3f}, {row[y]:.3f})<extra></extra>")
+                        error_x=_err(one, x), error_y=_err(one, y), text=[label],
+                        textposition=places[order[policy] % len(places)],
+                        hovertemplate=f"{label} {weights}: ({row[x]:.3f}, {row[y]:.3f})"
+                                      "<extra></extra>")
     fig.update_layout(**{**LAYOUT_XTITLE, "height": 420}, title="Policies in objective space",
                       xaxis_title=f"mean {x}", yaxis_title=f"mean {y}")
     return fig

@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from morm_explorer.ui.reward_figures import LAYOUT, PALETTE, objective_color
+from morm_explorer.ui.reward_figures import LAYOUT, LAYOUT_XTITLE, PALETTE, objective_color
 
 SCORE = "objective/scores/"
 WEIGHT = "scalarization/weight/"
@@ -40,7 +40,7 @@ def scores_figure(metrics: pd.DataFrame, smooth: int = 1, title: str = "Reward-m
         fig.add_scatter(x=metrics.index, y=_smooth(metrics["objective/rlhf_reward"], smooth),
                         name="RLHF reward (scalarized - KL)", mode="lines",
                         line=dict(color="#495057", dash="dot"))
-    fig.update_layout(**LAYOUT, title=title, xaxis_title="step", yaxis_title="mean score")
+    fig.update_layout(**LAYOUT_XTITLE, title=title, xaxis_title="step", yaxis_title="mean score")
     return fig
 
 
@@ -56,12 +56,13 @@ def training_figure(metrics: pd.DataFrame, smooth: int = 1) -> go.Figure:
     cols = min(3, len(panels))
     rows = int(np.ceil(len(panels) / cols))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[t for _, t in panels],
-                        vertical_spacing=0.18)
+                        vertical_spacing=0.18, horizontal_spacing=0.12)
     for i, (key, _) in enumerate(panels):
         fig.add_scatter(x=metrics.index, y=_smooth(metrics[key], smooth), mode="lines",
                         line_color=PALETTE[i % len(PALETTE)], showlegend=False,
                         row=i // cols + 1, col=i % cols + 1)
-    fig.update_layout(**{**LAYOUT, "height": 230 * rows}, title="Training")
+    fig.update_layout(**{**LAYOUT, "height": 230 * rows, "margin": dict(t=70, b=30, l=50, r=10)},
+                      title="Training")
     return fig
 
 
@@ -77,7 +78,7 @@ def weights_figure(metrics: pd.DataFrame) -> go.Figure:
         fig.add_scatter(x=metrics.index, y=metrics[LAGRANGE + obj], name=f"λ {obj}",
                         mode="lines", line=dict(dash="dash", color=objective_color(obj, objs)),
                         secondary_y=True)
-    fig.update_layout(**LAYOUT, title="Weights and Lagrange multipliers", xaxis_title="step")
+    fig.update_layout(**LAYOUT_XTITLE, title="Weights and Lagrange multipliers", xaxis_title="step")
     fig.update_yaxes(title_text="weight", secondary_y=False)
     fig.update_yaxes(title_text="λ", secondary_y=True)
     return fig
