@@ -1,8 +1,10 @@
 """Every benchmark of the project in one run, one table: `python benchmarks/all.py`.
 
 Runs, one after another in subprocesses on this machine: the Explore benchmark (slider moves,
-Pareto sets, scoring throughput), PPO throughput on the tiny model (and on SmolLM2 with
-``--smollm2``), and the reward-model cost of K heads. Prints one table of the figures with their
+Pareto sets, scoring throughput), PPO throughput on the tiny model and on SmolLM2 (against the
+demo reward model, trained here first), and the reward-model benchmarks (accuracy on the
+built-in data, the cost of K heads against K models, and a 5-fold harmless head on HH-RLHF when
+the file is there). ``--skip`` leaves parts out. Prints one table of the figures with their
 targets and the ratios each benchmark measured within its own run, with the machine it ran on,
 and writes it as markdown with ``--out`` (docs/benchmarks.md keeps the latest).
 """
@@ -47,6 +49,10 @@ def run(name: str, args: list[str], out: Path) -> dict:
     return {**json.loads(out.read_text()), "seconds": seconds}
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def rows_from(results: dict) -> list[tuple[str, str, str, str]]:
     """(metric, value, target, result) rows from every benchmark's output."""
     rows = []
@@ -59,48 +65,95 @@ def rows_from(results: dict) -> list[tuple[str, str, str, str]]:
             rows.append((f"{key}/tokens_per_s", f"{s['tokens_per_s_median']:.1f} tok/s", "-",
                          "info"))
             rows.append((f"{key}/step_s", f"{s['step_s_median']:.3f} s", "-", "info"))
-    timing = results.get("reward", {}).get("timing")
+            rows.append((f"{key}/rollout_share", f"{100 * s['rollout_share']:.0f} %", "-",
+                         "info"))
+    reward = results.get("reward", {})
+    runs = reward.get("demo", {}).get("frozen", [])
+    if runs:  # accuracy against the simulated labels and the hidden truth, mean over seeds
+        for obj in [o for o in runs[0] if not o.startswith("_")]:
+            rows.append((f"reward/demo/{obj}_accuracy",
+                         f"{_mean([r[obj]['label'] for r in runs]):.3f}", "-", "info"))
+            rows.append((f"reward/demo/{obj}_truth_accuracy",
+                         f"{_mean([r[obj]['truth'] for r in runs]):.3f}", "-", "info"))
+    hh = reward.get("hh", {}).get("frozen", {}).get("objectives", {}).get("harmless")
+    if hh:
+        rows.append(("reward/hh_harmless/5fold_accuracy",
+                     f"{hh['accuracy']:.3f} [{hh['ci_low']:.3f}, {hh['ci_high']:.3f}]", "-",
+                     "info"))
+    timing = reward.get("timing")
     if isinstance(timing, dict):
         for k, v in timing.items():
             if isinstance(v, (int, float)) and ("ratio" in k or k.endswith("_x")):
-                rows.append((f"reward/timing/{k}", f"{v:.3g}", "-", "info"))
+                rows.append((f"reward/timing/{k}", f"{v:.3g}x", "-", "info"))
     return rows
+
+
+def demo_workspace(root: Path) -> str:
+    """A workspace with the demo reward model ``demo-rm`` (the PPO benchmark's reward), built
+    with the project's own commands (about half a minute on a CPU)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MORM_DEMO": "data"}
+    morm = [sys.executable, "-m", "morm_explorer.cli", "--workspace", str(root)]
+    subprocess.run([*morm, "demo"], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run([*morm, "rm", "train", "--dataset", "demo-preferences", "--name", "demo-rm"],
+                   cwd=ROOT, env=env, check=True, capture_output=True)
+    return str(root)
+
+
+def default_hh() -> str | None:
+    """The HH-RLHF harmless-base test file where the shared data lies beside the checkout."""
+    path = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base" / "test.jsonl.gz"
+    return str(path) if path.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--smollm2", action="store_true", help="also PPO on SmolLM2 (minutes)")
-    ap.add_argument("--workspace", help="workspace with demo-rm (for --smollm2)")
+    ap.add_argument("--skip", default="", help="comma-separated: explore, ppo, smollm2, reward, "
+                    "hh (the slow parts are smollm2, a few minutes on a CPU, and hh)")
+    ap.add_argument("--workspace", help="workspace with demo-rm for the SmolLM2 PPO run "
+                    "(default: one built here)")
+    ap.add_argument("--hh", default=default_hh(), help="HH-RLHF harmless-base test.jsonl.gz "
+                    "(default: ../shared/data/..., when there)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--out", help="write the table as markdown here")
     args = ap.parse_args(argv)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     tmp = Path(tempfile.mkdtemp(prefix="morm-bench-"))
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
     print(results["machine"], flush=True)
-    results["explore"] = run("explore", ["benchmarks/explore.py", "--device", args.device],
-                             tmp / "explore.json")
-    results["ppo_tiny"] = run("ppo (tiny)", ["benchmarks/ppo.py", "--steps", "20",
-                                             "--device", args.device], tmp / "ppo.json")
-    if args.smollm2:
-        extra = ["--workspace", args.workspace] if args.workspace else []
+    t_all = time.perf_counter()
+    if "explore" not in skip:
+        results["explore"] = run("explore", ["benchmarks/explore.py", "--device", args.device],
+                                 tmp / "explore.json")
+    if "ppo" not in skip:
+        results["ppo_tiny"] = run("ppo (tiny)", ["benchmarks/ppo.py", "--steps", "20",
+                                                 "--device", args.device], tmp / "ppo.json")
+    if "smollm2" not in skip:
+        ws = args.workspace or demo_workspace(tmp / "ws")
         results["ppo_smollm2"] = run("ppo (smollm2)", [
             "benchmarks/ppo.py", "--policy", "smollm2", "--reward-model", "demo-rm",
-            "--steps", "3", "--device", args.device, *extra], tmp / "ppo2.json")
-    results["reward"] = run("reward models (timing)", [
-        "benchmarks/reward_models.py", "--sections", "timing", "--repeats", "1",
-        "--device", args.device], tmp / "reward.json")
+            "--workspace", ws, "--steps", "3", "--device", args.device], tmp / "ppo2.json")
+    if "reward" not in skip:
+        sections = "demo,timing" + (",hh" if args.hh and "hh" not in skip else "")
+        results["reward"] = run("reward models", [
+            "benchmarks/reward_models.py", "--sections", sections, "--repeats", "1",
+            "--timing-prompts", "60", "--device", args.device,
+            *(["--hh", args.hh] if args.hh else [])], tmp / "reward.json")
     rows = rows_from(results)
     width = max(len(r[0]) for r in rows) if rows else 10
-    lines = [f"Machine: {results['machine']}; {results['date']}; command: "
-             f"`python benchmarks/all.py{' --smollm2' if args.smollm2 else ''}`", "",
+    command = "python benchmarks/all.py" + (f" --skip {args.skip}" if skip else "") + (
+        f" --device {args.device}" if args.device != "auto" else "")
+    lines = [f"Machine: {results['machine']}; {results['date']}; "
+             f"{time.perf_counter() - t_all:.0f} s in all; command: `{command}`", "",
              "| metric | value | target | result |", "| --- | --- | --- | --- |"]
     lines += [f"| {m} | {v} | {t} | {r} |" for m, v, t, r in rows]
+    failed_runs = [k for k, v in results.items() if isinstance(v, dict) and v.get("failed")]
     print("\n" + "\n".join(f"{m:<{width}}  {v:>16}  {t:<10}  {r}" for m, v, t, r in rows))
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     failed = [r for r in rows if r[3] == "FAIL"]
-    print(f"\n{len(rows)} figures, {len(failed)} below target")
-    return 0
+    print(f"\n{len(rows)} figures, {len(failed)} below target"
+          + (f"; benchmarks that failed to run: {', '.join(failed_runs)}" if failed_runs else ""))
+    return 1 if failed_runs else 0
 
 
 if __name__ == "__main__":
