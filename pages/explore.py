@@ -348,7 +348,7 @@ if len(selected):
 if only_changed:
     table = table[table["changed"]]
 shown = table.assign(changed=np.where(table["changed"], "✱", ""))[
-    ["changed", "prompt_id", "prompt", "response", *objectives, "utility", "feasible", "source",
+    ["changed", "prompt_id", "source", *objectives, "utility", "prompt", "response", "feasible",
      "category", "n"]]
 event = st.dataframe(
     shown, hide_index=True, width="stretch", key="explore_table", on_select="rerun",

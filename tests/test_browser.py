@@ -163,9 +163,13 @@ def winners_table(page):
 def visible_rows(table) -> dict[str, tuple[str, str]]:
     """prompt_id -> (changed mark, winner's source) for the rows the grid has drawn (the grid
     is a canvas; its accessible table mirrors the drawn rows)."""
+    header = [h.strip() for h in table.locator("thead th").all_inner_texts()]
+    assert "source" in header, header  # the grid mirrors only the columns it has drawn
+    pid, source = header.index("prompt_id"), header.index("source")  # by name: order may move
     rows = {}
-    for cells in (tr.locator("td").all_inner_texts() for tr in table.locator("tbody tr").all()):
-        rows[cells[1]] = (cells[0].strip(), cells[3])
+    for tr in table.locator("tbody tr").all():
+        cells = [*tr.locator("th").all_inner_texts(), *tr.locator("td").all_inner_texts()]
+        rows[cells[pid]] = (cells[0].strip(), cells[source])
     return rows
 
 
