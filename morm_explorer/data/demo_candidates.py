@@ -3,6 +3,8 @@
 ``demo_prompts.jsonl`` (next to this module) holds 72 hand-written user prompts, one per
 (category, topic) of the synthetic banks (``synth_bank``): the six categories x 12 topics. They
 are phrased freshly, so none repeats a templated prompt of the training data (`prompt_pool`).
+The file takes the categories in turn (howto-00, factual-00, ..., advice-00, howto-01, ...), so
+the first K prompts of any quick run (a comparison, a short PPO run) span every category.
 
 `demo_candidates` answers each of them once per behaviour that fits its category (the keys of
 ``synth.GROUND_TRUTH[category]``), worded by `write_response`, and attaches the same hidden
