@@ -99,7 +99,7 @@ def cmd_delete(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from morm_explorer.jobs.backend import get_backend
+    from morm_explorer.jobs.cli import submit_job
     from morm_explorer.jobs.context import detect_device
     from morm_explorer.policy.jobs import SampleCandidatesJob, sample_candidates
 
@@ -110,9 +110,7 @@ def cmd_sample(args) -> int:
                                overwrite=args.overwrite)
     ws = _ws(args)
     if args.submit:
-        job_id = get_backend(ws).submit(spec)
-        print(f"submitted job {job_id}; follow it with `morm jobs show {job_id}`")
-        return 0
+        return submit_job(ws, spec)
     device = detect_device() if args.device == "auto" else args.device
     t0 = time.perf_counter()
 
@@ -128,7 +126,7 @@ def cmd_sample(args) -> int:
 def cmd_score(args) -> int:
     import numpy as np
 
-    from morm_explorer.jobs.backend import get_backend
+    from morm_explorer.jobs.cli import submit_job
     from morm_explorer.objectives import scalarize, standardize, violation, weight_vector
     from morm_explorer.scoring import ScoreCandidatesJob, score_candidate_set
     from morm_explorer.selection import Selector
@@ -138,9 +136,7 @@ def cmd_score(args) -> int:
         spec = ScoreCandidatesJob(model=args.model, candidates=args.candidates,
                                   batch_size=args.batch_size, device=args.device,
                                   refresh=args.refresh)
-        job_id = get_backend(ws).submit(spec)
-        print(f"submitted job {job_id}; follow it with `morm jobs show {job_id}`")
-        return 0
+        return submit_job(ws, spec)
     result = score_candidate_set(ws, args.model, args.candidates, device=args.device,
                                  batch_size=args.batch_size, refresh=args.refresh)
     frame = result.candidates.frame

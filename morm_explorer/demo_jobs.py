@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from morm_explorer.checks import check_int
 from morm_explorer.demo import DEMO_DATASET
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.context import JobContext
@@ -63,10 +64,7 @@ class PrepareDemoJob(JobSpec):
                   "max_new_tokens": (1, 4096), "ppo_steps": (1, 10_000), "ppo_batch": (1, 4096),
                   "compare_prompts": (1, 100_000)}
         for name, (low, high) in limits.items():
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-                raise MormError(f"{name} must be an integer in {low}..{high}, got {v!r}",
-                                field=name)
+            check_int(name, getattr(self, name), low, high)
         if self.device not in ("auto", "cpu", "cuda"):
             raise MormError(f"device must be auto, cpu or cuda, got {self.device!r}",
                             field="device")

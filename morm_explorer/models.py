@@ -43,6 +43,12 @@ def resolve_backbone(name: str) -> str:
         return str(pkg / "model")
     if name == SMOLLM2:
         raise MormError("SmolLM2 loads through morm_explorer.policy (GGUF conversion)")
+    return resolve_folder_or_hub(name)
+
+
+def resolve_folder_or_hub(name: str) -> str:
+    """``name`` as a model folder when that path exists (it must hold a config.json), else
+    ``name`` unchanged, for transformers to take as a hub name."""
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file, save_file
 
+from morm_explorer.checks import check_int
 from morm_explorer.data.candidates import CandidateSet, load_candidate_set
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.spec import JobSpec, register_job
@@ -183,10 +184,7 @@ class ScoreCandidatesJob(JobSpec):
         if not self.model or not self.candidates:
             raise MormError("a scoring job needs a model and a candidate set",
                             field="model" if not self.model else "candidates")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
-                or self.batch_size < 1:
-            raise MormError(f"batch_size must be an integer >= 1, got {self.batch_size!r}",
-                            field="batch_size")
+        check_int("batch_size", self.batch_size, 1)
 
 
 def run_score_candidates(spec: ScoreCandidatesJob, ctx) -> dict:

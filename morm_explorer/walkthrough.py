@@ -6,7 +6,6 @@ comparisons."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,15 +91,10 @@ def explore_step(ws: Workspace, model: str, candidates: str,
 
 
 def policies_step(ws: Workspace) -> Step:
-    root = ws.root / "policies"
-    rows = []
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        manifest = folder / "morm_ppo.json"
-        if manifest.is_file():
-            m = json.loads(manifest.read_text(encoding="utf-8"))
-            cfg = m.get("config", {})
-            rows.append({"policy": folder.name, "weights": cfg.get("weights"),
-                         "steps": cfg.get("steps"), "base": cfg.get("policy")})
+    from morm_explorer.policy.ppo_jobs import trained_policies
+
+    rows = [{"policy": name, "weights": cfg.get("weights"), "steps": cfg.get("steps"),
+             "base": cfg.get("policy")} for name, cfg in trained_policies(ws)]
     if not rows:
         return Step("Fine-tuned policies", False, note="no PPO run has finished yet")
     return Step("Fine-tuned policies", True, {"policies": rows})

@@ -10,21 +10,24 @@ Layout::
 The workspace is ``--workspace``, else ``$MORM_WORKSPACE``, else ``./workspace``. Names that
 become paths go through `sanitize_name`; every file is written to a temporary file in the same
 folder and renamed into place, so a crash never leaves half a file under its real name.
+`retry_busy` retries a write while another process holds the database locked.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from morm_explorer.errors import MormError
 
@@ -32,6 +35,7 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask once (os.umask can only be read by setting it)
 _NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME_LEN = 64
+T = TypeVar("T")
 
 # Each entry upgrades the schema by one version (PRAGMA user_version); never edit old entries.
 MIGRATIONS: list[str] = [
@@ -250,6 +254,30 @@ class DatasetInfo:
 
 def default_root() -> Path:
     return Path(os.environ.get("MORM_WORKSPACE") or "workspace")
+
+
+def _is_busy(e: BaseException | None) -> bool:
+    while e is not None:  # a failed ROLLBACK after a busy BEGIN hides the busy error
+        if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e)):
+            return True
+        e = e.__context__
+    return False
+
+
+def retry_busy(fn: Callable[[], T], tries: int = 8) -> T:
+    """Run a write, retrying with a short random backoff while the database is locked; after
+    ``tries`` attempts raise `MormError` saying nothing was stored."""
+    for attempt in range(tries):
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            if not _is_busy(e):
+                raise
+            if attempt == tries - 1:
+                raise MormError("the workspace database stayed busy; nothing was stored, "
+                                "try again") from e
+            time.sleep(min(0.5, 0.01 * 2 ** attempt) * (1 + random.random()))
+    raise AssertionError("unreachable")
 
 
 class Workspace:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +33,50 @@ def ws(tmp_path, monkeypatch):
     root = tmp_path / "ws"
     monkeypatch.setenv("MORM_WORKSPACE", str(root))
     return Workspace(root)
+
+
+@pytest.fixture
+def no_worker(monkeypatch):
+    """Submitted jobs stay queued: no worker process is started."""
+    from morm_explorer.jobs.backend import LocalBackend
+
+    monkeypatch.setattr(LocalBackend, "ensure_worker", lambda self: False)
+
+
+def run_concurrently(*calls: Callable[[], Any]) -> list:
+    """Run each call in its own thread, all started before any is waited for; returns their
+    results in the order of ``calls`` and re-raises the first exception a call raised."""
+    results: list = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except BaseException as e:  # a thread's exception is lost unless handed over
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def open_app_page(page: str, timeout: float = 60, **state):
+    """The app under AppTest, run once, then switched to ``page`` with ``state`` put in its
+    session state first; asserts the page ran without an exception."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=timeout)
+    at.run()
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
 
 
 def good_pair(i: int = 0, **over) -> dict:

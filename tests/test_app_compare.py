@@ -10,10 +10,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from morm_explorer.evaluation.compare import CompareJob
-from morm_explorer.jobs.backend import LocalBackend
 from morm_explorer.jobs.store import JobStore
 from morm_explorer.jobs.worker import run_inline
-from tests.conftest import REPO
+from tests.conftest import open_app_page
 from tests.test_compare import _perturbed_copy
 from tests.test_policy import _save_tiny
 
@@ -23,7 +22,7 @@ PAGE = "pages/compare.py"
 
 
 @pytest.fixture
-def compared(ws, tiny_rm, tmp_path, monkeypatch):
+def compared(ws, tiny_rm, tmp_path, no_worker):
     shutil.copytree(tiny_rm, ws.root / "reward_models" / "rm")
     base = _save_tiny(tmp_path / "base")
     tuned = _perturbed_copy(base, tmp_path / "tuned", base)
@@ -31,18 +30,11 @@ def compared(ws, tiny_rm, tmp_path, monkeypatch):
                                      judge_model="rm", limit=3,
                                      sampling={"n": 2, "max_new_tokens": 4}, device="cpu"))
     assert info.status == "succeeded", info.error
-    monkeypatch.setattr(LocalBackend, "ensure_worker", lambda self: False)
     return ws
 
 
 def open_page(**state) -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90)
-    at.run()
-    for k, v in state.items():
-        at.session_state[k] = v
-    at.switch_page(PAGE).run()
-    assert not at.exception
-    return at
+    return open_app_page(PAGE, timeout=90, **state)
 
 
 def test_page_shows_the_comparison_and_builds_a_report(compared):

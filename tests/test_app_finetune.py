@@ -9,11 +9,10 @@ import shutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from morm_explorer.jobs.backend import LocalBackend
 from morm_explorer.jobs.store import JobStore
 from morm_explorer.policy.ppo_config import PPOConfig
 from morm_explorer.policy.ppo_jobs import PPOJob
-from tests.conftest import REPO
+from tests.conftest import open_app_page
 
 pytestmark = pytest.mark.slow  # each AppTest run imports the app's stack
 
@@ -21,20 +20,13 @@ PAGE = "pages/finetune.py"
 
 
 @pytest.fixture
-def rm_ws(ws, tiny_rm, monkeypatch):
+def rm_ws(ws, tiny_rm, no_worker):
     shutil.copytree(tiny_rm, ws.root / "reward_models" / "rm")
-    monkeypatch.setattr(LocalBackend, "ensure_worker", lambda self: False)  # jobs stay queued
     return ws
 
 
 def open_page(**state) -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-    at.run()
-    for k, v in state.items():
-        at.session_state[k] = v
-    at.switch_page(PAGE).run()
-    assert not at.exception
-    return at
+    return open_app_page(PAGE, **state)
 
 
 def test_weights_seeded_from_explore_and_launch_submits_a_ppo_job(rm_ws):

@@ -16,7 +16,7 @@ from morm_explorer.jobs.worker import run_inline
 from morm_explorer.reward.config import TrainConfig
 from morm_explorer.reward.jobs import TrainRewardModelJob
 from morm_explorer.workspace import Workspace
-from tests.conftest import REPO
+from tests.conftest import REPO, open_app_page
 from tests.test_reward import tiny_pairs
 
 pytestmark = pytest.mark.slow  # each AppTest run imports the app's stack
@@ -35,19 +35,7 @@ def test_reward_library_never_imports_streamlit():
 
 
 def open_page() -> AppTest:
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
-
-
-@pytest.fixture
-def no_worker(monkeypatch):
-    """Submitted jobs stay queued: no worker process is started."""
-    from morm_explorer.jobs.backend import LocalBackend
-
-    monkeypatch.setattr(LocalBackend, "ensure_worker", lambda self: False)
+    return open_app_page(PAGE, timeout=120)
 
 
 def test_page_shows_train_form_for_demo(ws, no_worker):

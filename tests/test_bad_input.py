@@ -390,7 +390,7 @@ for _id, _kind, _data, _msg, _bug in [
      "policy_a is required", None),
     ("sweep grid_steps 0", "ppo_sweep",
      {"config": {}, "objectives": ["helpful", "harmless"], "grid_steps": 0},
-     "grid_steps must be an integer in 1..10", None),
+     "grid_steps must be in 1..10", None),
     ("sweep grid_steps 10**6", "ppo_sweep",
      {"config": {}, "objectives": ["helpful", "harmless"], "grid_steps": 10**6},
      "grid_steps must be", None),
@@ -411,7 +411,7 @@ for _id, _kind, _data, _msg, _bug in [
     ("rm unknown config field", "train_reward_model",
      {"config": {"dataset": "d", "bogus": 1}}, "unknown TrainConfig fields", None),
     ("rm epochs as text", "train_reward_model", {"config": {"dataset": "d", "epochs": "many"}},
-     "finite integer", None),
+     "epochs must be an integer", None),
     ("rm config without dataset", "train_reward_model", {"config": {}}, "dataset",
      "TrainRewardModelJob (morm_explorer/reward/jobs.py) builds TrainConfig(**config) without "
      "catching TypeError: a config missing the required 'dataset' raises TypeError "

@@ -20,10 +20,10 @@ from morm_explorer.evaluation.compare import (
     load_comparison,
     policy_labels,
     policy_provenance,
-    sequence_logprobs,
 )
 from morm_explorer.jobs.spec import JobSpec, get_job_kind
 from morm_explorer.jobs.worker import run_inline
+from morm_explorer.policy.likelihood import sequence_logprobs
 from tests.test_policy import PROMPTS, _save_tiny
 
 WEIGHTS = {"helpful": 0.7, "harmless": 0.3}

@@ -7,10 +7,10 @@ Faults (cancel, killed workers, crashing runners, racing workers) are in test_jo
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -32,7 +32,7 @@ from morm_explorer.jobs.cli import add_job_commands
 from morm_explorer.jobs.spec import get_job_kind
 from morm_explorer.jobs.store import JobStore
 from morm_explorer.jobs.worker import run_inline
-from tests.conftest import REPO
+from tests.conftest import REPO, run_concurrently
 
 
 def worker_spawner(tmp_path):
@@ -68,6 +68,27 @@ def wait_for(predicate, timeout: float, every: float = 0.05):
             return value
         time.sleep(every)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def finished(backend, job_id: str):
+    """The job's info once it is done, else None: a `wait_for` predicate."""
+    info = backend.get(job_id)
+    return info if info.done else None
+
+
+def cancel_and_time(backend, job_id: str, every: float):
+    """Cancel ``job_id`` and wait (10 s at most) until it is done: (its info, the seconds from
+    the cancel until then)."""
+    t0 = time.monotonic()
+    backend.cancel(job_id)
+    info = wait_for(lambda: finished(backend, job_id), 10, every=every)
+    return info, time.monotonic() - t0
+
+
+def assert_nothing_half_written(ws, job_id: str) -> None:
+    """Neither the job's staging folder nor any of its artifacts is left in the workspace."""
+    assert not (ws.root / "jobs" / job_id).exists()
+    assert not (ws.root / "diagnostics").exists()
 
 
 # -- specs --------------------------------------------------------------------------------
@@ -142,11 +163,7 @@ def test_claim_from_many_threads_gives_each_job_once(ws):
         while (job := store.claim(worker)) is not None:
             claimed.setdefault(job.id, []).append(worker)
 
-    threads = [threading.Thread(target=claim_all, args=(f"w{i}",)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_concurrently(*(functools.partial(claim_all, f"w{i}") for i in range(8)))
     assert set(claimed) == ids
     assert all(len(workers) == 1 for workers in claimed.values())
     assert {j.attempts for j in store.list(limit=100)} == {1}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -19,7 +18,14 @@ from morm_explorer.jobs import LocalBackend
 from morm_explorer.jobs.builtin import SleepJob
 from morm_explorer.jobs.store import JobStore, pid_alive
 from morm_explorer.jobs.worker import ensure_worker
-from tests.test_jobs import wait_for, worker_spawner
+from tests.conftest import run_concurrently
+from tests.test_jobs import (
+    assert_nothing_half_written,
+    cancel_and_time,
+    finished,
+    wait_for,
+    worker_spawner,
+)
 
 # 0.1 s steps, a staged file per step: long enough to be caught mid-way.
 LONG = SleepJob(seconds=60, steps=600, artifact="long")
@@ -38,16 +44,6 @@ def _running_with_staging(store: JobStore, job_id: str):
     return None
 
 
-def _done(backend: LocalBackend, job_id: str):
-    job = backend.get(job_id)
-    return job if job.done else None
-
-
-def _assert_nothing_half_written(ws, job_id: str) -> None:
-    assert not (ws.root / "jobs" / job_id).exists()
-    assert not (ws.root / "diagnostics").exists()
-
-
 @pytest.mark.slow
 def test_cancel_stops_a_running_job_within_5_s_and_the_worker_goes_on(ws, spawn_worker):
     backend = LocalBackend(ws, start_worker=False)
@@ -55,13 +51,10 @@ def test_cancel_stops_a_running_job_within_5_s_and_the_worker_goes_on(ws, spawn_
     next_id = backend.submit(SleepJob(seconds=0.2, steps=2))
     worker = spawn_worker(ws, "--once")
     wait_for(lambda: _running_with_staging(backend.store, long_id), 20)
-    t0 = time.monotonic()
-    backend.cancel(long_id)
-    info = wait_for(lambda: _done(backend, long_id), 10, every=0.02)
-    latency = time.monotonic() - t0
+    info, latency = cancel_and_time(backend, long_id, every=0.02)
     print(f"\ncancel latency, runner checking for cancel: {latency:.2f} s")
     assert info.status == "cancelled" and latency < 5.0
-    _assert_nothing_half_written(ws, long_id)
+    assert_nothing_half_written(ws, long_id)
     assert backend.wait(next_id, timeout=60).status == "succeeded"
     assert worker.wait(timeout=10) == 0
 
@@ -76,15 +69,12 @@ def test_cancel_stops_a_runner_stuck_in_a_long_call_within_5_s(ws, spawn_worker)
     wait_for(lambda: backend.get(job_id).progress >= 5 / 600, 20)
     runner_pid = backend.get(job_id).pid
     time.sleep(0.3)  # inside the hang
-    t0 = time.monotonic()
-    backend.cancel(job_id)
-    info = wait_for(lambda: _done(backend, job_id), 10, every=0.02)
-    latency = time.monotonic() - t0
+    info, latency = cancel_and_time(backend, job_id, every=0.02)
     print(f"\ncancel latency, runner stuck (SIGTERM after the grace period): {latency:.2f} s")
     assert info.status == "cancelled" and latency < 5.0
     assert "stopped by the worker" in info.message
     assert not pid_alive(runner_pid)
-    _assert_nothing_half_written(ws, job_id)
+    assert_nothing_half_written(ws, job_id)
 
 
 @pytest.mark.slow
@@ -98,14 +88,14 @@ def test_a_killed_worker_leaves_its_job_failed_and_nothing_half_written(ws, spaw
     t0 = time.monotonic()
     worker.wait(timeout=10)
     # What a page does: poll. Every read reaps with the default staleness threshold.
-    info = wait_for(lambda: _done(backend, long_id), 30, every=0.1)
+    info = wait_for(lambda: finished(backend, long_id), 30, every=0.1)
     detected = time.monotonic() - t0
     print(f"\ndeath detection, worker killed (same machine): {detected:.2f} s")
     assert info.status == "failed" and detected < 30.0
     assert f"worker {running.worker_id} (pid {worker.pid})" in info.error
     assert "killed or out of memory" in info.error
     wait_for(lambda: not pid_alive(running.pid), 5)  # the runner died with its worker
-    _assert_nothing_half_written(ws, long_id)
+    assert_nothing_half_written(ws, long_id)
     assert backend.get(next_id).status == "queued"
     assert spawn_worker(ws, "--once").wait(timeout=60) == 0
     nxt = backend.get(next_id)
@@ -124,7 +114,7 @@ def test_a_frozen_worker_is_failed_once_its_heartbeat_is_stale(ws, spawn_worker)
     worker.send_signal(signal.SIGSTOP)  # alive, but silent: only the heartbeat can tell
     t0 = time.monotonic()
     try:
-        info = wait_for(lambda: _done(backend, long_id), 30, every=0.25)
+        info = wait_for(lambda: finished(backend, long_id), 30, every=0.25)
         detected = time.monotonic() - t0
     finally:
         worker.send_signal(signal.SIGCONT)
@@ -136,7 +126,7 @@ def test_a_frozen_worker_is_failed_once_its_heartbeat_is_stale(ws, spawn_worker)
     assert backend.get(next_id).worker_id == running.worker_id
     assert backend.get(long_id).status == "failed"  # the late outcome did not overwrite it
     wait_for(lambda: not pid_alive(running.pid), 5)
-    _assert_nothing_half_written(ws, long_id)
+    assert_nothing_half_written(ws, long_id)
 
 
 @pytest.mark.slow
@@ -150,7 +140,7 @@ def test_crashing_runners_fail_with_the_reason_and_the_worker_goes_on(ws, spawn_
     k = backend.get(killed)
     assert k.status == "failed" and f"(pid {k.pid}) was killed by SIGKILL" in k.error
     assert "out of memory" in k.error
-    _assert_nothing_half_written(ws, killed)
+    assert_nothing_half_written(ws, killed)
     r = backend.get(raised)
     assert r.status == "failed" and r.error == "RuntimeError: diagnostic failure at step 1"
     assert backend.get(fine).status == "succeeded"
@@ -177,13 +167,7 @@ def test_two_workers_racing_run_every_job_exactly_once(ws, spawn_worker):
 @pytest.mark.slow
 def test_ensure_worker_starts_exactly_one(ws):
     store = JobStore(ws)
-    started: list[bool] = []
-    threads = [threading.Thread(target=lambda: started.append(ensure_worker(ws)))
-               for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    started = run_concurrently(*[lambda: ensure_worker(ws)] * 4)
     assert sorted(started) == [False, False, False, True]
     (first,) = store.live_workers()
     try:
@@ -217,5 +201,5 @@ def test_stopping_a_worker_fails_its_running_job(ws, spawn_worker):
     info = backend.get(job_id)
     assert info.status == "failed" and "stopped while the job ran" in info.error
     assert "SIGTERM" in info.error
-    _assert_nothing_half_written(ws, job_id)
+    assert_nothing_half_written(ws, job_id)
     assert backend.store.workers() == []

@@ -34,7 +34,13 @@ from morm_explorer.jobs.builtin import SleepJob
 from morm_explorer.jobs.ray_backend import RayBackend, spec_device
 from morm_explorer.jobs.store import JobStore, pid_alive
 from tests.conftest import REPO
-from tests.test_jobs import _morm_jobs, wait_for
+from tests.test_jobs import (
+    _morm_jobs,
+    assert_nothing_half_written,
+    cancel_and_time,
+    finished,
+    wait_for,
+)
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="ray is not installed; the Ray backend is "
@@ -121,11 +127,6 @@ def ray_address(tmp_path_factory):
             pass
 
 
-def _done(backend: RayBackend, job_id: str):
-    info = backend.get(job_id)
-    return info if info.done else None
-
-
 def _running_with_staging(backend: RayBackend, job_id: str):
     info = backend.get(job_id)
     staged = backend.store.staging_dir(job_id)
@@ -137,11 +138,6 @@ def _running_with_staging(backend: RayBackend, job_id: str):
 
 def _ray_status(backend: RayBackend, job_id: str) -> str:
     return backend.client.get_job_status(job_id).value
-
-
-def _assert_nothing_half_written(ws, job_id: str) -> None:
-    assert not (ws.root / "jobs" / job_id).exists()
-    assert not (ws.root / "diagnostics").exists()
 
 
 # -- without a cluster --------------------------------------------------------------------
@@ -256,7 +252,7 @@ def test_a_ray_job_whose_entry_cannot_start_fails_the_job_with_rays_message(ws, 
     backend = RayBackend(ws, address=ray_address, python="/nonexistent/python")
     job_id = backend.submit(SleepJob(seconds=0))
     t0 = time.monotonic()
-    info = wait_for(lambda: _done(backend, job_id), 30, every=0.1)
+    info = wait_for(lambda: finished(backend, job_id), 30, every=0.1)
     print(f"\nRay job that could not start its entry settled after {time.monotonic() - t0:.2f} s")
     assert info.status == "failed" and info.started_at is None
     assert info.error.startswith("its Ray job ended FAILED without recording an outcome")
@@ -282,13 +278,10 @@ def test_cancel_stops_a_running_ray_job_within_5_s(ws, ray_address):
     job_id = backend.submit(LONG)
     running = wait_for(lambda: _running_with_staging(backend, job_id), 60, every=0.1)
     assert 0 < running.progress < 1 and len(backend.metrics(job_id, wide=True)) >= 1
-    t0 = time.monotonic()
-    backend.cancel(job_id)
-    info = wait_for(lambda: _done(backend, job_id), 10, every=0.05)
-    latency = time.monotonic() - t0
+    info, latency = cancel_and_time(backend, job_id, every=0.05)
     print(f"\ncancel latency on Ray: {latency:.2f} s")
     assert info.status == "cancelled" and latency < 5.0
-    _assert_nothing_half_written(ws, job_id)
+    assert_nothing_half_written(ws, job_id)
     assert wait_for(lambda: not pid_alive(running.pid), 5)
     assert wait_for(lambda: _ray_status(backend, job_id) == "STOPPED", 10)
     assert backend.get(job_id).status == "cancelled"  # Ray's STOPPED changes nothing now
@@ -300,10 +293,10 @@ def test_a_ray_stop_without_a_cancel_fails_the_job_with_the_reason(ws, ray_addre
     job_id = backend.submit(LONG)
     wait_for(lambda: _running_with_staging(backend, job_id), 60, every=0.1)
     backend.client.stop_job(job_id)  # as `ray job stop` would: no cancel flag in the store
-    info = wait_for(lambda: _done(backend, job_id), 15, every=0.05)
+    info = wait_for(lambda: finished(backend, job_id), 15, every=0.05)
     assert info.status == "failed" and "SIGTERM" in info.error
     assert "its Ray job was stopped (SIGTERM)" in " ".join(backend.logs(job_id))
-    _assert_nothing_half_written(ws, job_id)
+    assert_nothing_half_written(ws, job_id)
 
 
 @pytest.mark.slow
@@ -316,13 +309,13 @@ def test_a_killed_entry_process_fails_the_job_never_leaves_it_running(ws, ray_ad
     assert f"entry pid {entry_pid}" in " ".join(backend.logs(job_id))
     os.kill(entry_pid, signal.SIGKILL)  # as the OOM killer would
     t0 = time.monotonic()
-    info = wait_for(lambda: _done(backend, job_id), 30, every=0.1)
+    info = wait_for(lambda: finished(backend, job_id), 30, every=0.1)
     print(f"\nkilled Ray entry seen after {time.monotonic() - t0:.2f} s: {info.error[:80]}")
     assert info.status == "failed"
     assert info.error.startswith("its Ray job ended FAILED")
     assert "exit code" in info.error  # Ray's own account of it
     assert wait_for(lambda: not pid_alive(running.pid), 5)  # the runner died with its entry
-    _assert_nothing_half_written(ws, job_id)
+    assert_nothing_half_written(ws, job_id)
 
 
 @pytest.mark.slow
@@ -344,7 +337,7 @@ def test_a_ppo_run_killed_on_ray_resumes_from_its_checkpoint(ws, ray_address, ti
     with open(f"/proc/{running.pid}/stat") as fh:  # the runner's parent is the entry
         entry_pid = int(fh.read().rsplit(")", 1)[1].split()[1])
     os.kill(entry_pid, signal.SIGKILL)
-    info = wait_for(lambda: _done(backend, job_id), 30, every=0.1)
+    info = wait_for(lambda: finished(backend, job_id), 30, every=0.1)
     assert info.status == "failed" and not (ws.root / "policies" / "long").exists()
     again = retry(backend, job_id)
     info = backend.wait(again, timeout=180, poll=0.2)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import threading
 import time
 
 import pytest
@@ -22,6 +21,7 @@ from morm_explorer.policy import load as load_mod  # noqa: E402
 from morm_explorer.policy.config import SamplingConfig  # noqa: E402
 from morm_explorer.policy.generate import format_prompt, response_length, sample  # noqa: E402
 from morm_explorer.policy.load import convert_smollm2, load_policy, resolve_policy  # noqa: E402
+from tests.conftest import run_concurrently  # noqa: E402
 
 WORDS = ("hello world how do i boil an egg the water is hot put it in for nine minutes yes no "
          "please thanks a cat dog sun tree ? . !").split()
@@ -201,13 +201,7 @@ def test_convert_once_under_concurrency(ws, monkeypatch):
 
     monkeypatch.setattr(load_mod, "_write_smollm2", fake_write)
     (ws.root / "models" / f".{load_mod.SMOLLM2_DIR}.tmp-stale").mkdir(parents=True)
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(convert_smollm2(ws)))
-               for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_concurrently(lambda: convert_smollm2(ws), lambda: convert_smollm2(ws))
     assert len(calls) == 1 and results[0] == results[1]
     assert resolve_policy("smollm2", ws) == str(results[0])
     assert sorted(p.name for p in (ws.root / "models").iterdir()) == \

@@ -4,7 +4,8 @@
 `SamplingConfig` (so the same per-batch seeds: `sample` derives them from the seed and the batch,
 and every policy's batches hold the same prompts), stores all samples as ONE candidate set
 ``compare-<name>`` (``source`` = the policy's label), scores it with the training reward model
-and an optional held-out judge reward model, and measures each sample's KL from the base policy.
+and an optional held-out judge reward model, and measures each sample's KL from the base policy
+(teacher-forced log-probabilities: `morm_explorer.policy.likelihood`).
 It writes ``<workspace>/comparisons/<name>/comparison.json``: the policies with the weights and
 config they were trained with (from their ``morm_ppo.json``), the models, the sampling config,
 the candidate set (name and fingerprint), the per-sample scores and KL aligned to the set's rows.
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from morm_explorer.checks import check_int
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.context import JobContext
 from morm_explorer.jobs.spec import JobSpec, register_job
@@ -35,8 +37,6 @@ from morm_explorer.policy.config import SamplingConfig
 from morm_explorer.workspace import MAX_NAME_LEN, Workspace, atomic_write_text, sanitize_name
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
     from morm_explorer.data.candidates import CandidateSet
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,7 @@ class CompareJob(JobSpec):
             raise MormError(f"a policy is listed twice: {list(p)}", field="policies")
         if not self.reward_model:
             raise MormError("reward_model is required", field="reward_model")
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 0:
-            raise MormError(f"limit must be an integer >= 0, got {self.limit!r}", field="limit")
+        check_int("limit", self.limit, 0)
         SamplingConfig.from_dict(self.sampling)
         if self.device not in ("auto", "cpu", "cuda"):
             raise MormError(f"device must be auto, cpu or cuda, got {self.device!r}",
@@ -145,49 +144,6 @@ def policy_provenance(ws: Workspace, ref: str) -> dict[str, Any]:
             "config": cfg}
 
 
-def sequence_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                      prompts: list[str], responses: list[str], ends: list[bool] | None = None,
-                      batch_size: int = 16, system: str | None = None) -> np.ndarray:
-    """log p(response | prompt) (N,) under ``model``, teacher-forced: the prompt through the
-    chat template (`format_prompt`, as in sampling), the response text re-tokenized, plus the
-    eos token where ``ends[i]`` (the response ended by itself); the sum over response tokens
-    of `logprobs_from_logits`. Re-tokenizing decoded text equals the sampled tokens up to the
-    tokenizer's round trip. Right padding, batches of similar length."""
-    import torch
-
-    from morm_explorer.policy.generate import format_prompt
-    from morm_explorer.policy.ppo_core import logprobs_from_logits
-
-    if len(prompts) != len(responses) or (ends is not None and len(ends) != len(prompts)):
-        raise MormError("prompts, responses and ends must have the same length")
-    special = not getattr(tokenizer, "chat_template", None)
-    ctx = tokenizer([format_prompt(tokenizer, p, system) for p in prompts],
-                    add_special_tokens=special)["input_ids"]
-    resp = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
-    if ends is not None:
-        resp = [r + [tokenizer.eos_token_id] if e else r for r, e in zip(resp, ends, strict=True)]
-    order = sorted(range(len(prompts)), key=lambda i: len(ctx[i]) + len(resp[i]))
-    out = np.zeros(len(prompts))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for s in range(0, len(order), batch_size):
-        rows = order[s:s + batch_size]
-        T = max(len(ctx[i]) + len(resp[i]) for i in rows)
-        ids = torch.full((len(rows), T), pad, dtype=torch.long)  # (B, T), right padded
-        attn = torch.zeros((len(rows), T), dtype=torch.long)
-        mask = torch.zeros((len(rows), T - 1))  # (B, T-1): 1 where the target is a response token
-        for j, i in enumerate(rows):
-            c, r = len(ctx[i]), len(resp[i])
-            ids[j, :c + r] = torch.tensor(ctx[i] + resp[i], dtype=torch.long)
-            attn[j, :c + r] = 1
-            mask[j, c - 1:c + r - 1] = 1.0  # logits at t predict token t + 1
-        with torch.inference_mode():
-            logits = model(input_ids=ids.to(model.device),
-                           attention_mask=attn.to(model.device)).logits  # (B, T, V)
-            lp = logprobs_from_logits(logits[:, :-1], ids[:, 1:].to(model.device))  # (B, T-1)
-        out[rows] = (lp.cpu() * mask).sum(1).double().numpy()
-    return out
-
-
 def _sample_policy(ws: Workspace, ref: str, label: str, prompts: list[dict],
                    config: SamplingConfig, device: str,
                    check_cancelled: Callable[[], None] | None):
@@ -207,6 +163,8 @@ def _sample_policy(ws: Workspace, ref: str, label: str, prompts: list[dict],
 
 
 def _logprobs(model, tokenizer, records: list[dict], config: SamplingConfig) -> np.ndarray:
+    from morm_explorer.policy.likelihood import sequence_logprobs
+
     return sequence_logprobs(model, tokenizer, [r["prompt"] for r in records],
                              [r["response"] for r in records],
                              [r["meta"]["finish"] == "eos" for r in records],

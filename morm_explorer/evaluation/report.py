@@ -169,8 +169,6 @@ def comparison_report(comparison: Comparison, out_path: str | Path, *,
     """Write the comparison as one self-contained HTML file at ``out_path``; returns it.
     ``examples``: prompt_ids to show side by side (default: the ``n_examples`` prompts where
     the first non-baseline policy differs most from the baseline on ``objective``)."""
-    from plotly.offline import get_plotlyjs
-
     baseline = baseline or comparison.baseline
     objective = objective or comparison.objectives[0]
     objs, m = comparison.objectives, comparison.manifest
@@ -204,10 +202,18 @@ def comparison_report(comparison: Comparison, out_path: str | Path, *,
         f"<h2>Win rates against {_e(baseline)}</h2>", wins_table(tables["wins"]), judge_html,
         "<h2>Figures</h2>", *divs,
         "<h2>Examples</h2>", *(_example(comparison, pid) for pid in examples)]
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Comparison "
-            f"{_e(comparison.name)}</title><style>{CSS}</style>"
-            f"<script type='text/javascript'>{get_plotlyjs()}</script></head>"
-            f"<body>{''.join(body)}</body></html>")
+    return write_page(out_path, f"Comparison {comparison.name}", body)
+
+
+def write_page(out_path: str | Path, title: str, body: list[str]) -> Path:
+    """Write one self-contained HTML page, atomically: ``title`` (escaped here), the report's
+    CSS and plotly.js inline in the head (figures in ``body`` are divs made with
+    ``include_plotlyjs=False``), then the already escaped HTML pieces of ``body``."""
+    from plotly.offline import get_plotlyjs
+
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
+            f"<style>{CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script>"
+            f"</head><body>{''.join(body)}</body></html>")
     out = Path(out_path)
     atomic_write_text(out, page)
     return out

@@ -12,10 +12,10 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from morm_explorer.evaluation.agreement import results
-from morm_explorer.evaluation.report import CSS, _e, _table
+from morm_explorer.evaluation.report import _e, _table, write_page
 from morm_explorer.evaluation.sessions import get_session, load_votes, progress
 from morm_explorer.ui.reward_figures import LAYOUT, PALETTE
-from morm_explorer.workspace import Workspace, atomic_write_text
+from morm_explorer.workspace import Workspace
 
 MAX_COMMENTS = 30
 
@@ -51,8 +51,6 @@ def _frame_table(frame: pd.DataFrame | None) -> str:
 def session_report(ws: Workspace, session: str, out_path: str | Path, *,
                    reward_model: str | None = None, now: datetime | None = None) -> Path:
     """Write the session's report to ``out_path`` (atomically); returns the path."""
-    from plotly.offline import get_plotlyjs
-
     info = get_session(ws, session)
     res = results(ws, session, reward_model=reward_model)
     votes = load_votes(ws, session)
@@ -82,10 +80,4 @@ def session_report(ws: Workspace, session: str, out_path: str | Path, *,
         "<h2>Comments</h2>", _table(["rater", "prompt", "comment"], comment_rows)
         if comment_rows else "<p class='muted'>none</p>",
     ]
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Session "
-            f"{_e(info.name)}</title><style>{CSS}</style>"
-            f"<script type='text/javascript'>{get_plotlyjs()}</script></head>"
-            f"<body>{''.join(body)}</body></html>")
-    out = Path(out_path)
-    atomic_write_text(out, page)
-    return out
+    return write_page(out_path, f"Session {info.name}", body)

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import json
 import numbers
-import random
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal
 from urllib.parse import urlencode
 
 import pandas as pd
@@ -43,7 +42,7 @@ from morm_explorer.evaluation.session_spec import (
     check_session_name,
     rater_order,
 )
-from morm_explorer.workspace import Workspace, sanitize_name
+from morm_explorer.workspace import Workspace, retry_busy, sanitize_name
 
 __all__ = ["ANSWERS", "Item", "SessionInfo", "SessionSpec", "close_session", "create_session",
            "delete_session", "get_session", "get_vote", "item_view", "join", "list_sessions",
@@ -53,7 +52,6 @@ VoteStatus = Literal["inserted", "unchanged", "revised"]
 VOTE_COLUMNS = ["item_id", "rater", "prompt_id", "category", "prompt", "response_a",
                 "response_b", "row_a", "row_b", "policy_a", "policy_b", "flipped", "overall",
                 "comment", "cast_at", "revisions"]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,35 +82,20 @@ class Item:
     total: int = 0  # items in the rater's order
 
 
-def _is_busy(e: BaseException | None) -> bool:
-    while e is not None:  # a failed ROLLBACK after a busy BEGIN hides the busy error
-        if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e)):
-            return True
-        e = e.__context__
-    return False
-
-
-def _retry(fn: Callable[[], T], tries: int = 8) -> T:
-    """Run a write, retrying with a short random backoff while the database is locked."""
-    for attempt in range(tries):
-        try:
-            return fn()
-        except sqlite3.OperationalError as e:
-            if not _is_busy(e):
-                raise
-            if attempt == tries - 1:
-                raise MormError("the workspace database stayed busy; nothing was stored, "
-                                "try again") from e
-            time.sleep(min(0.5, 0.01 * 2 ** attempt) * (1 + random.random()))
-    raise AssertionError("unreachable")
-
-
 def _session_row(con: sqlite3.Connection, name: str) -> tuple[SessionSpec, str]:
     row = con.execute("SELECT spec, status FROM rating_sessions WHERE name=?",
                       (name,)).fetchone()
     if row is None:
         raise MormError(f"no rating session named {name!r}", field="session")
     return SessionSpec.from_dict(json.loads(row["spec"])), row["status"]
+
+
+def _open_session(con: sqlite3.Connection, name: str) -> SessionSpec:
+    """The spec of session ``name``, which must still accept raters and votes."""
+    spec, status = _session_row(con, name)
+    if status != "open":
+        raise MormError(f"rating session {name!r} is closed", field="session")
+    return spec
 
 
 def create_session(ws: Workspace, name: str, candidate_set: str, *, objectives: Sequence[str],
@@ -219,9 +202,7 @@ def join(ws: Workspace, session: str, rater: str) -> str:
 
     def write() -> str:
         with ws.transaction() as con:
-            spec, status = _session_row(con, session)
-            if status != "open":
-                raise MormError(f"rating session {session!r} is closed", field="session")
+            spec = _open_session(con, session)
             if spec.raters and rater not in spec.raters:
                 raise MormError(f"{rater!r} is not a rater of session {session!r}; ask its "
                                 "owner to add you", field="rater")
@@ -229,7 +210,7 @@ def join(ws: Workspace, session: str, rater: str) -> str:
                         (session, rater, time.time()))
         return rater
 
-    return _retry(write)
+    return retry_busy(write)
 
 
 def _require_joined(con: sqlite3.Connection, session: str, rater: str) -> None:
@@ -307,9 +288,7 @@ def vote(ws: Workspace, session: str, item_id: int, rater: str, answers: Mapping
 
     def write() -> VoteStatus:
         with ws.transaction() as con:
-            spec, status = _session_row(con, session)
-            if status != "open":
-                raise MormError(f"rating session {session!r} is closed", field="session")
+            spec = _open_session(con, session)
             clean, overall_ = check_answers(spec, answers, overall, comment)
             _require_joined(con, session, rater)
             iid = _item(con, session, item_id)["item_id"]
@@ -334,7 +313,7 @@ def vote(ws: Workspace, session: str, item_id: int, rater: str, answers: Mapping
                         (*body, time.time(), *key))
             return "revised"
 
-    return _retry(write)
+    return retry_busy(write)
 
 
 def get_vote(ws: Workspace, session: str, item_id: int, rater: str) -> dict | None:

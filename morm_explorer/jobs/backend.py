@@ -4,7 +4,8 @@ Pages and commands talk only to a `JobBackend`: submit a spec, then poll `get`, 
 `logs`, and `cancel`. `LocalBackend` keeps jobs in the workspace database and runs them in a
 local worker process, started on demand. `ray_backend.RayBackend` keeps them in the same
 database and runs them as Ray jobs (the workspace is then the shared artifact root);
-`get_backend` chooses between the two, so no page knows which one runs its jobs.
+`get_backend` chooses between the two, so no page knows which one runs its jobs. Both derive
+from `StoreBackend`, which reads metrics and logs and waits on the store they share.
 """
 
 from __future__ import annotations
@@ -60,7 +61,35 @@ class JobBackend(Protocol):
 AUTO_IDLE_EXIT_S = 600.0
 
 
-class LocalBackend:
+class StoreBackend:
+    """What every backend here shares: its jobs are kept in the workspace's job store, so
+    metrics, logs and waiting read the same tables whoever runs the jobs. Subclasses define
+    `submit`, `get`, `list` and `cancel`."""
+
+    def __init__(self, ws: Workspace, stale_after: float = STALE_AFTER_S) -> None:
+        self.ws = ws
+        self.store = JobStore(ws)
+        self.stale_after = stale_after
+
+    def get(self, job_id: str) -> JobInfo:
+        raise NotImplementedError
+
+    def metrics(self, job_id: str, wide: bool = False) -> pd.DataFrame:
+        return self.store.metrics(job_id, wide=wide)
+
+    def logs(self, job_id: str, since: int = 0) -> list[str]:
+        return self.store.logs(job_id, since=since)
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobInfo:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (info := self.get(job_id)).done:
+            if deadline is not None and time.monotonic() > deadline:
+                raise MormError(f"job {job_id} is still {info.status} after {timeout:g} s")
+            time.sleep(poll)
+        return info
+
+
+class LocalBackend(StoreBackend):
     """Jobs in the workspace database, run by local worker processes (`morm worker`).
 
     ``start_worker``: start a worker on submit when none is alive. Every read first reaps the
@@ -70,10 +99,8 @@ class LocalBackend:
 
     def __init__(self, ws: Workspace, start_worker: bool = True,
                  stale_after: float = STALE_AFTER_S) -> None:
-        self.ws = ws
-        self.store = JobStore(ws)
+        super().__init__(ws, stale_after)
         self.start_worker = start_worker
-        self.stale_after = stale_after
 
     def __repr__(self) -> str:
         return f"LocalBackend({str(self.ws.root)!r})"
@@ -109,23 +136,9 @@ class LocalBackend:
         self.store.reap(self.stale_after)
         return self.store.list(status=status, kind=kind, limit=limit)
 
-    def metrics(self, job_id: str, wide: bool = False) -> pd.DataFrame:
-        return self.store.metrics(job_id, wide=wide)
-
-    def logs(self, job_id: str, since: int = 0) -> list[str]:
-        return self.store.logs(job_id, since=since)
-
     def cancel(self, job_id: str) -> JobInfo:
         self.store.cancel(job_id)
         return self.get(job_id)
-
-    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobInfo:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not (info := self.get(job_id)).done:
-            if deadline is not None and time.monotonic() > deadline:
-                raise MormError(f"job {job_id} is still {info.status} after {timeout:g} s")
-            time.sleep(poll)
-        return info
 
 
 BACKENDS = ("local", "ray")

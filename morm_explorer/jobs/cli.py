@@ -2,6 +2,7 @@
 
 `add_job_commands` adds them to the main parser's command group. Each command returns its exit
 code: 0 on success, 1 when a job it waited for did not succeed; bad input raises `MormError`.
+`submit_job` is what the ``--submit`` flag of the other commands calls.
 The ``jobs`` commands use the workspace's backend (`backend.get_backend`): the local one, or
 Ray when ``$MORM_BACKEND=ray`` or ``$RAY_ADDRESS`` is set; they list and show jobs of both.
 """
@@ -17,6 +18,7 @@ from morm_explorer.errors import MormError
 
 if TYPE_CHECKING:
     from morm_explorer.jobs.backend import JobBackend
+    from morm_explorer.jobs.spec import JobSpec
     from morm_explorer.workspace import Workspace
 
 
@@ -31,6 +33,17 @@ def _backend(args: argparse.Namespace, start_worker: bool = False) -> JobBackend
     from morm_explorer.jobs.backend import get_backend
 
     return get_backend(_workspace(args), start_worker=start_worker)
+
+
+def submit_job(ws: Workspace, spec: JobSpec, where: str = "") -> int:
+    """Submit ``spec`` to the workspace's backend and print its id and how to follow it
+    (``morm jobs show``, or ``where`` too when given); returns the exit code, 0."""
+    from morm_explorer.jobs.backend import get_backend
+
+    job_id = get_backend(ws).submit(spec)
+    print(f"submitted job {job_id}; follow it with `morm jobs show {job_id}`"
+          + (f" or {where}" if where else ""))
+    return 0
 
 
 def _fmt_time(t: float | None) -> str:

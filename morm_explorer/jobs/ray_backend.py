@@ -34,12 +34,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from morm_explorer.errors import MormError
+from morm_explorer.jobs.backend import StoreBackend
 from morm_explorer.jobs.spec import JobInfo, JobSpec
 from morm_explorer.jobs.store import STALE_AFTER_S, JobStore
 from morm_explorer.workspace import Workspace
 
 if TYPE_CHECKING:
-    import pandas as pd
     from ray.job_submission import JobSubmissionClient
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def end_unfinished(store: JobStore, job_id: str, reason: str) -> bool:
     return cur.rowcount == 1
 
 
-class RayBackend:
+class RayBackend(StoreBackend):
     """Jobs in the workspace database, run as Ray jobs on the cluster at ``address``.
 
     ``address``: the cluster's dashboard address, e.g. ``http://head:8265`` (default:
@@ -97,12 +97,10 @@ class RayBackend:
     def __init__(self, ws: Workspace, address: str | None = None, python: str = "python",
                  runtime_env: dict[str, Any] | None = None,
                  stale_after: float = STALE_AFTER_S) -> None:
-        self.ws = ws
-        self.store = JobStore(ws)
+        super().__init__(ws, stale_after)
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.python = python
         self.runtime_env = dict(runtime_env or {})
-        self.stale_after = stale_after
         self._client: JobSubmissionClient | None = None
         self._cluster_gpus: float | None = None
 
@@ -219,12 +217,6 @@ class RayBackend:
         self.store.reap(self.stale_after)
         return self.store.list(status=status, kind=kind, limit=limit)
 
-    def metrics(self, job_id: str, wide: bool = False) -> pd.DataFrame:
-        return self.store.metrics(job_id, wide=wide)
-
-    def logs(self, job_id: str, since: int = 0) -> list[str]:
-        return self.store.logs(job_id, since=since)
-
     # -- stopping -------------------------------------------------------------------------
     def cancel(self, job_id: str) -> JobInfo:
         """Flag the cancel in the store (a queued job ends at once; a running runner sees the
@@ -242,11 +234,3 @@ class RayBackend:
                 # The flag alone still stops a running job, through its entry process.
                 self.store.add_log(job_id, f"could not stop its Ray job: {e}")
         return self.get(job_id)
-
-    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> JobInfo:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not (info := self.get(job_id)).done:
-            if deadline is not None and time.monotonic() > deadline:
-                raise MormError(f"job {job_id} is still {info.status} after {timeout:g} s")
-            time.sleep(poll)
-        return info

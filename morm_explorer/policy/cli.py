@@ -41,12 +41,9 @@ def _ws(args):
 
 
 def _submit(args, spec) -> int:
-    from morm_explorer.jobs.backend import get_backend
+    from morm_explorer.jobs.cli import submit_job
 
-    job_id = get_backend(_ws(args)).submit(spec)
-    print(f"submitted job {job_id}; follow it with `morm jobs show {job_id}` or on the "
-          "Fine-tune page")
-    return 0
+    return submit_job(_ws(args), spec, where="on the Fine-tune page")
 
 
 def _run_inline(args, spec) -> int:
@@ -91,15 +88,10 @@ def cmd_soup(args) -> int:
 
 
 def cmd_list(args) -> int:
-    root = _ws(args).root / "policies"
-    rows = []
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        manifest = folder / "morm_ppo.json"
-        if manifest.is_file():
-            m = json.loads(manifest.read_text(encoding="utf-8"))
-            cfg = m.get("config", {})
-            rows.append(f"{folder.name:28s} base {cfg.get('policy', '?'):10s} weights "
-                        f"{cfg.get('weights')} steps {cfg.get('steps')}")
+    from morm_explorer.policy.ppo_jobs import trained_policies
+
+    rows = [f"{name:28s} base {cfg.get('policy', '?'):10s} weights {cfg.get('weights')} "
+            f"steps {cfg.get('steps')}" for name, cfg in trained_policies(_ws(args))]
     print("\n".join(rows) if rows else "no fine-tuned policies yet: `morm ppo train`")
     return 0
 

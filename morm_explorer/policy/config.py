@@ -3,27 +3,14 @@ can validate it without loading a model)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from morm_explorer.checks import check_int, check_number
 from morm_explorer.errors import MormError
 
 MAX_NEW_TOKENS = 4096
 MAX_SAMPLES = 1024  # samples per prompt
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MormError(f"{name} must be an integer, got {value!r}", field=name)
-    if value < low or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"in {low}..{high}"
-        raise MormError(f"{name} must be {bounds}, got {value}", field=name)
-
-
-def _check_float(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise MormError(f"{name} must be a finite number, got {value!r}", field=name)
 
 
 @dataclass(frozen=True)
@@ -46,17 +33,17 @@ class SamplingConfig:
     """System message put before each prompt (default: the chat template's own, if any)."""
 
     def __post_init__(self) -> None:
-        _check_int("n", self.n, 1, MAX_SAMPLES)
-        _check_float("temperature", self.temperature)
+        check_int("n", self.n, 1, MAX_SAMPLES)
+        check_number("temperature", self.temperature)
         if self.temperature < 0:
             raise MormError(f"temperature must be >= 0 (0: greedy), got {self.temperature}",
                             field="temperature")
-        _check_float("top_p", self.top_p)
+        check_number("top_p", self.top_p)
         if not 0 < self.top_p <= 1:
             raise MormError(f"top_p must be in (0, 1], got {self.top_p}", field="top_p")
-        _check_int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
-        _check_int("seed", self.seed, 0)
-        _check_int("batch_size", self.batch_size, 1)
+        check_int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
+        check_int("seed", self.seed, 0)
+        check_int("batch_size", self.batch_size, 1)
         if self.system is not None and not isinstance(self.system, str):
             raise MormError(f"system must be text, got {self.system!r}", field="system")
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from morm_explorer.checks import check_int
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.context import JobContext
 from morm_explorer.jobs.spec import JobSpec, register_job
@@ -44,8 +45,7 @@ class SampleCandidatesJob(JobSpec):
     def __post_init__(self) -> None:
         sanitize_name(self.name)
         SamplingConfig.from_dict(self.sampling)  # raises MormError naming the bad field
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 0:
-            raise MormError(f"limit must be an integer >= 0, got {self.limit!r}", field="limit")
+        check_int("limit", self.limit, 0)
         if self.device not in ("auto", "cpu", "cuda"):
             raise MormError(f"device must be auto, cpu or cuda, got {self.device!r}",
                             field="device")

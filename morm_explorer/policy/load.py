@@ -31,7 +31,7 @@ from transformers import (
 )
 
 from morm_explorer.errors import MormError
-from morm_explorer.models import SMOLLM2, canonical_name, smollm2_gguf
+from morm_explorer.models import SMOLLM2, canonical_name, resolve_folder_or_hub, smollm2_gguf
 from morm_explorer.workspace import Workspace, atomic_write_text, replace_dir
 
 try:  # advisory lock between converting processes; POSIX only (rename stays atomic anyway)
@@ -143,12 +143,7 @@ def resolve_policy(name: str, workspace: Workspace | None = None) -> str:
         saved = workspace.root / POLICIES / name
         if (saved / "config.json").is_file():
             return str(saved)
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise MormError("not a model folder: no config.json", file=str(path))
-        return str(path)
-    return name
+    return resolve_folder_or_hub(name)
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:

@@ -5,6 +5,7 @@ Implementation Details of RLHF with PPO": each step samples one response per pro
 left padding), scores it with a K-objective reward model, z-scores and scalarizes the scores
 with the step's weights (`PPOConfig.weights_at`), penalizes every token by beta times its KL
 from the frozen reference, and takes ``ppo_epochs`` passes of clipped PPO over minibatches.
+Sampling the rollout and the forward passes over it are `morm_explorer.policy.ppo_rollout`.
 
 Multi-objective: the value head has one output per objective, GAE runs per objective (the KL
 penalty is in each stream), and the policy follows the advantage sum_k c_k A_k where c is the
@@ -40,7 +41,7 @@ from torch import nn
 from morm_explorer.errors import MormError
 from morm_explorer.objectives import scalarize, weight_vector
 from morm_explorer.policy import ppo_core as core
-from morm_explorer.policy.generate import _eos_ids, format_prompt
+from morm_explorer.policy.generate import _eos_ids
 from morm_explorer.policy.jobs import load_prompts
 from morm_explorer.policy.ppo_checkpoint import (
     find_checkpoint,
@@ -49,6 +50,7 @@ from morm_explorer.policy.ppo_checkpoint import (
     save_policy,
 )
 from morm_explorer.policy.ppo_config import PPOConfig
+from morm_explorer.policy.ppo_rollout import forward, generate, reference_logits
 from morm_explorer.workspace import Workspace
 
 RewardFn = Callable[[list[str], list[str]], np.ndarray]  # (prompts, responses) -> (N, K)
@@ -84,17 +86,6 @@ class ValueHead(nn.Module):
         return self.linear(hidden.float())
 
 
-@dataclass
-class Rollout:
-    query_responses: torch.Tensor  # (B, P + T) left-padded prompt, then the response
-    attention_mask: torch.Tensor  # (B, P + T)
-    context_length: int  # P
-    responses: torch.Tensor  # (B, T)
-    mask: torch.Tensor  # (B, T) 1.0 up to and including the first eos
-    finished: torch.Tensor  # (B,) True where an eos ended the response
-    texts: list[str]
-
-
 def lora_targets(model: nn.Module) -> list[str]:
     """The attention and MLP projection names of ``model`` that LoRA adapts."""
     found = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
@@ -123,64 +114,6 @@ def build_policy(config: PPOConfig, workspace: Workspace | None):
     model = get_peft_model(model, lora)
     model.eval()  # no dropout anywhere: old and new log-probs must agree at the start
     return model, None, tokenizer
-
-
-def forward(model: nn.Module, rollout: Rollout, rows: torch.Tensor | slice,
-            temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (b, T, V) at ``temperature`` that predicted each response token, and the last
-    hidden states (b, T, H) of the positions that predicted them (where values are read)."""
-    ids, attn = rollout.query_responses[rows], rollout.attention_mask[rows]
-    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)  # as generate() numbers left padding
-    out = model(input_ids=ids, attention_mask=attn, position_ids=position_ids,
-                output_hidden_states=True, use_cache=False)
-    P = rollout.context_length
-    return out.logits[:, P - 1:-1] / temperature, out.hidden_states[-1][:, P - 1:-1]
-
-
-def reference_logits(model: nn.Module, ref: nn.Module | None, rollout: Rollout,
-                     temperature: float) -> torch.Tensor:
-    """The frozen reference's logits (B, T, V): ``ref``, or ``model`` with adapters off."""
-    if ref is not None:
-        return forward(ref, rollout, slice(None), temperature)[0]
-    with model.disable_adapter():
-        return forward(model, rollout, slice(None), temperature)[0]
-
-
-@torch.no_grad()
-def generate(model: nn.Module, tokenizer, prompts: list[str], config: PPOConfig,
-             eos_ids: list[int], check_cancelled: Callable[[], None] | None = None) -> Rollout:
-    """One sampled response per prompt (chat template, left padding, KV cache);
-    ``check_cancelled()`` runs after every token, so a cancel stops a long generation."""
-    from transformers import GenerationConfig, StoppingCriteria
-
-    class Cancel(StoppingCriteria):  # never stops generation; raises when cancelled
-        def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
-            if check_cancelled is not None:
-                check_cancelled()
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
-    special = not getattr(tokenizer, "chat_template", None)  # a template writes its own
-    texts = [format_prompt(tokenizer, p) for p in prompts]
-    enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
-                    add_special_tokens=special).to(model.device)
-    # A fresh GenerationConfig: no model default (repetition penalty, top-k) may reshape the
-    # distribution the log-probabilities are later taken from.
-    gen = GenerationConfig(do_sample=True, temperature=config.temperature, top_p=config.top_p,
-                           top_k=0, max_new_tokens=config.max_new_tokens, num_beams=1,
-                           eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id,
-                           use_cache=True)
-    out = model.generate(**enc, generation_config=gen, stopping_criteria=[Cancel()])  # (B, P+T)
-    P = enc["input_ids"].shape[1]
-    responses = out[:, P:]  # (B, T)
-    T = responses.shape[1]
-    is_eos = torch.isin(responses, torch.tensor(eos_ids, device=responses.device))
-    finished = is_eos.any(1)
-    first_eos = torch.where(finished, is_eos.int().argmax(1), T)  # (B,)
-    mask = (torch.arange(T, device=out.device)[None] <= first_eos[:, None]).float()
-    attn = torch.cat([enc["attention_mask"], torch.ones_like(responses)], dim=1)
-    decoded = [tokenizer.decode(r[:n], skip_special_tokens=True).strip()
-               for r, n in zip(responses.tolist(), first_eos.tolist(), strict=True)]
-    return Rollout(out, attn, P, responses, mask, finished, decoded)
 
 
 def _reward(config: PPOConfig, workspace: Workspace | None, device: str,

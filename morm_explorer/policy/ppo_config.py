@@ -7,27 +7,13 @@ The trainer is `morm_explorer.policy.ppo`; the math it uses, `morm_explorer.poli
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from morm_explorer.checks import check_int, check_number
 from morm_explorer.errors import MormError
 from morm_explorer.objectives import SCALARIZERS
 from morm_explorer.workspace import sanitize_name
-
-
-def _number(name: str, value: Any, *, integer: bool = False, low: float | None = None,
-            high: float | None = None, low_open: bool = False) -> None:
-    """Raise `MormError` naming ``name`` unless ``value`` is a finite number in range."""
-    kind = "an integer" if integer else "a finite number"
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) \
-            or not math.isfinite(value):
-        raise MormError(f"{name} must be {kind}, got {value!r}", field=name)
-    if low is not None and (value <= low if low_open else value < low):
-        raise MormError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}",
-                        field=name)
-    if high is not None and value > high:
-        raise MormError(f"{name} must be <= {high}, got {value}", field=name)
 
 
 def _check_weights(name: str, weights: Any) -> None:
@@ -37,7 +23,7 @@ def _check_weights(name: str, weights: Any) -> None:
     for obj, w in weights.items():
         if not isinstance(obj, str) or not obj:
             raise MormError(f"{name} has a non-text objective name {obj!r}", field=name)
-        _number(f"{name}.{obj}", w, low=0.0)
+        check_number(f"{name}.{obj}", w, low=0.0)
     if weights and sum(weights.values()) <= 0:
         raise MormError(f"{name}: all weights are zero, nothing to optimise", field=name)
 
@@ -147,23 +133,23 @@ class PPOConfig:
                             field="reward_model")
         for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "lora_r",
                      "lora_alpha", "kl_horizon", "max_new_tokens"):
-            _number(name, getattr(self, name), integer=True, low=1)
-        _number("steps", self.steps, integer=True, low=1, high=MAX_STEPS)
-        _number("batch_size", self.batch_size, integer=True, low=1, high=MAX_BATCH)
+            check_int(name, getattr(self, name), 1)
+        check_int("steps", self.steps, 1, MAX_STEPS)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
         for name in ("prompt_limit", "seed", "checkpoint_every", "sample_every"):
-            _number(name, getattr(self, name), integer=True, low=0)
+            check_int(name, getattr(self, name), 0)
         if self.mini_batch_size > self.batch_size:
             raise MormError(f"mini_batch_size ({self.mini_batch_size}) must be <= batch_size "
                             f"({self.batch_size})", field="mini_batch_size")
         for name in ("lr", "target_kl", "temperature", "cliprange", "cliprange_value",
                      "max_grad_norm", "lagrange_lr"):
-            _number(name, getattr(self, name), low=0.0, low_open=True)
+            check_number(name, getattr(self, name), low=0.0, low_open=True)
         for name in ("kl_coef", "vf_coef", "lagrange_init"):
-            _number(name, getattr(self, name), low=0.0)
+            check_number(name, getattr(self, name), low=0.0)
         for name in ("top_p", "gamma", "lam"):
-            _number(name, getattr(self, name), low=0.0, high=1.0, low_open=name == "top_p")
+            check_number(name, getattr(self, name), low=0.0, high=1.0, low_open=name == "top_p")
         if self.missing_eos_penalty is not None:
-            _number("missing_eos_penalty", self.missing_eos_penalty, low=0.0)
+            check_number("missing_eos_penalty", self.missing_eos_penalty, low=0.0)
         if self.scalarizer not in SCALARIZERS:
             raise MormError(f"scalarizer must be one of {', '.join(SCALARIZERS)}, got "
                             f"{self.scalarizer!r}", field="scalarizer")
@@ -187,7 +173,7 @@ class PPOConfig:
             if not isinstance(point, dict) or set(point) != {"step", "weights"}:
                 raise MormError(f"{where} must be an object with exactly 'step' and 'weights', "
                                 f"got {point!r}", field=where)
-            _number(f"{where}.step", point["step"], integer=True, low=0)
+            check_int(f"{where}.step", point["step"], 0)
             if point["step"] <= last:
                 raise MormError(f"{where}.step must be larger than the previous step ({last})",
                                 field=f"{where}.step")
@@ -212,7 +198,7 @@ class PPOConfig:
             if c["objective"] in seen:
                 raise MormError(f"two constraints on {c['objective']!r}", field=where)
             seen.add(c["objective"])
-            _number(f"{where}.threshold", c["threshold"])
+            check_number(f"{where}.threshold", c["threshold"])
 
     def weights_at(self, step: int) -> dict[str, float]:
         """The weights of update ``step`` (0-based): `weights` without a schedule (empty means

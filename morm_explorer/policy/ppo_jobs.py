@@ -27,6 +27,7 @@ from morm_explorer.workspace import Workspace, atomic_write_jsonl, sanitize_name
 
 GROUP = "policies"
 SAMPLES = "samples.jsonl"
+MANIFEST = "morm_ppo.json"  # ppo_checkpoint.MANIFEST, named here too: that module loads torch
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,19 @@ class PPOJob(JobSpec):
     @property
     def ppo_config(self) -> PPOConfig:
         return PPOConfig.from_dict(self.config)
+
+
+def trained_policies(ws: Workspace) -> list[tuple[str, dict]]:
+    """The policies PPO runs saved in the workspace, by name: (name, the config of the run, from
+    its morm_ppo.json)."""
+    root = ws.root / GROUP
+    out = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        manifest = folder / MANIFEST
+        if manifest.is_file():
+            config = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
+            out.append((folder.name, config))
+    return out
 
 
 def run_dir(ws: Workspace, name: str) -> Path:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from morm_explorer.checks import check_int
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.context import JobContext
 from morm_explorer.jobs.spec import JobSpec, register_job
@@ -53,10 +54,7 @@ class SweepJob(JobSpec):
     """submit the runs as separate jobs (side by side on Ray) instead of one after another"""
 
     def __post_init__(self) -> None:
-        if isinstance(self.grid_steps, bool) or not isinstance(self.grid_steps, int) \
-                or not 1 <= self.grid_steps <= 10:
-            raise MormError(f"grid_steps must be an integer in 1..10, got {self.grid_steps!r}",
-                            field="grid_steps")
+        check_int("grid_steps", self.grid_steps, 1, 10)
         base = PPOConfig.from_dict(self.config)
         sanitize_name(base.name)
         sweep_configs(base, list(self.objectives), self.grid_steps)

@@ -114,11 +114,9 @@ def cmd_train(args) -> int:
     cfg = config_from_args(args)
     ws = _workspace(args)
     if args.submit:
-        from morm_explorer.jobs.backend import get_backend
+        from morm_explorer.jobs.cli import submit_job
 
-        job_id = get_backend(ws).submit(TrainRewardModelJob(cfg.to_dict(), args.overwrite))
-        print(f"submitted job {job_id}: follow it with `morm jobs show {job_id}`")
-        return 0
+        return submit_job(ws, TrainRewardModelJob(cfg.to_dict(), args.overwrite))
     from tqdm import tqdm
 
     from morm_explorer.reward.train import Hooks, train_reward_model

@@ -7,11 +7,11 @@ takes (a field's name is its CLI flag's name) and what the artifact records abou
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from morm_explorer.checks import check_int, check_number
 from morm_explorer.data.schema import is_valid_objective
 from morm_explorer.errors import MormError
 
@@ -30,16 +30,6 @@ CHOICES = {"architecture": ARCHITECTURES, "pooling": POOLINGS, "head": HEADS, "m
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise MormError(f"{name} must be one of {', '.join(allowed)}, got {value!r}", field=name)
-
-
-def _positive(name: str, value: float, *, integer: bool = False, zero_ok: bool = False) -> None:
-    bad_type = isinstance(value, bool) or not isinstance(value, (int, float))
-    if bad_type or (integer and not isinstance(value, int)) or not math.isfinite(value):
-        raise MormError(f"{name} must be a finite {'integer' if integer else 'number'}, "
-                        f"got {value!r}", field=name)
-    if value < 0 or (value == 0 and not zero_ok):
-        raise MormError(f"{name} must be {'>= 0' if zero_ok else '> 0'}, got {value!r}",
-                        field=name)
 
 
 class _DictMixin:
@@ -83,10 +73,8 @@ class _ModelFields(_DictMixin):
     def _check_model_fields(self) -> None:
         for name in ("architecture", "pooling", "head"):
             _choice(name, getattr(self, name), CHOICES[name])
-        _positive("head_hidden", self.head_hidden, integer=True)
-        _positive("max_length", self.max_length, integer=True)
-        if self.max_length < 8:
-            raise MormError("max_length must be >= 8", field="max_length")
+        check_number("head_hidden", self.head_hidden, integer=True, low=0, low_open=True)
+        check_int("max_length", self.max_length, 8)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,14 +158,13 @@ class TrainConfig(_ModelFields):
         for name in ("mode", "ties", "ratings_mode", "device"):
             _choice(name, getattr(self, name), CHOICES[name])
         for name in ("epochs", "batch_size", "lora_r", "lora_alpha"):
-            _positive(name, getattr(self, name), integer=True)
+            check_number(name, getattr(self, name), integer=True, low=0, low_open=True)
         for name in ("lr", "backbone_lr"):
-            _positive(name, getattr(self, name))
+            check_number(name, getattr(self, name), low=0, low_open=True)
         for name in ("weight_decay", "warmup_ratio", "grad_clip", "margin", "center_coef"):
-            _positive(name, getattr(self, name), zero_ok=True)
-        _positive("patience", self.patience, integer=True, zero_ok=True)
-        _positive("folds", self.folds, integer=True, zero_ok=True)
-        _positive("fold", self.fold, integer=True, zero_ok=True)
+            check_number(name, getattr(self, name), low=0)
+        for name in ("patience", "folds", "fold"):
+            check_int(name, getattr(self, name), 0)
         if self.folds == 1 or (self.folds and self.fold >= self.folds):
             raise MormError(f"need folds >= 2 and 0 <= fold < folds, got fold {self.fold} of "
                             f"{self.folds}", field="fold")
@@ -187,7 +174,7 @@ class TrainConfig(_ModelFields):
         if self.epochs > 10_000 or self.batch_size > 65_536:
             raise MormError("epochs or batch_size absurdly large", field="epochs")
         for obj, w in self.loss_weights.items():
-            _positive(f"loss_weights.{obj}", w, zero_ok=True)
+            check_number(f"loss_weights.{obj}", w, low=0)
         if self.loss_weights and not any(self.loss_weights.values()):
             raise MormError("all loss weights are zero: nothing to train", field="loss_weights")
 

@@ -7,12 +7,13 @@ the held-out split and writes an artifact folder. Two modes:
   trained, on tensors, in seconds on a CPU;
 - full / lora: the backbone is fine-tuned (all weights, or peft LoRA adapters) with AdamW, linear
   warmup and decay, gradient clipping and early stopping on the validation loss.
+
+The minibatch loop itself is `morm_explorer.reward.loop`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import random
 import shutil
 import tempfile
@@ -37,12 +38,7 @@ from morm_explorer.reward.evaluate import (
     single_vs_multi,
     true_targets,
 )
-from morm_explorer.reward.losses import (
-    bradley_terry_loss,
-    centering_loss,
-    regression_loss,
-    weighted_total,
-)
+from morm_explorer.reward.loop import SplitRewards, train_epochs
 from morm_explorer.reward.model import RewardModel, build_model
 
 
@@ -91,133 +87,6 @@ def default_objectives(dataset: Dataset, requested: tuple[str, ...]) -> list[str
     if not requested and len(objs) > 1 and "overall" in objs:
         objs = [o for o in objs if o != "overall"]
     return objs
-
-
-def _pair_losses(r_a, r_b, target, cfg: TrainConfig, weights) -> tuple[torch.Tensor, torch.Tensor]:
-    per_obj, _ = bradley_terry_loss(r_a, r_b, target, cfg.margin, cfg.ties == "skip")
-    total = weighted_total(per_obj, weights)
-    if cfg.center_coef > 0:
-        total = total + cfg.center_coef * centering_loss(r_a, r_b, target).sum()
-    return total, per_obj
-
-
-class _EarlyStop:
-    """Keeps the best trainable state by validation loss; stops after `patience` bad epochs."""
-
-    def __init__(self, patience: int) -> None:
-        self.patience, self.best, self.bad, self.state = patience, math.inf, 0, None
-
-    def update(self, loss: float, model: torch.nn.Module) -> bool:
-        if loss < self.best - 1e-5:
-            self.best, self.bad = loss, 0
-            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            return False
-        self.bad += 1
-        return self.patience > 0 and self.bad >= self.patience
-
-
-class _Rewards:
-    """Rewards of texts by index into a split's text table, for the training loop.
-
-    Frozen mode reads cached embeddings (heads only); fine-tuning runs the whole model.
-    """
-
-    def __init__(self, model: RewardModel, split, emb: torch.Tensor | None) -> None:
-        self.model, self.split, self.emb = model, split, emb
-
-    def __call__(self, idx: np.ndarray) -> torch.Tensor:  # (n,) -> (n, K)
-        if self.emb is not None:
-            h = self.emb[torch.as_tensor(idx, device=self.emb.device)]
-            return self.model.rewards_from_embeddings([h] * len(self.model.heads))
-        return self.model([self.split.prompts[i] for i in idx],
-                          [self.split.responses[i] for i in idx])
-
-    @torch.no_grad()
-    def all(self) -> torch.Tensor:  # (U, K)
-        if self.emb is not None:
-            return self(np.arange(len(self.split.prompts)))
-        scores = self.model.score(self.split.prompts, self.split.responses)
-        return torch.tensor(scores, device=self.model.device)
-
-
-def _batch_loss(rewards: _Rewards, idx: np.ndarray, targets: torch.Tensor, cfg, weights):
-    """Loss of one minibatch: pairs (Bradley-Terry) or rated items (regression)."""
-    split = rewards.split
-    if isinstance(split, rdata.ItemSet):
-        per_obj = regression_loss(rewards(idx), targets[idx])
-        return weighted_total(per_obj, weights), per_obj
-    r = rewards(np.concatenate([split.ia[idx], split.ib[idx]]))  # (2B, K)
-    return _pair_losses(r[: len(idx)], r[len(idx):], targets[idx], cfg, weights)
-
-
-@torch.no_grad()
-def _val_loss(rewards: _Rewards | None, cfg, weights) -> float | None:
-    if rewards is None or len(rewards.split.prompts) == 0:
-        return None
-    rewards.model.eval()
-    r = rewards.all()
-    split = rewards.split
-    target = torch.tensor(split.targets, device=r.device)
-    if isinstance(split, rdata.ItemSet):
-        return float(weighted_total(regression_loss(r, target), weights))
-    loss, _ = _pair_losses(r[split.ia], r[split.ib], target, cfg, weights)
-    return float(loss)
-
-
-def _optimizer(model: RewardModel, cfg: TrainConfig, total_steps: int):
-    from transformers import get_linear_schedule_with_warmup
-
-    head_params = [p for h in model.heads for p in h.parameters()]
-    head_ids = {id(p) for p in head_params}
-    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    groups = [{"params": head_params, "lr": cfg.lr}]
-    if body:
-        groups.append({"params": body, "lr": cfg.backbone_lr})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    warmup = int(cfg.warmup_ratio * total_steps) if body else 0
-    return opt, get_linear_schedule_with_warmup(opt, warmup, total_steps)
-
-
-def _train_loop(model, train: _Rewards, val: _Rewards | None, cfg, weights, hooks, history):
-    """Minibatch AdamW over epochs with clipping and early stopping on the validation loss."""
-    n = len(train.split.targets)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    opt, sched = _optimizer(model, cfg, cfg.epochs * steps_per_epoch)
-    params = [p for p in model.parameters() if p.requires_grad]
-    targets = torch.tensor(train.split.targets, device=model.device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    stop, step = _EarlyStop(cfg.patience), 0
-    for epoch in range(cfg.epochs):
-        model.train()
-        for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
-            loss, per_obj = _batch_loss(train, idx.numpy(), targets, cfg, weights)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
-            opt.step()
-            sched.step()
-            step += 1
-            if train.emb is None and step % 10 == 0:
-                hooks.metrics(step, {"loss/step": float(loss.detach())})
-                hooks.check_cancelled()
-        v = _val_loss(val, cfg, weights)
-        _log_epoch(hooks, history, step, epoch, cfg.epochs, loss, per_obj, model, v)
-        hooks.check_cancelled()
-        if v is not None and stop.update(v, model):
-            break
-    if stop.state is not None:
-        model.load_state_dict(stop.state)
-
-
-def _log_epoch(hooks, history, step, epoch, epochs, loss, per_obj, model, val) -> None:
-    values = {"loss/total": float(loss.detach())}
-    for k, obj in enumerate(model.objectives):
-        values[f"loss/{obj}"] = float(per_obj[k].detach())
-    if val is not None:
-        values["eval/loss"] = val
-    history.append({"step": step, "epoch": epoch + 1, **values})
-    hooks.metrics(step, values)
-    hooks.progress(0.1 + 0.8 * (epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}")
 
 
 def _add_lora(model: RewardModel, cfg: TrainConfig) -> None:
@@ -298,8 +167,8 @@ def train_reward_model(cfg: TrainConfig, out_dir: str | Path, workspace=None,
         _add_lora(model, cfg)
     history: list[dict] = []
     t_loop = time.perf_counter()
-    _train_loop(model, _Rewards(model, train, e_tr),
-                _Rewards(model, val, e_va) if val else None, cfg, weights, hooks, history)
+    train_epochs(model, SplitRewards(model, train, e_tr),
+                SplitRewards(model, val, e_va) if val else None, cfg, weights, hooks, history)
     if model.device.type == "cuda":
         torch.cuda.synchronize()
     loop_seconds = time.perf_counter() - t_loop
