@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from morm_explorer.data.candidates import list_candidate_sets
-from morm_explorer.demo_jobs import PrepareDemoJob, demo_complete
+from morm_explorer.demo_jobs import PrepareDemoJob, demo_complete, demo_parts
 from morm_explorer.jobs.backend import get_backend
 from morm_explorer.reward.report import list_reward_models
 from pages.common import presenting, start_demo_job, workspace
@@ -34,9 +34,11 @@ def demo_status() -> None:
     job = jobs[0]
     if not job.done:
         st.info("Preparing the full demo in the background: reward models, SmolLM2 samples, "
-                "two fine-tuned policies and a comparison (about 15 minutes on a CPU). Every "
-                "page works meanwhile.")
+                "two fine-tuned policies and a comparison (about half an hour on a 2-core CPU). "
+                "Every page works meanwhile.")
         st.progress(job.progress, text=job.message or job.status)
+        st.caption(" · ".join(f"{'✓' if ready else '…'} {label}"
+                              for label, ready in demo_parts(ws)))
     elif job.status != "succeeded":
         st.warning(f"The demo build {job.status}: {(job.error or '').strip()[:300]}")
         if not presenting() and st.button("Try again", key="home_demo_retry"):
@@ -76,6 +78,12 @@ st.page_link("pages/reward_models.py",
 st.page_link("pages/explore.py",
              label="Explore: score candidates, see the Pareto fronts, move the weight sliders",
              icon=":material/tune:")
+st.page_link("pages/finetune.py", label="Fine-tune: PPO runs with your weights, live",
+             icon=":material/rocket_launch:")
+st.page_link("pages/compare.py", label="Compare: fine-tuned policies side by side",
+             icon=":material/compare:")
+st.page_link("pages/evaluate.py", label="Evaluate: blind A/B rating sessions",
+             icon=":material/how_to_vote:")
 st.markdown(
     "- **Canonical pairs**: `prompt`, `response_a`, `response_b`, "
     "`labels: {objective: a | b | tie}` (an objective left out is not annotated).\n"

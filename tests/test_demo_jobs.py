@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from morm_explorer.demo import ensure_demo
-from morm_explorer.demo_jobs import COMPARISON, POLICIES, PrepareDemoJob, demo_complete
+from morm_explorer.demo_jobs import (
+    COMPARISON,
+    POLICIES,
+    PrepareDemoJob,
+    demo_complete,
+    demo_parts,
+)
 from morm_explorer.evaluation.compare import list_comparisons
 from morm_explorer.jobs.backend import LocalBackend
 from morm_explorer.jobs.store import JobStore
@@ -17,6 +23,7 @@ from tests.test_policy import _save_tiny
 @pytest.mark.slow
 def test_prepare_demo_builds_everything_then_nothing(ws, tiny_bert, tmp_path):
     ensure_demo(ws)
+    assert not any(ready for _, ready in demo_parts(ws))
     spec = PrepareDemoJob(backbone=tiny_bert, max_length=64, rm_epochs=2,
                           policy=_save_tiny(tmp_path / "policy"), samples=1,
                           max_new_tokens=4, ppo_steps=1, ppo_batch=2,
@@ -26,6 +33,7 @@ def test_prepare_demo_builds_everything_then_nothing(ws, tiny_bert, tmp_path):
     assert info.result["built"] == ["demo-rm", "demo-judge", "smollm2-demo", *POLICIES,
                                     COMPARISON]
     assert demo_complete(ws)
+    assert [label.split()[-1] for label, ready in demo_parts(ws) if ready] == info.result["built"]
     assert [c["name"] for c in list_comparisons(ws)] == [COMPARISON]
     assert all(step.ready for step in walkthrough(ws))  # the walk-through has every step
     again = run_inline(ws, spec)
@@ -43,3 +51,24 @@ def test_the_app_submits_the_build_once_and_not_again_after_a_failure(ws, monkey
     store.fail(job.id, "w", "boom")
     assert start_demo_job(ws) is None  # a failed build waits for the user
     assert start_demo_job(ws, retry=True) is not None
+
+
+def test_the_overview_says_what_is_ready_and_what_is_still_being_prepared(ws, tiny_rm,
+                                                                          monkeypatch):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    from pages.common import start_demo_job
+    from tests.conftest import REPO
+
+    monkeypatch.setattr(LocalBackend, "ensure_worker", lambda self: False)
+    ensure_demo(ws)
+    shutil.copytree(tiny_rm, ws.root / "reward_models" / "demo-rm")
+    assert start_demo_job(ws) is not None  # queued; no worker runs it here
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()  # opens Overview
+    assert not at.exception
+    assert any("Preparing the full demo" in i.value for i in at.info)
+    parts = " ".join(c.value for c in at.caption)
+    assert "✓ reward model demo-rm" in parts and "… held-out judge demo-judge" in parts
+    assert "… comparison demo" in parts

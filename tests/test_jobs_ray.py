@@ -295,7 +295,9 @@ def test_a_ray_stop_without_a_cancel_fails_the_job_with_the_reason(ws, ray_addre
     backend.client.stop_job(job_id)  # as `ray job stop` would: no cancel flag in the store
     info = wait_for(lambda: finished(backend, job_id), 15, every=0.05)
     assert info.status == "failed" and "SIGTERM" in info.error
-    assert "its Ray job was stopped (SIGTERM)" in " ".join(backend.logs(job_id))
+    # The entry logs the stop just after it marks the job failed: wait for the line.
+    assert wait_for(lambda: "its Ray job was stopped (SIGTERM)" in " ".join(
+        backend.logs(job_id)), 10, every=0.05)
     assert_nothing_half_written(ws, job_id)
 
 
