@@ -73,6 +73,17 @@ def ensure_demo_workspace() -> None:
         st.error(f"Could not build the demo workspace: {e}")
 
 
+def job_page(title: str, caption: str):
+    """The start of a page that runs jobs: its title and caption; returns the workspace and its
+    job backend."""
+    from morm_explorer.jobs.backend import get_backend
+
+    ws = workspace()
+    st.title(title)
+    st.caption(caption)
+    return ws, get_backend(ws)
+
+
 def presenting() -> bool:
     """Presentation mode (the sidebar toggle, or ``?present=1`` in the address): job controls
     are hidden, so a demo shows results, not forms."""

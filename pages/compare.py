@@ -21,18 +21,16 @@ from morm_explorer.evaluation.stats import (
     soup_curve,
     win_rates,
 )
-from morm_explorer.jobs.backend import get_backend
 from morm_explorer.reward.report import list_reward_models
 from morm_explorer.workspace import sanitize_name
-from pages.common import presenting, workspace
+from pages.common import job_page, presenting
 
 PER_PAGE = 8
-ws = workspace()
-backend = get_backend(ws)
-st.title("Compare")
-st.caption("Policies side by side on the same prompts and sampling seeds: which trade-off does "
-           "each make, and does a held-out judge agree with the reward model they were trained "
-           "against?")
+ws, backend = job_page(
+    "Compare",
+    "Policies side by side on the same prompts and sampling seeds: which trade-off does "
+    "each make, and does a held-out judge agree with the reward model they were trained "
+    "against?")
 
 
 def saved_policies() -> list[str]:

@@ -17,7 +17,6 @@ from morm_explorer.data.candidates import (
 from morm_explorer.demo import DEMO_DATASET
 from morm_explorer.errors import MormError
 from morm_explorer.explore import Choice, Explorer
-from morm_explorer.jobs.backend import get_backend
 from morm_explorer.objectives import Constraint
 from morm_explorer.reward.config import TrainConfig
 from morm_explorer.reward.jobs import TrainRewardModelJob
@@ -35,18 +34,17 @@ from morm_explorer.weight_presets import (
     list_presets,
     save_preset,
 )
-from pages.common import presenting, workspace
+from pages.common import job_page, presenting
 from pages.explore_sets import import_tab, sample_tab
 
 INLINE_SCORING = 1000  # candidates scored in the page; larger sets run as a job
 SCALARIZER_NAMES = {"weighted_sum": "Weighted sum", "chebyshev": "Chebyshev (reaches "
                     "non-convex fronts)", "min": "Worst objective (max-min)"}
-ws = workspace()
-backend = get_backend(ws)
-st.title("Explore")
-st.caption("Score N candidate responses per prompt with a multi-objective reward model, then "
-           "move the weights: each prompt's best-of-N winner, the Pareto fronts and the "
-           "trade-off map update at once.")
+ws, backend = job_page(
+    "Explore",
+    "Score N candidate responses per prompt with a multi-objective reward model, then "
+    "move the weights: each prompt's best-of-N winner, the Pareto fronts and the "
+    "trade-off map update at once.")
 
 
 # -- jobs launched from this page ------------------------------------------------------------

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from morm_explorer.errors import MormError
-from morm_explorer.jobs.backend import get_backend, retry
+from morm_explorer.jobs.backend import retry
 from morm_explorer.policy.cost import estimate_ppo
 from morm_explorer.policy.ppo_config import PPOConfig
 from morm_explorer.policy.ppo_jobs import PPOJob
@@ -17,14 +17,13 @@ from morm_explorer.policy.soup import SoupJob
 from morm_explorer.reward.report import list_reward_models
 from morm_explorer.ui import ppo_figures as pf
 from morm_explorer.workspace import sanitize_name
-from pages.common import presenting, workspace
+from pages.common import job_page, presenting
 
-ws = workspace()
-backend = get_backend(ws)
-st.title("Fine-tune")
-st.caption("Short PPO runs against a multi-objective reward model: rewards are scored per "
-           "objective, standardized, and scalarized with your weights; the value head keeps one "
-           "value per objective. Constraints (objective ≥ τ) get a Lagrange multiplier each.")
+ws, backend = job_page(
+    "Fine-tune",
+    "Short PPO runs against a multi-objective reward model: rewards are scored per "
+    "objective, standardized, and scalarized with your weights; the value head keeps one "
+    "value per objective. Constraints (objective ≥ τ) get a Lagrange multiplier each.")
 DEFAULT = PPOConfig()
 models = sorted(list_reward_models(ws), key=lambda m: -m["created_at"])
 by_name = {m["name"]: m for m in models}

@@ -10,7 +10,6 @@ import pandas as pd
 import streamlit as st
 
 from morm_explorer.errors import MormError
-from morm_explorer.jobs.backend import get_backend
 from morm_explorer.reward.config import ARCHITECTURES, HEADS, MODES, POOLINGS, TIES, TrainConfig
 from morm_explorer.reward.jobs import GROUP, TrainRewardModelJob
 from morm_explorer.reward.report import (
@@ -20,7 +19,7 @@ from morm_explorer.reward.report import (
 )
 from morm_explorer.ui import reward_figures as rfig
 from morm_explorer.workspace import sanitize_name
-from pages.common import presenting, workspace
+from pages.common import job_page, presenting
 
 KIND = TrainRewardModelJob.kind
 RECENT = 20  # training jobs listed (and polled for)
@@ -28,12 +27,11 @@ DEFAULT = {f.name: f.default for f in fields(TrainConfig)}
 MODE_HELP = {"frozen": "frozen backbone: embeddings cached once, heads only (seconds on a CPU)",
              "full": "fine-tune the whole backbone (a GPU helps)",
              "lora": "fine-tune LoRA adapters of the backbone (a GPU helps)"}
-ws = workspace()
-backend = get_backend(ws)
-st.title("Reward models")
-st.caption("Train one reward per objective, with one shared backbone and K heads "
-           "(L = Σ_k w_k L_pref,k) or K separate models, and see what each head learned on "
-           "held-out prompts.")
+ws, backend = job_page(
+    "Reward models",
+    "Train one reward per objective, with one shared backbone and K heads "
+    "(L = Σ_k w_k L_pref,k) or K separate models, and see what each head learned on "
+    "held-out prompts.")
 
 
 def fmt_seconds(s: float | None) -> str:
