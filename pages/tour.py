@@ -48,7 +48,13 @@ if header(2, reward):
             for o, a in f["accuracy"].items()]
     st.markdown("One head per objective on a shared backbone, against a single reward model "
                 "trained on the overall label: held-out accuracy per objective.")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="tour_acc")
+    table = pd.DataFrame(rows)
+    if table["one overall reward model"].isna().all():  # trained without the baseline
+        table = table.drop(columns="one overall reward model")
+        st.caption("This reward model was trained without the single overall baseline.")
+    st.dataframe(table, hide_index=True, width="stretch", key="tour_acc",
+                 column_config={c: st.column_config.NumberColumn(format="percent")
+                                for c in ("its own head", "one overall reward model")})
     worst = min(rows, key=lambda r: (r["one overall reward model"] or 1) - r["its own head"])
     if worst["one overall reward model"] is not None:
         st.markdown(f"A single reward model ranks **{worst['objective']}** pairs right "
