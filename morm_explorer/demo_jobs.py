@@ -4,8 +4,9 @@
 first page shows. This job makes the rest, one step after another, each skipped when its result
 is already there (so a job that died is simply submitted again):
 
-1. the demo reward model ``demo-rm`` (frozen MiniLM, one head per objective) and a held-out
-   judge ``demo-judge`` (other pooling and seed), each about 30 s on a CPU;
+1. a held-out judge ``demo-judge`` (other pooling and seed), then the demo reward model
+   ``demo-rm`` (frozen MiniLM, one head per objective), each about 30 s on a CPU; the reward
+   model comes last so that, as the newest model, it is what the pages pick by default;
 2. scores of ``demo-candidates`` under ``demo-rm``;
 3. ``smollm2-demo``: SmolLM2 sampled on the demo prompts, scored;
 4. two short PPO runs, ``demo-helpful`` and ``demo-harmless`` (weights leaning each way);
@@ -104,14 +105,14 @@ def run_prepare_demo(spec: PrepareDemoJob, ctx: JobContext) -> dict:
 
     ws = ctx.store.ws
     device = ctx.device if spec.device == "auto" else spec.device
-    steps = ["reward model", "judge", "scores", "SmolLM2 samples", *POLICIES, "comparison"]
+    steps = ["judge", "reward model", "scores", "SmolLM2 samples", *POLICIES, "comparison"]
     built = []
 
     def part(i: int) -> _Part:
         return _Part(ctx, i, len(steps), steps[i])
 
-    for i, (name, extra) in enumerate(((RM, {}), (JUDGE, {"pooling": "mean_response",
-                                                          "seed": 1}))):
+    for i, (name, extra) in enumerate(((JUDGE, {"pooling": "mean_response", "seed": 1}),
+                                       (RM, {}))):
         if not _exists(ws, "reward_models", name):
             cfg = TrainConfig(dataset=DEMO_DATASET, name=name, backbone=spec.backbone,
                               max_length=spec.max_length, epochs=spec.rm_epochs,
@@ -168,8 +169,8 @@ def demo_parts(ws) -> list[tuple[str, bool]]:
     from morm_explorer.evaluation.compare import list_comparisons
 
     sets = {c.name for c in list_candidate_sets(ws)}
-    return [(f"reward model {RM}", _exists(ws, "reward_models", RM)),
-            (f"held-out judge {JUDGE}", _exists(ws, "reward_models", JUDGE)),
+    return [(f"held-out judge {JUDGE}", _exists(ws, "reward_models", JUDGE)),
+            (f"reward model {RM}", _exists(ws, "reward_models", RM)),
             (f"SmolLM2 samples {SAMPLED}", SAMPLED in sets),
             *((f"fine-tuned policy {n}", _exists(ws, "policies", n)) for n in POLICIES),
             (f"comparison {COMPARISON}", COMPARISON in {c["name"] for c in list_comparisons(ws)})]

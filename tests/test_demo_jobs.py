@@ -16,6 +16,7 @@ from morm_explorer.evaluation.compare import list_comparisons
 from morm_explorer.jobs.backend import LocalBackend
 from morm_explorer.jobs.store import JobStore
 from morm_explorer.jobs.worker import run_inline
+from morm_explorer.reward.report import list_reward_models
 from morm_explorer.walkthrough import walkthrough
 from tests.test_policy import _save_tiny
 
@@ -30,9 +31,11 @@ def test_prepare_demo_builds_everything_then_nothing(ws, tiny_bert, tmp_path):
                           compare_prompts=2, device="cpu")
     info = run_inline(ws, spec)
     assert info.status == "succeeded", info.error
-    assert info.result["built"] == ["demo-rm", "demo-judge", "smollm2-demo", *POLICIES,
+    assert info.result["built"] == ["demo-judge", "demo-rm", "smollm2-demo", *POLICIES,
                                     COMPARISON]
     assert demo_complete(ws)
+    newest = max(list_reward_models(ws), key=lambda m: m["created_at"])
+    assert newest["name"] == "demo-rm"  # what the pages choose by default, not the judge
     assert [label.split()[-1] for label, ready in demo_parts(ws) if ready] == info.result["built"]
     assert [c["name"] for c in list_comparisons(ws)] == [COMPARISON]
     assert all(step.ready for step in walkthrough(ws))  # the walk-through has every step
