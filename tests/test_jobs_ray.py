@@ -346,3 +346,31 @@ def test_a_ppo_run_killed_on_ray_resumes_from_its_checkpoint(ws, ray_address, ti
     assert info.status == "succeeded", info.error
     assert info.result["resumed_from"] >= 2
     assert (ws.root / "policies" / "long" / "morm_ppo.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_parallel_sweep_on_ray_runs_each_point_as_a_ray_job_of_its_own(ws, ray_address,
+                                                                          tiny_rm, tmp_path):
+    import shutil
+
+    from morm_explorer.policy.ppo_config import PPOConfig
+    from morm_explorer.policy.ppo_jobs import PPOJob
+    from morm_explorer.policy.sweep import SweepJob
+    from tests.test_policy import _save_tiny
+
+    shutil.copytree(tiny_rm, ws.root / "reward_models" / "rm")
+    base = PPOConfig(name="par", policy=_save_tiny(tmp_path / "policy"), reward_model="rm",
+                     steps=1, batch_size=2, mini_batch_size=2, ppo_epochs=1, max_new_tokens=4,
+                     lora=False, prompt_limit=4, checkpoint_every=10, device="cpu")
+    backend = RayBackend(ws, address=ray_address)
+    job_id = backend.submit(SweepJob(config=base.to_dict(), objectives=["helpful", "harmless"],
+                                     grid_steps=1, parallel=True))
+    info = backend.wait(job_id, timeout=300, poll=0.5)
+    assert info.status == "succeeded", (info.error, backend.logs(job_id))
+    runs = info.result["runs"]
+    assert [r["name"] for r in runs] == ["par-0", "par-1"]
+    children = {j.id: j for j in backend.list(kind=PPOJob.kind, limit=10)}
+    assert {r["job"] for r in runs} == set(children)  # each point was a PPO job of its own
+    assert all(children[r["job"]].status == "succeeded" for r in runs)
+    assert all((ws.root / "policies" / r["name"] / "morm_ppo.json").is_file() for r in runs)
+    assert not any("running the runs in turn" in line for line in backend.logs(job_id))
