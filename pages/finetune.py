@@ -159,7 +159,10 @@ def run_panel(job_id: str, polling: bool) -> None:
     color = {"succeeded": "green", "failed": "red", "cancelled": "gray",
              "running": "blue"}.get(info.status, "orange")
     st.markdown(f"**{cfg.get('name', '?')}** :{color}-badge[{info.status}]")
-    st.progress(info.progress, text=info.message or info.status)
+    steps = (info.result or {}).get("steps", cfg.get("steps", "?"))
+    ended = f"succeeded after {steps} steps" if info.status == "succeeded" else \
+        f"{info.status}: {info.message}"
+    st.progress(info.progress, text=ended if info.done else info.message or info.status)
     st.caption(f"job `{info.id}` · elapsed {fmt_seconds(info.elapsed(time.time()))}"
                + (f" · device {info.device}" if info.device else ""))
     if not info.done and not presenting() and st.button("Cancel", key="ft_cancel",
