@@ -12,7 +12,7 @@ from morm_explorer.errors import MormError
 from morm_explorer.jobs.backend import retry
 from morm_explorer.policy.cost import estimate_ppo
 from morm_explorer.policy.ppo_config import PPOConfig
-from morm_explorer.policy.ppo_jobs import PPOJob
+from morm_explorer.policy.ppo_jobs import PPOJob, run_history, runs_without_jobs, trained_policies
 from morm_explorer.policy.soup import SoupJob
 from morm_explorer.reward.report import list_reward_models
 from morm_explorer.ui import ppo_figures as pf
@@ -195,9 +195,33 @@ def run_panel(job_id: str, polling: bool) -> None:
         st.rerun(scope="app")
 
 
+def folder_run_panel(name: str) -> None:
+    """A finished run that has no job here (one made inside another job, such as the demo
+    build): its curves and samples, read from its run folder."""
+    curves, samples = run_history(ws, name)
+    config = dict(trained_policies(ws)).get(name, {})
+    weights = ", ".join(f"{o} {w:.2f}" for o, w in config.get("weights", {}).items())
+    st.caption(f"{config.get('steps', '?')} steps against {config.get('reward_model', '?')}"
+               + (f" · weights {weights}" if weights else ""))
+    if not curves.empty:
+        smooth = 3 if len(curves) > 20 else 1
+        st.plotly_chart(pf.scores_figure(curves, smooth), key="ft_folder_scores")
+        st.plotly_chart(pf.training_figure(curves, smooth), key="ft_folder_training")
+    if not samples.empty:
+        st.markdown("**Sample generations** (latest first)")
+        st.dataframe(samples.iloc[::-1].head(30), hide_index=True, width="stretch",
+                     key="ft_folder_samples")
+
+
 with live_col:
     st.subheader("Runs")
     runs = backend.list(kind=PPOJob.kind, limit=30)
+    folder_runs = runs_without_jobs(
+        ws, {j.spec.get("config", {}).get("name") for j in runs})
+    if folder_runs:
+        with st.expander(f"Runs made inside other jobs: the demo build, sweeps "
+                         f"({len(folder_runs)})", expanded=not runs):
+            folder_run_panel(st.selectbox("Finished run", folder_runs, key="ft_folder_run"))
     if not runs:
         st.caption("No PPO run yet: launch one on the left, or `morm ppo train --submit`.")
     else:

@@ -81,3 +81,27 @@ def test_run_view_draws_metrics_lagrange_and_samples(rm_ws):
     samples = next(d for d in at.dataframe if "response" in d.value.columns)
     assert samples.value["response"].iloc[0] == "<script>x</script>"  # as text, in a table
     assert all("<script>" not in m.value for m in at.markdown)
+
+
+def test_a_run_made_inside_another_job_shows_its_curves_from_its_run_folder(rm_ws):
+    from morm_explorer.policy.ppo_jobs import METRICS, SAMPLES, run_dir
+
+    policy = rm_ws.root / "policies" / "demo-helpful"  # as the demo build leaves it: no job
+    policy.mkdir(parents=True)
+    (policy / "config.json").write_text("{}")
+    (policy / "morm_ppo.json").write_text(json.dumps({"config": {
+        "steps": 2, "reward_model": "rm", "weights": {"helpful": 0.8, "harmless": 0.2}}}))
+    folder = run_dir(rm_ws, "demo-helpful")
+    folder.mkdir(parents=True)
+    curve = [{"step": s, "objective/scores/helpful": 0.1 * s, "objective/kl": 0.01 * s,
+              "objective/rlhf_reward": 0.1, "objective/entropy": 2.0} for s in range(2)]
+    (folder / METRICS).write_text("".join(json.dumps(r) + "\n" for r in curve) + '{"torn')
+    (folder / SAMPLES).write_text(json.dumps({"step": 1, "prompt": "<b>p</b>",
+                                              "response": "r"}) + "\n")
+    at = open_page()
+    assert not at.exception
+    assert at.selectbox(key="ft_folder_run").value == "demo-helpful"
+    assert any("weights helpful 0.80, harmless 0.20" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) >= 2
+    frames = [d.value for d in at.dataframe if "prompt" in d.value.columns]
+    assert [f["prompt"].tolist() for f in frames] == [["<b>p</b>"]]  # text, as it is

@@ -16,6 +16,7 @@ from morm_explorer.evaluation.compare import list_comparisons
 from morm_explorer.jobs.backend import LocalBackend
 from morm_explorer.jobs.store import JobStore
 from morm_explorer.jobs.worker import run_inline
+from morm_explorer.policy.ppo_jobs import run_history, runs_without_jobs
 from morm_explorer.reward.report import list_reward_models
 from morm_explorer.walkthrough import walkthrough
 from tests.test_policy import _save_tiny
@@ -36,6 +37,8 @@ def test_prepare_demo_builds_everything_then_nothing(ws, tiny_bert, tmp_path):
     assert demo_complete(ws)
     newest = max(list_reward_models(ws), key=lambda m: m["created_at"])
     assert newest["name"] == "demo-rm"  # what the pages choose by default, not the judge
+    assert runs_without_jobs(ws, set()) == sorted(POLICIES)  # Fine-tune shows their curves
+    assert all(not run_history(ws, name)[0].empty for name in POLICIES)
     assert [label.split()[-1] for label, ready in demo_parts(ws) if ready] == info.result["built"]
     assert [c["name"] for c in list_comparisons(ws)] == [COMPARISON]
     assert all(step.ready for step in walkthrough(ws))  # the walk-through has every step

@@ -313,6 +313,13 @@ def test_ppo_job_commits_a_loadable_policy(ws, tiny_dir, tiny_rm):
     samples = (ws.root / "runs" / "ppo" / "p" / "samples.jsonl").read_text().splitlines()
     assert [json.loads(s)["step"] for s in samples] == [0] * 4 + [1] * 4 + [2] * 4
     assert not (ws.root / "runs" / "ppo" / "p" / "checkpoint").exists()  # next run: afresh
+    from morm_explorer.policy.ppo_jobs import run_history, runs_without_jobs
+
+    curves, rows = run_history(ws, "p")  # the run folder's copy, for runs with no job
+    assert curves.index.tolist() == [0, 1, 2] and len(rows) == 12
+    assert curves["objective/scores/harmless"].to_numpy() == pytest.approx(
+        metrics["objective/scores/harmless"].to_numpy())
+    assert runs_without_jobs(ws, {"p"}) == [] and runs_without_jobs(ws, set()) == ["p"]
     again = run_inline(ws, _job(tiny_dir, tiny_rm))
     assert again.status == "failed" and "exists" in again.error
 
@@ -339,6 +346,11 @@ def test_ppo_job_resumes_after_a_failure_and_cancels(ws, tiny_dir, tiny_rm, monk
     assert done.result["resumed_from"] == 2
     assert any("resuming from step 2" in line for line in JobStore(ws).logs(done.id))
     assert JobStore(ws).metrics(done.id, wide=True).index.tolist() == [0, 1, 2]
+    from morm_explorer.policy.ppo_jobs import run_history
+
+    lines = (ws.root / "runs" / "ppo" / "p" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [0, 1, 2]  # the redone step once
+    assert run_history(ws, "p")[0].index.tolist() == [0, 1, 2]
     samples = (ws.root / "runs" / "ppo" / "p" / "samples.jsonl").read_text().splitlines()
     assert [json.loads(s)["step"] for s in samples] == [0] * 4 + [1] * 4 + [2] * 4
 

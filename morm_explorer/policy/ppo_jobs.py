@@ -4,7 +4,9 @@ The spec carries a `PPOConfig` as a dict (validated on construction). The run li
 ``<workspace>/runs/ppo/<name>``, not in the job's staging folder (which is deleted when a job
 fails): its checkpoint survives a killed worker, and the same job submitted again resumes
 from it ("resuming from step N" in the log). Samples go to the log as ``sample: {json}``
-lines and to ``<run_dir>/samples.jsonl``. The finished policy is moved into the staging folder
+lines and to ``<run_dir>/samples.jsonl``, the curves to the job's metrics and to
+``<run_dir>/metrics.jsonl`` (`run_history` reads them back for runs made inside another job,
+such as the demo build's). The finished policy is moved into the staging folder
 and committed as ``policies/<name>`` in one rename; the checkpoint is then dropped, so that a
 later run of the same name starts afresh. A job of the same name with other settings (other
 than steps, checkpoint_every, sample_every, device) discards the old run folder and starts
@@ -17,7 +19,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.context import JobContext
@@ -25,8 +27,12 @@ from morm_explorer.jobs.spec import JobSpec, register_job
 from morm_explorer.policy.ppo_config import PPOConfig
 from morm_explorer.workspace import Workspace, atomic_write_jsonl, sanitize_name
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 GROUP = "policies"
 SAMPLES = "samples.jsonl"
+METRICS = "metrics.jsonl"
 MANIFEST = "morm_ppo.json"  # ppo_checkpoint.MANIFEST, named here too: that module loads torch
 
 
@@ -95,6 +101,7 @@ def run_ppo(spec: PPOJob, ctx: JobContext) -> dict:
                 f"({', '.join(changed)})")
         shutil.rmtree(folder, ignore_errors=True)
     resumed = checkpoint_step(folder)  # train_ppo logs "resuming from step N"
+    (folder / METRICS).unlink(missing_ok=True)  # a resumed run replays its history's metrics
     if resumed is None:
         (folder / SAMPLES).unlink(missing_ok=True)  # left by an earlier, finished run
     else:
@@ -111,7 +118,13 @@ def run_ppo(spec: PPOJob, ctx: JobContext) -> dict:
                 fh.write(line + "\n")
                 ctx.log(f"sample: {line}")
 
-    hooks = Hooks(progress=ctx.progress, metrics=ctx.metrics, log=ctx.log, samples=samples,
+    def metrics(step: int, values: dict) -> None:
+        ctx.metrics(step, values)  # the job's curves; the run folder keeps its own copy
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / METRICS, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": step, **values}) + "\n")
+
+    hooks = Hooks(progress=ctx.progress, metrics=metrics, log=ctx.log, samples=samples,
                   check_cancelled=ctx.check_cancelled)
     result = train_ppo(cfg, folder, workspace=ws, hooks=hooks)
     staging = ctx.staging_dir
@@ -125,6 +138,40 @@ def run_ppo(spec: PPOJob, ctx: JobContext) -> dict:
     ctx.log(f"committed policies/{path.name}; final {final}")
     return {"path": str(path), "steps": result["steps"], "resumed_from": resumed,
             "final": final}
+
+
+def run_history(ws: Workspace, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A run's curves and samples from its run folder, for runs with no job of their own (the
+    demo build's): metrics wide by step (the last value where a resumed run redid a step), and
+    the sample rows. A torn last line (a run killed mid-write) is skipped."""
+    import pandas as pd
+
+    folder = run_dir(ws, name)
+
+    def rows(file: str) -> list[dict]:
+        path = folder / file
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                out.append(row)
+        return out
+
+    metrics = pd.DataFrame(rows(METRICS))
+    if not metrics.empty:
+        metrics = metrics.groupby("step").last().sort_index()
+    return metrics, pd.DataFrame(rows(SAMPLES))
+
+
+def runs_without_jobs(ws: Workspace, job_names: set[str]) -> list[str]:
+    """Fine-tuned policies whose run folder holds curves but that no listed job made."""
+    return sorted(name for name, _ in trained_policies(ws)
+                  if name not in job_names and (run_dir(ws, name) / METRICS).is_file())
 
 
 register_job(PPOJob.kind, PPOJob, run_ppo)
