@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import fmean
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,10 +50,6 @@ def run(name: str, args: list[str], out: Path) -> dict:
     return {**json.loads(out.read_text()), "seconds": seconds}
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
 def rows_from(results: dict) -> list[tuple[str, str, str, str]]:
     """(metric, value, target, result) rows from every benchmark's output."""
     rows = []
@@ -72,9 +69,9 @@ def rows_from(results: dict) -> list[tuple[str, str, str, str]]:
     if runs:  # accuracy against the simulated labels and the hidden truth, mean over seeds
         for obj in [o for o in runs[0] if not o.startswith("_")]:
             rows.append((f"reward/demo/{obj}_accuracy",
-                         f"{_mean([r[obj]['label'] for r in runs]):.3f}", "-", "info"))
+                         f"{fmean([r[obj]['label'] for r in runs]):.3f}", "-", "info"))
             rows.append((f"reward/demo/{obj}_truth_accuracy",
-                         f"{_mean([r[obj]['truth'] for r in runs]):.3f}", "-", "info"))
+                         f"{fmean([r[obj]['truth'] for r in runs]):.3f}", "-", "info"))
     hh = reward.get("hh", {}).get("frozen", {}).get("objectives", {}).get("harmless")
     if hh:
         rows.append(("reward/hh_harmless/5fold_accuracy",

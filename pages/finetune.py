@@ -149,6 +149,22 @@ def samples_of(lines: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def run_views(metrics: pd.DataFrame, samples: pd.DataFrame, key: str,
+              weights: bool = True) -> None:
+    """A run's curves (scores, training, and the weights unless ``weights`` is off) and its
+    latest sample generations; ``key`` prefixes the element keys."""
+    if not metrics.empty:
+        smooth = 3 if len(metrics) > 20 else 1
+        st.plotly_chart(pf.scores_figure(metrics, smooth), key=f"{key}_scores")
+        st.plotly_chart(pf.training_figure(metrics, smooth), key=f"{key}_training")
+        if weights:
+            st.plotly_chart(pf.weights_figure(metrics), key=f"{key}_weights")
+    if not samples.empty:
+        st.markdown("**Sample generations** (latest first)")
+        st.dataframe(samples.iloc[::-1].head(30), hide_index=True, width="stretch",
+                     key=f"{key}_samples")
+
+
 def run_panel(job_id: str, polling: bool) -> None:
     info = backend.get(job_id)
     cfg = info.spec.get("config", {})
@@ -176,18 +192,8 @@ def run_panel(job_id: str, polling: bool) -> None:
             help="Submit the run again: it goes on from its last checkpoint."):
         st.session_state["ft_job_next"] = retry(backend, job_id)
         st.rerun(scope="app")
-    metrics = backend.metrics(job_id, wide=True)
-    if not metrics.empty:
-        smooth = 3 if len(metrics) > 20 else 1
-        st.plotly_chart(pf.scores_figure(metrics, smooth), key="ft_scores")
-        st.plotly_chart(pf.training_figure(metrics, smooth), key="ft_training")
-        st.plotly_chart(pf.weights_figure(metrics), key="ft_weights")
     lines = backend.logs(job_id)
-    samples = samples_of(lines)
-    if not samples.empty:
-        st.markdown("**Sample generations** (latest first)")
-        st.dataframe(samples.iloc[::-1].head(30), hide_index=True, width="stretch",
-                     key="ft_samples")
+    run_views(backend.metrics(job_id, wide=True), samples_of(lines), "ft")
     other = [x for x in lines if not x.startswith("sample: ")]
     if other:
         st.code("\n".join(other[-8:]), language=None, wrap_lines=True)
@@ -203,14 +209,7 @@ def folder_run_panel(name: str) -> None:
     weights = ", ".join(f"{o} {w:.2f}" for o, w in config.get("weights", {}).items())
     st.caption(f"{config.get('steps', '?')} steps against {config.get('reward_model', '?')}"
                + (f" · weights {weights}" if weights else ""))
-    if not curves.empty:
-        smooth = 3 if len(curves) > 20 else 1
-        st.plotly_chart(pf.scores_figure(curves, smooth), key="ft_folder_scores")
-        st.plotly_chart(pf.training_figure(curves, smooth), key="ft_folder_training")
-    if not samples.empty:
-        st.markdown("**Sample generations** (latest first)")
-        st.dataframe(samples.iloc[::-1].head(30), hide_index=True, width="stretch",
-                     key="ft_folder_samples")
+    run_views(curves, samples, "ft_folder", weights=False)
 
 
 with live_col:

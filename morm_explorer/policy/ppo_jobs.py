@@ -146,21 +146,14 @@ def run_history(ws: Workspace, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     the sample rows. A torn last line (a run killed mid-write) is skipped."""
     import pandas as pd
 
+    from morm_explorer.data.readers import read_jsonl
+
     folder = run_dir(ws, name)
 
     def rows(file: str) -> list[dict]:
         path = folder / file
-        if not path.is_file():
-            return []
-        out = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int):
-                out.append(row)
-        return out
+        return [row for _, row in (read_jsonl(path) if path.is_file() else ())
+                if isinstance(row, dict) and isinstance(row.get("step"), int)]
 
     metrics = pd.DataFrame(rows(METRICS))
     if not metrics.empty:
