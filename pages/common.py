@@ -76,12 +76,20 @@ def ensure_demo_workspace() -> None:
 def job_page(title: str, caption: str):
     """The start of a page that runs jobs: its title and caption; returns the workspace and its
     job backend."""
+    from morm_explorer.demo_jobs import PrepareDemoJob
     from morm_explorer.jobs.backend import get_backend
 
     ws = workspace()
     st.title(title)
     st.caption(caption)
-    return ws, get_backend(ws)
+    backend = get_backend(ws)
+    building = [j for j in backend.list(kind=PrepareDemoJob.kind, limit=1) if not j.done]
+    if building:  # what this page lists may still grow: say so, and where to follow it
+        st.caption(f":material/hourglass_top: The demo is still being prepared in the "
+                   f"background ({building[0].message or building[0].status}); its models, "
+                   "policies and comparison appear here as they are ready (progress on "
+                   "Overview).")
+    return ws, backend
 
 
 def presenting() -> bool:

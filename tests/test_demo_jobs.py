@@ -78,3 +78,6 @@ def test_the_overview_says_what_is_ready_and_what_is_still_being_prepared(ws, ti
     parts = " ".join(c.value for c in at.caption)
     assert "✓ reward model demo-rm" in parts and "… held-out judge demo-judge" in parts
     assert "… comparison demo" in parts
+    at.switch_page("pages/compare.py").run()  # the pages that list its parts say so too
+    assert not at.exception
+    assert any("still being prepared" in c.value for c in at.caption)
