@@ -25,23 +25,40 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     from morm_explorer.data.readers import FORMATS
     from morm_explorer.data.schema import MAX_TEXT_CHARS
 
-    p.add_argument("file", help="a JSONL/CSV/Parquet file, an HF dataset folder or hub name")
+    p.add_argument("file", help="a JSONL/CSV/Parquet file, an HF dataset folder (save_to_disk) "
+                   "or a hub name hf:OWNER/NAME (e.g. hf:Anthropic/hh-rlhf)")
     p.add_argument("--format", dest="fmt", choices=FORMATS, help="file format (default: from "
                    "the name)")
     p.add_argument("--preset", help="map a known public format: hh-rlhf, pku-saferlhf, "
                    "helpsteer2, ultrafeedback (default: canonical records)")
-    p.add_argument("--objective", help="objective of single-objective presets (HH-RLHF)")
-    p.add_argument("--split", help="split of an HF dataset")
+    p.add_argument("--objective", help="objective of single-objective presets (HH-RLHF; "
+                   "default: from the subset or file name)")
+    p.add_argument("--split", help="split of an HF dataset (hub default: train)")
+    p.add_argument("--subset", help="data_dir of a hub dataset, e.g. harmless-base of "
+                   "hf:Anthropic/hh-rlhf")
+    p.add_argument("--revision", help="branch, tag or commit of a hub dataset")
+    p.add_argument("--limit", type=int, help="keep a random sample of this many rows")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample "
+                   "(default: %(default)s)")
     p.add_argument("--max-chars", type=int, default=MAX_TEXT_CHARS,
                    help="longest prompt or response accepted (default: %(default)s)")
+
+
+def _load_kwargs(args) -> dict:
+    """The loading options of `_add_load_options`; hub downloads are cached in the workspace."""
+    from morm_explorer.data.hub import hub_cache_dir
+    from morm_explorer.workspace import default_root
+
+    return {"fmt": args.fmt, "preset": args.preset, "objective": args.objective,
+            "split": args.split, "subset": args.subset, "revision": args.revision,
+            "limit": args.limit, "seed": args.seed, "max_chars": args.max_chars,
+            "cache_dir": hub_cache_dir(args.workspace or default_root())}
 
 
 def cmd_data_validate(args) -> int:
     from morm_explorer.data.loaders import validate_file
 
-    _, report = validate_file(args.file, fmt=args.fmt, preset=args.preset,
-                              objective=args.objective, split=args.split,
-                              max_chars=args.max_chars)
+    _, report = validate_file(args.file, **_load_kwargs(args))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -54,9 +71,7 @@ def cmd_data_summary(args) -> int:
     from morm_explorer.data.convert import summarize
     from morm_explorer.data.loaders import load_preference_data
 
-    ds = load_preference_data(args.file, fmt=args.fmt, preset=args.preset,
-                              objective=args.objective, split=args.split,
-                              max_chars=args.max_chars, on_error="drop")
+    ds = load_preference_data(args.file, **_load_kwargs(args), on_error="drop")
     s = summarize(ds.records, ds.kind)
     if args.json:
         print(json.dumps(s.to_dict(), indent=2))
@@ -85,14 +100,13 @@ def cmd_data_synth(args) -> int:
 def cmd_data_import(args) -> int:
     from morm_explorer.data.loaders import load_preference_data
 
-    ds = load_preference_data(args.file, fmt=args.fmt, preset=args.preset,
-                              objective=args.objective, split=args.split,
-                              max_chars=args.max_chars,
+    ds = load_preference_data(args.file, **_load_kwargs(args),
                               on_error="drop" if args.drop_bad else "stop")
     info = _workspace(args).save_dataset(args.name, ds, overwrite=args.overwrite)
     dropped = ds.report.n_bad_rows
     print(f"saved dataset {info.name!r}: {info.n_records} {info.kind} records, objectives "
-          f"{', '.join(info.objectives)}" + (f"; dropped {dropped} bad rows" if dropped else ""))
+          f"{', '.join(info.objectives)}" + (f"; dropped {dropped} bad rows" if dropped else "")
+          + f"\n  from {info.source}")
     return 0
 
 
@@ -101,9 +115,7 @@ def cmd_data_convert(args) -> int:
     from morm_explorer.data.loaders import load_preference_data
     from morm_explorer.workspace import atomic_write_jsonl
 
-    ds = load_preference_data(args.file, fmt=args.fmt, preset=args.preset,
-                              objective=args.objective, split=args.split,
-                              max_chars=args.max_chars)
+    ds = load_preference_data(args.file, **_load_kwargs(args))
     if ds.kind != "ratings":
         raise MormError("expected ratings records (response, ratings)", file=args.file)
     n = atomic_write_jsonl(args.out, ratings_to_pairs(ds.records, margin=args.margin))

@@ -1,9 +1,11 @@
 """The full demo, built in the background on first start: `PrepareDemoJob`, kind "prepare_demo".
 
-`ensure_demo` makes the quick part (the preference data and the demo candidate set) before the
-first page shows. This job makes the rest, one step after another, each skipped when its result
-is already there (so a job that died is simply submitted again):
+`ensure_demo` makes the quick part (the built-in preference data and the demo candidate set)
+before the first page shows. This job makes the rest, one step after another, each skipped when
+its result is already there (so a job that died is simply submitted again):
 
+0. the reward models' training data (`demo_data`): a sample of real HH-RLHF (helpful-base and
+   harmless-base) when the Hugging Face hub answers, else the built-in data;
 1. a held-out judge ``demo-judge`` (other pooling and seed), then the demo reward model
    ``demo-rm`` (frozen MiniLM, one head per objective), each about 30 s on a CPU; the reward
    model comes last so that, as the newest model, it is what the pages pick by default;
@@ -24,6 +26,12 @@ from typing import Any, ClassVar
 
 from morm_explorer.checks import check_int
 from morm_explorer.demo import DEMO_DATASET
+from morm_explorer.demo_data import (
+    DEMO_REAL_DATASET,
+    DEMO_REAL_PAIRS,
+    prepare_demo_data,
+    read_demo_data,
+)
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.context import JobContext
 from morm_explorer.jobs.spec import JobSpec, register_job
@@ -39,6 +47,8 @@ class PrepareDemoJob(JobSpec):
 
     kind: ClassVar[str] = "prepare_demo"
 
+    real_pairs: int = DEMO_REAL_PAIRS
+    """HH-RLHF training pairs per subset fetched for the reward models (0: built-in data)"""
     backbone: str = "minilm"
     """reward-model backbone"""
     max_length: int = 256
@@ -61,8 +71,9 @@ class PrepareDemoJob(JobSpec):
     """auto, cpu or cuda"""
 
     def __post_init__(self) -> None:
-        limits = {"max_length": (8, 8192), "rm_epochs": (1, 1000), "samples": (1, 64),
-                  "max_new_tokens": (1, 4096), "ppo_steps": (1, 10_000), "ppo_batch": (1, 4096),
+        limits = {"real_pairs": (0, 1_000_000), "max_length": (8, 8192),
+                  "rm_epochs": (1, 1000), "samples": (1, 64), "max_new_tokens": (1, 4096),
+                  "ppo_steps": (1, 10_000), "ppo_batch": (1, 4096),
                   "compare_prompts": (1, 100_000)}
         for name, (low, high) in limits.items():
             check_int(name, getattr(self, name), low, high)
@@ -105,24 +116,30 @@ def run_prepare_demo(spec: PrepareDemoJob, ctx: JobContext) -> dict:
 
     ws = ctx.store.ws
     device = ctx.device if spec.device == "auto" else spec.device
-    steps = ["judge", "reward model", "scores", "SmolLM2 samples", *POLICIES, "comparison"]
+    steps = ["data", "judge", "reward model", "scores", "SmolLM2 samples", *POLICIES,
+             "comparison"]
     built = []
 
     def part(i: int) -> _Part:
         return _Part(ctx, i, len(steps), steps[i])
 
+    dataset = DEMO_DATASET
+    if not all(_exists(ws, "reward_models", n) for n in (JUDGE, RM)):
+        part(0).progress(0.0, "fetching HH-RLHF from the Hugging Face hub")
+        data = prepare_demo_data(ws, spec.real_pairs, log=ctx.log)
+        dataset = data.dataset
     for i, (name, extra) in enumerate(((JUDGE, {"pooling": "mean_response", "seed": 1}),
-                                       (RM, {}))):
+                                       (RM, {})), start=1):
         if not _exists(ws, "reward_models", name):
-            cfg = TrainConfig(dataset=DEMO_DATASET, name=name, backbone=spec.backbone,
+            cfg = TrainConfig(dataset=dataset, name=name, backbone=spec.backbone,
                               max_length=spec.max_length, epochs=spec.rm_epochs,
                               device=device, **extra)
             run_train_reward_model(TrainRewardModelJob(config=cfg.to_dict()), part(i))
             built.append(name)
-    part(2).progress(0.0, "scoring the demo candidates")
+    part(3).progress(0.0, "scoring the demo candidates")
     score_candidate_set(ws, RM, DEMO_CANDIDATE_SET, device=device)
     if SAMPLED not in {c.name for c in list_candidate_sets(ws)}:
-        p = part(3)
+        p = part(4)
         sample_candidates(ws, SampleCandidatesJob(
             name=SAMPLED, policy=spec.policy, sampling={"n": spec.samples,
                                                         "max_new_tokens": spec.max_new_tokens}),
@@ -130,13 +147,15 @@ def run_prepare_demo(spec: PrepareDemoJob, ctx: JobContext) -> dict:
             check_cancelled=ctx.check_cancelled, log=ctx.log)
         built.append(SAMPLED)
     score_candidate_set(ws, RM, SAMPLED, device=device)
+    objectives = _rm_objectives(ws)
     for j, (name, weights) in enumerate(POLICIES.items()):
         if not _exists(ws, "policies", name):
+            weights = {o: w for o, w in weights.items() if o in objectives}
             cfg = PPOConfig(name=name, policy=spec.policy, reward_model=RM, weights=weights,
                             steps=spec.ppo_steps, batch_size=spec.ppo_batch,
                             mini_batch_size=max(1, spec.ppo_batch // 2), lr=2e-4,
                             max_new_tokens=min(spec.max_new_tokens, 32), device=device)
-            run_ppo(PPOJob(config=cfg.to_dict()), part(4 + j))
+            run_ppo(PPOJob(config=cfg.to_dict()), part(5 + j))
             built.append(name)
     if COMPARISON not in {c["name"] for c in list_comparisons(ws)}:
         p = part(len(steps) - 1)
@@ -149,6 +168,14 @@ def run_prepare_demo(spec: PrepareDemoJob, ctx: JobContext) -> dict:
         built.append(COMPARISON)
     ctx.log(f"demo ready; built {', '.join(built) or 'nothing (all there)'}")
     return {"built": built}
+
+
+def _rm_objectives(ws) -> list[str]:
+    """The demo reward model's objectives: the policies' weights keep only those (real HH-RLHF
+    has helpful and harmless, the built-in data honest too)."""
+    from morm_explorer.reward.config import read_config
+
+    return list(read_config(ws.root / "reward_models" / RM)["model"]["objectives"])
 
 
 def demo_complete(ws) -> bool:
@@ -174,3 +201,28 @@ def demo_parts(ws) -> list[tuple[str, bool]]:
             (f"SmolLM2 samples {SAMPLED}", SAMPLED in sets),
             *((f"fine-tuned policy {n}", _exists(ws, "policies", n)) for n in POLICIES),
             (f"comparison {COMPARISON}", COMPARISON in {c["name"] for c in list_comparisons(ws)})]
+
+
+def demo_data_line(ws) -> str | None:
+    """One sentence on the data the demo reward model was (or is being) trained on, with where
+    it came from; None before the demo build has chosen its data."""
+    from morm_explorer.reward.config import read_config
+
+    note = read_demo_data(ws)
+    try:
+        config = read_config(ws.root / "reward_models" / RM)
+    except MormError:
+        if note is None:
+            return None
+        return f"The demo reward model {RM} is being trained on {note.describe()}."
+    dataset = config.get("training", {}).get("dataset", "?")
+    infos = {d.name: d.source for d in ws.list_datasets()}
+    source = infos.get(dataset) or config.get("data", {}).get("source", "")
+    n_train = config.get("metrics", {}).get("n_train")
+    size = f" ({n_train:,} training pairs after the held-out split)" if n_train else ""
+    if dataset == DEMO_REAL_DATASET:
+        return f"The demo reward model {RM} was trained on real data{size}: {source}."
+    why = (f", because {note.reason}" if note is not None and not note.real and note.reason
+           else "")
+    return (f"The demo reward model {RM} was trained on the built-in demo data "
+            f"({dataset}){size}{why}.")

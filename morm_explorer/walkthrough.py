@@ -33,9 +33,12 @@ def data_step(ws: Workspace, dataset: str) -> Step:
     s = summarize(ds.records, ds.kind)
     d = s.disagreement
     pair = ("helpful", "harmless") if {"helpful", "harmless"} <= set(d.index) else None
+    conflict = float(d.loc[pair]) if pair else None
+    if conflict is not None and np.isnan(conflict):  # no pair is labelled on both (HH-RLHF)
+        conflict = None
     return Step("Preference data", True, {
         "records": s.n_records, "prompts": s.n_prompts, "objectives": list(d.index),
-        "conflict": float(d.loc[pair]) if pair else None, "pair": pair})
+        "conflict": conflict, "pair": pair})
 
 
 def reward_step(ws: Workspace, model: str) -> Step:
@@ -110,8 +113,22 @@ def compare_step(ws: Workspace) -> Step:
                                   "policies": comps[0]["policies"]})
 
 
-def walkthrough(ws: Workspace, dataset: str = "demo-preferences", model: str = "demo-rm",
+def trained_on(ws: Workspace, model: str, default: str = "demo-preferences") -> str:
+    """The workspace dataset `model` was trained on (the demo's may be real HH-RLHF or the
+    built-in data), else `default`."""
+    from morm_explorer.reward.config import read_config
+    from morm_explorer.reward.report import model_path
+
+    try:
+        name = read_config(model_path(model, ws))["training"]["dataset"]
+    except (MormError, KeyError, TypeError):
+        return default
+    return name if name in {d.name for d in ws.list_datasets()} else default
+
+
+def walkthrough(ws: Workspace, dataset: str | None = None, model: str = "demo-rm",
                 candidates: str = "demo-candidates") -> list[Step]:
-    """The five steps, in order."""
+    """The five steps, in order; the data step shows `dataset`, by default the model's."""
+    dataset = dataset or trained_on(ws, model)
     return [data_step(ws, dataset), reward_step(ws, model),
             explore_step(ws, model, candidates), policies_step(ws), compare_step(ws)]

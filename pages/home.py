@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from morm_explorer.data.candidates import list_candidate_sets
-from morm_explorer.demo_jobs import PrepareDemoJob, demo_complete, demo_parts
+from morm_explorer.demo_jobs import PrepareDemoJob, demo_complete, demo_data_line, demo_parts
 from morm_explorer.jobs.backend import get_backend
 from morm_explorer.reward.report import list_reward_models
 from pages.common import presenting, start_demo_job, workspace
@@ -25,6 +25,9 @@ c1.metric("Datasets", len(datasets))
 c2.metric("Records", f"{sum(d.n_records for d in datasets):,}")
 c3.metric("Reward models", len(list_reward_models(ws)))
 c4.metric("Candidate sets", len(candidate_sets))
+demo_data = demo_data_line(ws)
+if demo_data:
+    st.caption(demo_data)
 
 def demo_status() -> None:
     """The background build of the full demo, polled while it runs."""

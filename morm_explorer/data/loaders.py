@@ -19,7 +19,7 @@ from typing import Literal
 import pandas as pd
 
 from morm_explorer.data import presets as preset_lib
-from morm_explorer.data.readers import read_rows
+from morm_explorer.data.readers import read_source
 from morm_explorer.data.schema import MAX_TEXT_CHARS, Kind, record_kind
 from morm_explorer.data.validation import Issue, ValidationReport, check_record
 from morm_explorer.errors import MormError
@@ -106,6 +106,17 @@ def _assign_ids(records: list[dict], file: str, report: ValidationReport) -> lis
     return out
 
 
+def _hh_objective(preset, objective: str | None, file: str, subset: str | None) -> str | None:
+    """HH-RLHF holds one objective per subset: the one given, else the subset's or file's."""
+    if preset is None or preset.name != "hh-rlhf" or objective:
+        return objective
+    objective = preset_lib.hh_objective_from_source(f"{subset or ''} {file}")
+    if objective is None:
+        raise MormError("HH-RLHF files hold one objective; neither the subset nor the file name "
+                        "says which (e.g. harmless-base): pass it as the objective", file=file)
+    return objective
+
+
 def validate_file(
     path: str | Path,
     *,
@@ -113,21 +124,26 @@ def validate_file(
     preset: str | None = None,
     objective: str | None = None,
     split: str | None = None,
+    subset: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    limit: int | None = None,
+    seed: int = 0,
     max_chars: int = MAX_TEXT_CHARS,
 ) -> tuple[list[dict], ValidationReport]:
-    """Read and check every row of a file; return the valid records and the full report."""
+    """Read and check every row of a file, folder or hub name (``hf:NAME``, with `subset` the
+    hub repository's data_dir); return the valid records and the full report. ``limit`` keeps a
+    seeded random sample of that many rows; the report's ``file`` then says so."""
     file = str(path)
-    report = ValidationReport(file=file)
     p = preset_lib.get_preset(preset) if preset else None
-    if p is not None and p.name == "hh-rlhf" and not objective:
-        objective = preset_lib.hh_objective_from_source(file)
-        if objective is None:
-            raise MormError("HH-RLHF files hold one objective; the file name does not say which "
-                            "(e.g. harmless-base): pass it as the objective", file=file)
-    options = {"objective": objective, "source": file}
+    objective = _hh_objective(p, objective, file, subset)
+    rows, described = read_source(path, fmt, split, subset=subset, revision=revision,
+                                  cache_dir=cache_dir, limit=limit, seed=seed)
+    report = ValidationReport(file=described)
+    options = {"objective": objective, "source": f"{subset or ''} {file}".strip()}
     kind: Kind | None = p.kind if p else None  # type: ignore[assignment]
     kept: list[tuple[int, dict]] = []
-    for line, row in _rows_to_records(read_rows(path, fmt, split), file, p, options):
+    for line, row in _rows_to_records(rows, file, p, options):
         report.n_rows += 1
         if isinstance(row, Issue):
             report.issues.append(row)
@@ -154,20 +170,17 @@ def validate_file(
 def load_preference_data(
     path: str | Path,
     *,
-    fmt: str | None = None,
-    preset: str | None = None,
-    objective: str | None = None,
-    split: str | None = None,
     on_error: OnError = "stop",
-    max_chars: int = MAX_TEXT_CHARS,
+    **kw,
 ) -> Dataset:
-    """Load a preference file as a validated `Dataset`.
+    """Load a preference file, folder or hub name as a validated `Dataset`; ``kw`` are those of
+    `validate_file` (format, preset, objective, split, subset, revision, cache_dir, limit...).
 
     ``on_error="stop"`` raises a `MormError` listing the first problems when any row has an
-    error; ``"drop"`` keeps the valid rows, and the report says how many were dropped.
+    error; ``"drop"`` keeps the valid rows, and the report says how many were dropped. The
+    dataset's ``source`` says where it came from (`hub.describe_source`).
     """
-    records, report = validate_file(path, fmt=fmt, preset=preset, objective=objective,
-                                    split=split, max_chars=max_chars)
+    records, report = validate_file(path, **kw)
     if report.errors and on_error == "stop":
         first = "\n".join(str(i) for i in report.errors[:10])
         more = len(report.errors) - 10
@@ -180,7 +193,7 @@ def load_preference_data(
     if not records:
         raise MormError("no valid records", file=str(path))
     return Dataset(records=records, kind=report.kind or "pairwise", report=report,
-                   source=str(path))
+                   source=report.file)
 
 
 def inspect_file(
@@ -202,7 +215,7 @@ def inspect_file(
     if not records or (report.errors and on_error == "stop"):
         return None, report
     dataset = Dataset(records=records, kind=report.kind or "pairwise", report=report,
-                      source=display_name or str(path))
+                      source=report.file)
     return dataset, report
 
 

@@ -1,4 +1,5 @@
-"""Reading raw rows out of files: JSONL (optionally gzipped), CSV, Parquet and HF datasets.
+"""Reading raw rows out of files: JSONL (optionally gzipped), CSV, Parquet and HF datasets
+(``save_to_disk`` folders, or hub names ``hf:NAME`` fetched through `hub`).
 
 Each reader yields ``(line, row)`` where ``row`` is a dict or, for a line that cannot be read
 (bad UTF-8, malformed JSON), an `Issue`. Line numbers are 1-based lines of the file for JSONL and
@@ -19,6 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from morm_explorer.data.hub import (
+    HUB_PREFIX,
+    describe_source,
+    hub_name,
+    load_hub_dataset,
+    subsample,
+)
 from morm_explorer.data.validation import Issue
 from morm_explorer.errors import MormError
 
@@ -29,7 +37,7 @@ Row = tuple[int, "dict | Issue"]
 def detect_format(path: str | Path) -> str:
     """The file format from the path: a folder is an HF dataset, else by suffix."""
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() or str(path).startswith(HUB_PREFIX):
         return "hf"
     name = p.name.lower().removesuffix(".gz")
     for suffix, fmt in ((".jsonl", "jsonl"), (".json", "jsonl"), (".csv", "csv"),
@@ -150,22 +158,75 @@ def read_parquet(path: Path) -> Iterator[Row]:
     yield from _table_rows(iter(table.to_pylist()), str(path))
 
 
-def read_hf(name: str, split: str | None = None) -> Iterator[Row]:
-    """A local `datasets` folder (save_to_disk) or, where the hub is reachable, a hub name."""
+def open_hf(name: str, split: str | None = None, *, subset: str | None = None,
+            revision: str | None = None, cache_dir: str | Path | None = None) -> Any:
+    """One split of a local `datasets` folder (save_to_disk) or of a hub dataset (``hf:NAME``,
+    or a bare ``OWNER/NAME`` that is no local folder) as a `datasets.Dataset`."""
     import datasets  # heavy import, only when needed
 
-    try:
-        if Path(name).is_dir():
+    hub = hub_name(name)
+    if hub is None and Path(name).is_dir():
+        if subset or revision:
+            raise MormError("subset and revision apply to hub datasets (hf:NAME), not to a "
+                            "local folder", file=name)
+        try:
             ds = datasets.load_from_disk(name)
-        else:
-            ds = datasets.load_dataset(name, split=split or "train")
-    except Exception as e:  # datasets raises many types; the message is what matters
-        raise MormError(f"cannot load Hugging Face dataset: {e}", file=name) from e
+        except Exception as e:  # datasets raises many types; the message is what matters
+            raise MormError(f"cannot load Hugging Face dataset folder: {e}", file=name) from e
+    else:
+        ds = load_hub_dataset(hub or name, subset=subset, split=split, revision=revision,
+                              cache_dir=cache_dir)
     if isinstance(ds, datasets.DatasetDict):
         if split is None and len(ds) > 1:
             raise MormError(f"dataset has splits {list(ds)}; choose one with --split", file=name)
+        if split is not None and split not in ds:
+            raise MormError(f"no split {split!r}; the dataset has {list(ds)}", file=name)
         ds = ds[split] if split else next(iter(ds.values()))
-    yield from _table_rows(iter(ds), name)
+    return ds
+
+
+def _hf_rows(ds: Any, indices: list[int] | None, file: str) -> Iterator[Row]:
+    """Rows of a `datasets.Dataset`, numbered 1.. by their place in the whole dataset."""
+    if indices is None:
+        yield from _table_rows(iter(ds), file)
+        return
+    for i, row in zip(indices, ds.select(indices), strict=True):
+        yield i + 1, _unflatten(dict(row), i + 1, file)
+
+
+def read_hf(name: str, split: str | None = None) -> Iterator[Row]:
+    """A local `datasets` folder (save_to_disk) or, where the hub is reachable, a hub name."""
+    yield from _hf_rows(open_hf(name, split), None, name)
+
+
+def read_source(path: str | Path, fmt: str | None = None, split: str | None = None, *,
+                subset: str | None = None, revision: str | None = None,
+                cache_dir: str | Path | None = None, limit: int | None = None,
+                seed: int = 0) -> tuple[Iterator[Row], str]:
+    """Raw rows of a file, folder or hub name, with where they came from in words (see
+    `hub.describe_source`): ``limit`` keeps a seeded random sample of that many rows, in their
+    original order and with their original line numbers."""
+    fmt = fmt or detect_format(path)
+    name = str(path)
+    if fmt == "hf":
+        ds = open_hf(name, split, subset=subset, revision=revision, cache_dir=cache_dir)
+        hub = hub_name(name) is not None or not Path(name).is_dir()
+        used_split = (split or "train") if hub else split
+        indices = subsample(len(ds), limit, seed)
+        return _hf_rows(ds, indices, name), describe_source(
+            name, n_rows=len(ds), subset=subset, split=used_split, revision=revision,
+            limit=limit, seed=seed)
+    if subset or revision:
+        raise MormError("subset and revision apply to hub datasets (hf:NAME) only", file=name)
+    rows = read_rows(path, fmt, split)
+    if limit is None:
+        return rows, name
+    everything = list(rows)
+    indices = subsample(len(everything), limit, seed)
+    if indices is None:
+        return iter(everything), name
+    return iter([everything[i] for i in indices]), describe_source(
+        name, n_rows=len(everything), limit=limit, seed=seed)
 
 
 def read_rows(path: str | Path, fmt: str | None = None, split: str | None = None) -> Iterator[Row]:
