@@ -5,14 +5,15 @@ move with numpy alone.
 standardized), the per-prompt layout for best-of-N (`selection.Selector`) and the Pareto
 fronts (moocore), which never depend on the weights. `Explorer.select` scalarizes and picks the
 winners under one choice of weights; `Explorer.simplex_map` does it for a whole grid of weight
-vectors; `Explorer.winners_table` and `Explorer.prompt_detail` are the tables the page shows.
+vectors; `Explorer.winners_table` and `Explorer.prompt_detail` are the tables the page shows;
+`Explorer.trust` says how far the scores can be trusted on this set (`reward.trust`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from morm_explorer.objectives import (
     weight_vector,
 )
 from morm_explorer.pareto import dominators, nondominated
+from morm_explorer.reward.trust import SetTrust, assess_set
 from morm_explorer.scoring import Scores
 from morm_explorer.selection import Selector, embed_grid, simplex_grid
 
@@ -83,6 +85,14 @@ class Explorer:
 
     def __len__(self) -> int:
         return len(self.raw)
+
+    @cached_property
+    def trust(self) -> SetTrust:
+        """Whether this set lies far from the model's training texts, and which heads follow
+        response length (in characters) on it."""
+        return assess_set(self.raw, self.frame["response"].str.len().to_numpy(),
+                          self.objectives, self.scores.model or "the reward model",
+                          distance=self.scores.distance, reference=self.scores.reference)
 
     @property
     def can_standardize(self) -> bool:

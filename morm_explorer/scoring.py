@@ -6,7 +6,9 @@
   known texts costs the heads alone.
 - `score_candidate_set`: the same for a stored candidate set and a saved model, with the scores
   cached on disk per (model fingerprint, candidate-set fingerprint) as safetensors; a second
-  call, or the Explore page, reads them back without loading a model.
+  call, or the Explore page, reads them back without loading a model. Beside the scores it
+  keeps each text's distance to the model's training texts (`reward.trust`), measured on the
+  pooled vectors the scoring pass computed anyway.
 
 torch is imported inside the functions that need it: reading cached scores stays light.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +37,7 @@ from morm_explorer.reward.report import model_path
 from morm_explorer.workspace import Workspace
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 
 def model_fingerprint(path: str | Path) -> str:
@@ -67,6 +71,8 @@ class Scores:
     cached: bool = False
     seconds: float = 0.0
     meta: dict = field(default_factory=dict)
+    distance: np.ndarray | None = None  # (N,) to the model's training texts (reward.trust)
+    reference: dict | None = None  # the model's TrainingReference.summary()
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.values, columns=self.objectives)
@@ -75,23 +81,22 @@ class Scores:
 def score(model, candidates: CandidateSet | pd.DataFrame, *, batch_size: int = 64,
           embedding_cache=None, progress: Progress | None = None) -> pd.DataFrame:
     """Rewards of every candidate as a frame (N, K), columns = the model's objectives."""
-    import torch
-
-    from morm_explorer.reward.cache import embed_with_cache
-
     frame = candidates.frame if isinstance(candidates, CandidateSet) else candidates
-    prompts, responses = frame["prompt"].tolist(), frame["response"].tolist()
+    values, _ = score_and_embed(model, frame, batch_size=batch_size,
+                                embedding_cache=embedding_cache, progress=progress)
+    return pd.DataFrame(values, columns=model.objectives, index=frame.index)
+
+
+def score_and_embed(model, frame: pd.DataFrame, *, batch_size: int = 64, embedding_cache=None,
+                    progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rewards (N, K) of a candidate frame and the pooled vectors (N, H) the heads read (None
+    for a model with a backbone per objective)."""
+    from morm_explorer.reward.cache import score_with_embeddings
+
     if batch_size < 1:
         raise MormError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
-    if embedding_cache is not None and model.frozen_backbone and len(model.backbones) == 1:
-        emb = embed_with_cache(model.backbones[0], prompts, responses, embedding_cache,
-                               batch_size=batch_size, progress=progress)  # (N, H)
-        with torch.inference_mode():
-            r = model.rewards_from_embeddings([torch.tensor(emb, device=model.device)])
-        values = r.float().cpu().numpy()
-    else:
-        values = model.score(prompts, responses, batch_size=batch_size, progress=progress)
-    return pd.DataFrame(values, columns=model.objectives, index=frame.index)
+    return score_with_embeddings(model, frame["prompt"].tolist(), frame["response"].tolist(),
+                                 embedding_cache, batch_size=batch_size, progress=progress)
 
 
 def read_cached_scores(ws: Workspace, model_ref: str | Path, cset: CandidateSet
@@ -102,19 +107,25 @@ def read_cached_scores(ws: Workspace, model_ref: str | Path, cset: CandidateSet
     if not path.is_file():
         return None
     try:
-        values = load_file(str(path))["scores"]
+        tensors = load_file(str(path))
+        values = tensors["scores"]
     except Exception:  # a damaged cache file only costs a rescoring
         return None
     config = read_config(mpath)
     objectives = list(config["model"]["objectives"])
     if values.shape != (len(cset), len(objectives)):
         return None
-    return Scores(cset, values, objectives, config.get("stats"), model=mpath.name, cached=True)
+    distance = tensors.get("distance")
+    return Scores(cset, values, objectives, config.get("stats"), model=mpath.name, cached=True,
+                  distance=distance if distance is not None and distance.shape == (len(cset),)
+                  else None, reference=config.get("reference"))
 
 
 def store_scores(ws: Workspace, model_ref: str | Path, cset: CandidateSet, values: np.ndarray,
-                 objectives: list[str], meta: dict[str, str] | None = None) -> Path:
-    """Write scores (N, K) to the cache of (model, candidate set), atomically."""
+                 objectives: list[str], meta: dict[str, str] | None = None,
+                 distance: np.ndarray | None = None) -> Path:
+    """Write scores (N, K), and each text's distance to the training texts (N,) when given,
+    to the cache of (model, candidate set), atomically."""
     mpath = model_path(model_ref, ws)
     values = np.ascontiguousarray(values, dtype=np.float32)
     if values.shape != (len(cset), len(objectives)):
@@ -124,7 +135,10 @@ def store_scores(ws: Workspace, model_ref: str | Path, cset: CandidateSet, value
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp")
     meta = {**(meta or {}), "objectives": json.dumps(objectives), "n": str(len(cset))}
-    save_file({"scores": values}, str(tmp), metadata=meta)
+    tensors = {"scores": values}
+    if distance is not None:
+        tensors["distance"] = np.ascontiguousarray(distance, dtype=np.float32).reshape(len(cset))
+    save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)  # atomic: readers see the whole file or none
     return path
 
@@ -141,7 +155,7 @@ def score_candidate_set(ws: Workspace, model_ref: str | Path, candidates: str | 
         if hit is not None:
             return hit
     from morm_explorer.jobs.context import detect_device
-    from morm_explorer.reward.artifact import load_reward_model
+    from morm_explorer.reward.artifact import load_reference, load_reward_model
     from morm_explorer.reward.cache import EmbeddingCache
 
     mpath = model_path(model_ref, ws)
@@ -151,13 +165,21 @@ def score_candidate_set(ws: Workspace, model_ref: str | Path, candidates: str | 
     cache = None
     if model.frozen_backbone:
         cache = EmbeddingCache.for_backbone(ws.root / "cache" / "embeddings", model.backbones[0])
-    frame = score(model, cset, batch_size=batch_size, embedding_cache=cache, progress=progress)
-    values = frame.to_numpy(dtype=np.float32)
+    values, emb = score_and_embed(model, cset.frame, batch_size=batch_size,
+                                  embedding_cache=cache, progress=progress)
+    values = values.astype(np.float32)
+    try:
+        reference = load_reference(mpath)
+    except MormError as e:  # the scores stand without it; the pages then say it is unchecked
+        log.warning("scoring without distances to the training texts: %s", e)
+        reference = None
+    distance = reference.distance(emb) if reference is not None and emb is not None else None
     seconds = time.perf_counter() - t0
     meta = {"model": mpath.name, "device": str(model.device)}
-    store_scores(ws, mpath, cset, values, model.objectives, meta)
+    store_scores(ws, mpath, cset, values, model.objectives, meta, distance)
     return Scores(cset, values, model.objectives, getattr(model, "stats", None),
-                  model=mpath.name, cached=False, seconds=seconds, meta=meta)
+                  model=mpath.name, cached=False, seconds=seconds, meta=meta,
+                  distance=distance, reference=reference.summary() if reference else None)
 
 
 # -- the scoring job: large sets run on a worker ----------------------------------------------

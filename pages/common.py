@@ -96,3 +96,18 @@ def presenting() -> bool:
     """Presentation mode (the sidebar toggle, or ``?present=1`` in the address): job controls
     are hidden, so a demo shows results, not forms."""
     return bool(st.session_state.get("present", False))
+
+
+def show_trust(trust, label: str = "") -> None:
+    """How far a reward model's scores on a set can be trusted (a `reward.trust.SetTrust`):
+    its warnings, its notes on what could not be checked, and a caption on what was. Every
+    line is shown as plain text (names may hold markdown characters)."""
+    from morm_explorer.ui.text import plain
+
+    prefix = f"{label}: " if label else ""
+    for w in trust.warnings:
+        st.warning(plain(prefix + w), icon=":material/warning:")
+    for n in trust.notes:
+        st.info(plain(prefix + n), icon=":material/info:")
+    if trust.summary:
+        st.caption(plain(prefix + trust.summary))

@@ -21,9 +21,10 @@ from morm_explorer.evaluation.stats import (
     soup_curve,
     win_rates,
 )
-from morm_explorer.reward.report import list_reward_models
+from morm_explorer.reward.report import judge_training_note, list_reward_models
+from morm_explorer.ui.text import plain
 from morm_explorer.workspace import sanitize_name
-from pages.common import job_page, presenting
+from pages.common import job_page, presenting, show_trust
 
 PER_PAGE = 8
 ws, backend = job_page(
@@ -144,12 +145,18 @@ for tab, (title, fig) in zip(tabs, figures.items(), strict=True):
         st.plotly_chart(fig, key=f"cmp_fig_{title}")
 
 st.subheader("Scores per policy")
+rm_name = cmp.manifest["reward_model"]["name"]
+for key, trust in cmp.trust():
+    show_trust(trust, label="Judge" if key == "judge" else "")
 summary = policy_summary(frame, objectives)
 st.dataframe(summary.round(3), width="stretch", key="cmp_summary")
 if cmp.judge_objectives:
-    st.caption("Held-out judge:")
+    judge_name = cmp.manifest["judge_model"]["name"]
+    st.caption(plain(f"Held-out judge {judge_name}:"))
     st.dataframe(policy_summary(frame, cmp.judge_objectives, prefix="judge:").round(3),
                  width="stretch", key="cmp_judge_summary")
+    disjoint, note = judge_training_note(ws, rm_name, judge_name)
+    (st.info if disjoint else st.warning)(plain(note), icon=":material/dataset:")
 st.subheader(f"Win rates against {baseline}")
 st.caption("Per prompt, each policy's samples are averaged; win = higher score (a tie counts "
            "half); 95% intervals from a paired bootstrap over prompts.")

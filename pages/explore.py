@@ -34,7 +34,7 @@ from morm_explorer.weight_presets import (
     list_presets,
     save_preset,
 )
-from pages.common import job_page, presenting
+from pages.common import job_page, presenting, show_trust
 from pages.explore_sets import import_tab, sample_tab
 
 INLINE_SCORING = 1000  # candidates scored in the page; larger sets run as a job
@@ -159,6 +159,7 @@ objectives = explorer.objectives
 K = len(objectives)
 if "explore_scored_in" in st.session_state:
     st.toast(f"Scored in {st.session_state.pop('explore_scored_in'):.1f} s; cached from now on.")
+show_trust(explorer.trust)  # far from the training texts? heads following length?
 
 
 # -- controls (sidebar) -------------------------------------------------------------------------

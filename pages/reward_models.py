@@ -11,6 +11,7 @@ import streamlit as st
 
 from morm_explorer.errors import MormError
 from morm_explorer.reward.config import ARCHITECTURES, HEADS, MODES, POOLINGS, TIES, TrainConfig
+from morm_explorer.reward.evaluations import data_label, evaluations_table
 from morm_explorer.reward.jobs import GROUP, TrainRewardModelJob
 from morm_explorer.reward.report import (
     largest_gap_sentence,
@@ -18,6 +19,7 @@ from morm_explorer.reward.report import (
     load_model_report,
 )
 from morm_explorer.ui import reward_figures as rfig
+from morm_explorer.ui.text import plain
 from morm_explorer.workspace import sanitize_name
 from pages.common import job_page, presenting
 
@@ -247,6 +249,13 @@ if not models:
     st.info("No trained reward models yet: start a training job above, or run "
             "`morm rm train --dataset demo-preferences`.")
     st.stop()
+st.markdown("**Evaluations of every model** (accuracy with its 95% interval and the number "
+            "of decided pairs, per objective)")
+st.dataframe(evaluations_table(models), hide_index=True, width="stretch",
+             key="rm_table_evaluations")
+st.caption("Training stores each model's held-out evaluation; "
+           "`morm rm eval <model> --data <dataset or file>` adds one on other data (the same "
+           "data evaluated again replaces its row).")
 by_name = {m["name"]: m for m in models}
 if (pick := st.session_state.pop("rm_select_next", None)) in by_name:
     st.session_state["rm_model"] = pick
@@ -267,6 +276,7 @@ st.markdown(
     f"pairs) · {fmt_seconds(s['train_seconds'])} of training"
     + (" · loss weights " + ", ".join(f"{o} {w:g}" for o, w in s["loss_weights"].items())
        if s["loss_weights"] else ""))
+st.caption(plain(f"Training data: {data_label(by_name[model_name]['training_data'])}"))
 if len(acc):
     mcols = st.columns(min(len(acc), 6))
     for i, (obj, row) in enumerate(acc.iterrows()):

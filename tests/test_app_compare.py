@@ -61,3 +61,44 @@ def test_launch_form_submits_and_presentation_mode_hides_it(compared):
     assert len(JobStore(compared).list(kind="compare")) == 1  # only the fixture's own run
     presented = open_page(present=True)
     assert not [b for b in presented.button if b.key == "cmp_launch"]
+
+
+
+def test_judge_training_data_and_trust_are_shown(compared):
+    from morm_explorer.evaluation.compare import load_comparison
+
+    cmp = load_comparison(compared, "ab")
+    assert set(cmp.distances) == {"rm", "judge"} and len(cmp.distances["rm"]) == len(cmp.frame)
+    assert cmp.manifest["reference"]["rm"]["p99"] > 0
+    at = open_page()
+    shown = [e.value.replace("\\", "") for kind in ("warning", "caption")
+             for e in getattr(at, kind)]
+    far = "of this set's texts lie farther from rm's training texts than 99% of its held-out"
+    assert len([m for m in shown if far in m and not m.startswith("Judge: ")]) == 1
+    assert len([m for m in shown if far in m and m.startswith("Judge: ")]) == 1
+    # the judge here is the reward model itself: the page must say it is not held out
+    note = [w.value.replace("\\", "") for w in at.warning if "The judge was trained on" in
+            w.value.replace("\\", "")]
+    assert len(note) == 1 and note[0].startswith("The judge was trained on pairs.jsonl (")
+    assert "The same data (the same split)" in note[0] and "not held out" in note[0]
+
+
+def test_a_judge_trained_on_other_data_is_said_to_be_disjoint(compared):
+    import json
+
+    judge = compared.root / "reward_models" / "judge"
+    shutil.copytree(compared.root / "reward_models" / "rm", judge)
+    cfg = json.loads((judge / "config.json").read_text())
+    cfg["data"].update(name="judge-pairs", source="synth --seed 8", fingerprint="other")
+    (judge / "config.json").write_text(json.dumps(cfg))
+    path = compared.root / "comparisons" / "ab" / "comparison.json"
+    manifest = json.loads(path.read_text())
+    manifest["judge_model"]["name"] = "judge"
+    path.write_text(json.dumps(manifest))
+    at = open_page()
+    notes = [i.value.replace("\\", "") for i in at.info if "The judge was trained on" in
+             i.value.replace("\\", "")]
+    assert len(notes) == 1 and notes[0].startswith(
+        "The judge was trained on judge-pairs (synth --seed 8); the reward model on pairs.jsonl")
+    assert "disjoint from the reward model's" in notes[0]
+    assert not [w for w in at.warning if "The judge was trained on" in w.value.replace("\\", "")]

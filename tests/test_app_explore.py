@@ -133,3 +133,61 @@ def test_unscored_small_set_is_scored_in_the_page(ws, tiny_rm):
     at.selectbox(key="explore_set").set_value("fresh").run()
     assert not at.exception
     assert len(winners(at)) == 3
+
+
+# -- how far the scores can be trusted -----------------------------------------------------------
+
+
+def trust_messages(at) -> dict[str, list[str]]:
+    """Warnings, infos and captions as plain text (the page escapes markdown characters)."""
+    return {kind: [e.value.replace("\\", "") for e in getattr(at, kind)]
+            for kind in ("warning", "info", "caption")}
+
+
+def test_a_head_following_length_is_named(ws, tiny_rm):
+    name = plant_model(ws, tiny_rm, ["helpful", "harmless"])
+    cfg_path = ws.root / "reward_models" / name / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["reference"]  # as a model saved before models kept one
+    cfg_path.write_text(json.dumps(cfg))
+    recs, values = [], []
+    for p in range(4):
+        for j, harmless in enumerate([0.3, -0.1, 0.5, 0.0, 0.2]):  # Spearman with length -0.3
+            recs.append({"prompt_id": f"p{p}", "prompt": f"Prompt {p}?",
+                         "response": "word " * (2 * j + 2), "source": f"s{j}"})
+            values.append([0.1 * j, harmless])  # helpful grows with length
+    cset = from_records(recs)
+    save_candidate_set(ws, "known", cset)
+    store_scores(ws, name, cset, np.array(values), ["helpful", "harmless"])
+    msgs = trust_messages(open_page(name))
+    following = [w for w in msgs["warning"] if "follows response length" in w]
+    assert following == ["helpful follows response length on this set (Spearman 1.00: longer "
+                         "responses score higher)"]
+    assert any("rm2 keeps no reference of its training texts" in i for i in msgs["info"])
+
+
+def test_a_set_far_from_the_training_texts_is_flagged(ws, tiny_rm):
+    from tests.test_reward import GOOD, SAFE
+
+    shutil.copytree(tiny_rm, ws.root / "reward_models" / "tiny")
+    save_candidate_set(ws, "far", from_records(
+        [{"prompt_id": f"p{i // 3}", "prompt": "東京 7421 ξξ дом %% " * 3,
+          "response": "🙂 qq 9981 ζ " * (i + 2)} for i in range(9)]))
+    save_candidate_set(ws, "near", from_records(
+        [{"prompt_id": f"p{i // 3}", "prompt": f"Question number {i // 3} about topic {i // 3}?",
+          "response": (GOOD + SAFE)[i % 6]} for i in range(9)]))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page(PAGE).run()
+    at.selectbox(key="explore_model").set_value("tiny").run()
+    at.selectbox(key="explore_set").set_value("far").run()  # scored in the page
+    assert not at.exception
+    far = "of this set's texts lie farther from tiny's training texts than 99% of its held-out"
+    assert [w for w in trust_messages(at)["warning"] if far in w] == [
+        f"100% {far} training texts: its scores may not mean here what they meant in "
+        "training."]
+    at.selectbox(key="explore_set").set_value("near").run()
+    assert not at.exception
+    msgs = trust_messages(at)
+    assert not [w for w in msgs["warning"] if far in w]
+    assert f"0% {far} training texts." in msgs["caption"]

@@ -4,6 +4,7 @@ and a trained model's report (a tiny backbone trained in the test, through the r
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -122,7 +123,8 @@ def test_models_section_shows_metrics_and_figures(trained):
     assert {"accuracy", "single", "curves", "corr", "calibration"} <= charts
     gap = [i.value for i in at.info if i.value.startswith("A single overall RM")]
     assert gap and "harmless pairs right" in gap[0] and "the harmless head" in gap[0]
-    jobs, table, stats = (d.value for d in at.dataframe)  # jobs, held-out metrics, stats
+    table = next(d.value for d in at.dataframe if "ECE" in d.value.columns)  # held-out metrics
+    stats = next(d.value for d in at.dataframe if "mean" in d.value.columns)
     assert list(table.index) == ["helpful", "harmless"] and table["accuracy"].min() > 0.5
     assert {"mean", "std", "q05", "q95"} <= set(stats.columns)
     assert any("loss weights helpful 1, harmless 2" in m.value for m in at.markdown)
@@ -148,3 +150,30 @@ def test_job_finishing_while_watched_selects_the_new_model(trained):
     assert not at.exception, at.exception
     assert at.session_state["rm_model"] == "tiny-rm"
     assert at.session_state["rm_seen_status"][trained["ok"]] == "succeeded"
+
+
+def test_models_section_lists_stored_evaluations_and_training_data(trained):
+    from morm_explorer.reward.evaluations import evaluation_entry, store_evaluation
+
+    folder = trained["ws"].root / "reward_models" / "tiny-rm"
+    before = (folder / "evaluations.json").read_text()
+    store_evaluation(folder, evaluation_entry("/data/hh-rlhf/test.jsonl", {"objectives": {
+        "harmless": {"accuracy": 0.61, "ci_low": 0.59, "ci_high": 0.63, "n": 2312}},
+        "n_pairs": 2312}, date="2025-03-04T05:06:07+00:00"))
+    try:
+        at = open_page()
+    finally:
+        (folder / "evaluations.json").write_text(before)
+    table = next(d.value for d in at.dataframe if "trained on" in d.value.columns)
+    assert table["data"].tolist() == ["tiny held-out split", "hh-rlhf/test.jsonl"]
+    assert set(table["model"]) == {"tiny-rm"}
+    source = str(trained["ws"].root.parent / "tiny.jsonl")
+    assert set(table["trained on"]) == {f"tiny ({source})"}
+    heldout, hh = table.to_dict("records")
+    n_test = json.loads((folder / "config.json").read_text())["metrics"]["n_test_pairs"]
+    assert heldout["pairs"] == n_test and hh["pairs"] == 2312
+    assert re.fullmatch(r"\d+\.\d% \[\d+\.\d, \d+\.\d\] n=\d+", heldout["helpful"])
+    assert hh["harmless"] == "61.0% [59.0, 63.0] n=2312" and hh["helpful"] == ""
+    assert hh["date"] == "2025-03-04 05:06"
+    # shown as plain text: markdown characters in the path are escaped
+    assert f"Training data: tiny ({source})" in [c.value.replace("\\", "") for c in at.caption]

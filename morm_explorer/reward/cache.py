@@ -149,3 +149,19 @@ def score_cached(model, prompts: list[str], responses: list[str],
         h = torch.tensor(emb, device=model.device)
         r = model.rewards_from_embeddings([h] * len(model.heads))
     return r.float().cpu().numpy()
+
+
+def score_with_embeddings(model, prompts: list[str], responses: list[str],
+                          cache: EmbeddingCache | None, batch_size: int = 64, progress=None
+                          ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rewards (N, K) and the pooled vectors (N, H) the heads read them from, in one backbone
+    pass (none for texts ``cache`` holds, when the backbone was never trained). A model with a
+    backbone per objective reads K vectors: it gives None for the embeddings."""
+    if len(model.backbones) > 1:
+        return model.score(prompts, responses, batch_size=batch_size, progress=progress), None
+    cache = cache if getattr(model, "frozen_backbone", False) else None
+    emb = embed_with_cache(model.backbones[0], prompts, responses, cache,
+                           batch_size=batch_size, progress=progress)  # (N, H)
+    with torch.inference_mode():
+        r = model.rewards_from_embeddings([torch.tensor(emb, device=model.device)])
+    return r.float().cpu().numpy(), emb

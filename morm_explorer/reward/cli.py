@@ -160,6 +160,8 @@ def cmd_eval(args) -> int:
         print(json.dumps(metrics, indent=2, default=float))
     else:
         print_metrics(metrics)
+        print(f"stored with the model's evaluations as {metrics['data']!r} "
+              "(see `morm rm list`)")
     return 0
 
 
@@ -175,6 +177,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from morm_explorer.reward.evaluations import evaluation_lines
     from morm_explorer.reward.report import list_reward_models
 
     rows = list_reward_models(_workspace(args))
@@ -183,6 +186,7 @@ def cmd_list(args) -> int:
     for r in rows:
         acc = ", ".join(f"{o} {a:.2f}" for o, a in r["accuracy"].items())
         print(f"{r['name']:28s} {r['architecture']:10s} {r['mode']:6s} {acc}")
+        print("\n".join(evaluation_lines(r)))
     return 0
 
 
@@ -197,13 +201,14 @@ def add_rm_commands(groups: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="held-out accuracy with intervals, loss, calibration, "
-                       "head correlation, single-vs-multi")
+                       "head correlation, single-vs-multi; kept with the model's evaluations")
     p.add_argument("model", help="reward model name in the workspace, or a folder")
     p.add_argument("--data", required=True, help="workspace dataset name or preference file")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("list", help="reward models in the workspace")
+    p = sub.add_parser("list", help="reward models in the workspace, with their training data "
+                       "and stored evaluations")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("export", help="write a folder that transformers' "

@@ -2,12 +2,14 @@
 
 `evaluate_artifact` scores a dataset with a saved model: on the model's own held-out split when
 the dataset is the one it was trained on (same fingerprint), on every pair otherwise; with the
-single-vs-multi comparison when the artifact carries its single overall model.
+single-vs-multi comparison when the artifact carries its single overall model. The result is
+stored in the model's folder (`reward.evaluations`), beside the evaluations it already had.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,19 @@ import pandas as pd
 
 from morm_explorer.errors import MormError
 from morm_explorer.reward.config import TrainConfig, read_config
+from morm_explorer.reward.evaluations import (
+    dataset_provenance,
+    evaluation_entry,
+    heldout_name,
+    store_evaluation,
+    stored_evaluations,
+    training_data,
+    training_entry,
+    training_overlap,
+)
 
 GROUP = "reward_models"
+log = logging.getLogger(__name__)
 
 
 def model_path(ref: str | Path, workspace=None) -> Path:
@@ -36,13 +49,23 @@ def model_path(ref: str | Path, workspace=None) -> Path:
 
 
 def list_reward_models(workspace) -> list[dict]:
+    """The workspace's reward models, each with what its folder says about it: objectives,
+    architecture, training data (``training_data``), held-out accuracy and the stored
+    ``evaluations``."""
     rows = []
     root = workspace.root / GROUP
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+    folders = sorted(root.iterdir()) if root.is_dir() else []
+    sources = {d.name: d.source for d in workspace.list_datasets()} if folders else {}
+    for folder in folders:
         try:
             cfg = read_config(folder)
         except MormError:
             continue  # not a model folder (or a half-written one from an older version)
+        try:
+            evaluations = stored_evaluations(folder, cfg)
+        except MormError as e:  # a damaged file hides the evaluations, not the model
+            log.warning("%s", e)
+            evaluations = [x for x in [training_entry(cfg)] if x]
         training = cfg.get("training", {})
         rows.append({
             "name": folder.name, "path": str(folder),
@@ -53,12 +76,15 @@ def list_reward_models(workspace) -> list[dict]:
                          cfg.get("metrics", {}).get("objectives", {}).items()},
             "created_at": cfg.get("created_at", 0.0),
             "has_overall": (folder / "overall" / "config.json").is_file(),
+            "training_data": training_data(cfg, sources), "evaluations": evaluations,
         })
     return rows
 
 
-def evaluate_artifact(ref: str | Path, data: str, workspace=None, device: str = "auto") -> dict:
-    """Per-objective metrics of a saved model on a dataset (see module docstring)."""
+def evaluate_artifact(ref: str | Path, data: str, workspace=None, device: str = "auto",
+                      store: bool = True) -> dict:
+    """Per-objective metrics of a saved model on a dataset (see module docstring); with
+    ``store``, kept in the model's folder under the data's name (``metrics["data"]``)."""
     # torch and transformers load here only: listing and reading reports stays light.
     from morm_explorer.reward import data as rdata
     from morm_explorer.reward.artifact import load_reward_model
@@ -95,7 +121,29 @@ def evaluate_artifact(ref: str | Path, data: str, workspace=None, device: str = 
         single = load_reward_model(path / "overall", str(model.device))
         metrics["single_vs_multi"] = compare_single(single, split, metrics["objectives"], objs,
                                                     cache)
+    prov = dataset_provenance(data, dataset, workspace)
+    # a workspace dataset by its name, a file by its full path (two files may share a name)
+    metrics["data"] = heldout_name(config) if same else prov.get("path", prov["name"])
+    if store:
+        store_evaluation(path, evaluation_entry(metrics["data"], metrics, source=prov["source"],
+                                                fingerprint=prov["fingerprint"],
+                                                split=metrics["split"]))
     return metrics
+
+
+def judge_training_note(workspace, reward_model: str, judge: str) -> tuple[bool | None, str]:
+    """Whether a judge's training data is disjoint from a reward model's, and on what each was
+    trained, from their folders (None and a sentence saying so when one is gone)."""
+    configs = []
+    for ref in (reward_model, judge):
+        try:
+            configs.append(read_config(model_path(ref, workspace)))
+        except MormError:
+            return None, (f"The folder of {ref} is gone: on what data it was trained, and "
+                          "whether the judge's data is disjoint from the reward model's, is "
+                          "unknown.")
+    sources = {d.name: d.source for d in workspace.list_datasets()}
+    return training_overlap(*(training_data(c, sources) for c in configs))
 
 
 # -- reports of saved models, read from their folders without loading any weights ----------

@@ -38,8 +38,10 @@ from morm_explorer.reward.evaluate import (
     single_vs_multi,
     true_targets,
 )
+from morm_explorer.reward.evaluations import dataset_provenance, evaluation_entry
 from morm_explorer.reward.loop import SplitRewards, train_epochs
 from morm_explorer.reward.model import RewardModel, build_model
+from morm_explorer.reward.trust import MAX_POINTS, TrainingReference
 
 
 @dataclass
@@ -191,15 +193,43 @@ def train_reward_model(cfg: TrainConfig, out_dir: str | Path, workspace=None,
         metrics["single_vs_multi"] = compare_single(single_model, test, metrics["objectives"],
                                                     objectives, cache)
         extra["overall"] = single.path
+    hooks.progress(0.96, "measuring the training texts")
+    reference = training_reference(model, train, [s for s in (val, test) if s], cache, cfg.seed)
+    data = dataset_provenance(cfg.dataset, dataset, workspace)
+    heldout = evaluation_entry(f"{data['name']} held-out split", metrics, source=data["source"],
+                               fingerprint=data["fingerprint"], split="held-out",
+                               pairs=len(test))
     path = save_reward_model(model, out_dir, training=cfg.to_dict(), metrics=metrics,
-                             stats=stats, history=history,
-                             data={"source": dataset.source, "kind": dataset.kind,
-                                   "fingerprint": dataset.fingerprint()},
-                             backbone_trained=cfg.mode != "frozen", extra=extra)
+                             stats=stats, history=history, data=data,
+                             backbone_trained=cfg.mode != "frozen", extra=extra,
+                             reference=reference, evaluations=[heldout])
     for folder in extra.values():
         shutil.rmtree(folder.parent, ignore_errors=True)  # the emptied temp parent
     hooks.progress(1.0, "done")
     return TrainResult(path=path, metrics=metrics, history=history)
+
+
+def training_reference(model: RewardModel, train, heldout: list, cache: EmbeddingCache | None,
+                       seed: int) -> TrainingReference | None:
+    """The pooled vectors of up to `MAX_POINTS` training texts and of up to as many held-out
+    ones (validation and test), as a `TrainingReference`; None for a model with a backbone per
+    objective (its heads read K different vectors) or without held-out texts."""
+    if len(model.backbones) > 1:
+        return None
+    cache = cache if model.frozen_backbone else None  # a trained backbone embeds anew
+    rng = np.random.default_rng(seed)
+
+    def embed(prompts: list[str], responses: list[str]) -> np.ndarray:
+        keep = np.sort(rng.permutation(len(prompts))[:MAX_POINTS])
+        return embed_with_cache(model.backbones[0], [prompts[i] for i in keep],
+                                [responses[i] for i in keep], cache)  # (<=MAX_POINTS, H)
+
+    held_p = [p for s in heldout for p in s.prompts]
+    held_r = [r for s in heldout for r in s.responses]
+    if not held_p or not train.prompts:
+        return None
+    return TrainingReference.fit(embed(train.prompts, train.responses), embed(held_p, held_r),
+                                 seed=seed)
 
 
 def _train_overall(cfg: TrainConfig, parent: Path, workspace, cache_root) -> TrainResult:
