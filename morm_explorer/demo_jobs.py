@@ -5,10 +5,12 @@ before the first page shows. This job makes the rest, one step after another, ea
 its result is already there (so a job that died is simply submitted again):
 
 0. the reward models' training data (`demo_data`): a sample of real HH-RLHF (helpful-base and
-   harmless-base) when the Hugging Face hub answers, else the built-in data;
-1. a held-out judge ``demo-judge`` (other pooling and seed), then the demo reward model
-   ``demo-rm`` (frozen MiniLM, one head per objective), each about 30 s on a CPU; the reward
-   model comes last so that, as the newest model, it is what the pages pick by default;
+   harmless-base) when the Hugging Face hub answers, else the built-in data; either way in two
+   parts that share no prompt, one for the reward model and one for the judge;
+1. a held-out judge ``demo-judge`` (other pooling and seed, trained on the judge's part), then
+   the demo reward model ``demo-rm`` (frozen MiniLM, one head per objective), each about 30 s
+   on a CPU; the reward model comes last so that, as the newest model, it is what the pages
+   pick by default;
 2. scores of ``demo-candidates`` under ``demo-rm``;
 3. ``smollm2-demo``: SmolLM2 sampled on the demo prompts, scored;
 4. two short PPO runs, ``demo-helpful`` and ``demo-harmless`` (weights leaning each way);
@@ -21,14 +23,15 @@ Sizes are fields, so tests run it on tiny models in seconds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from morm_explorer.checks import check_int
-from morm_explorer.demo import DEMO_DATASET
 from morm_explorer.demo_data import (
     DEMO_REAL_DATASET,
     DEMO_REAL_PAIRS,
+    DemoData,
     prepare_demo_data,
     read_demo_data,
 )
@@ -110,8 +113,6 @@ def run_prepare_demo(spec: PrepareDemoJob, ctx: JobContext) -> dict:
     from morm_explorer.policy.jobs import SampleCandidatesJob, sample_candidates
     from morm_explorer.policy.ppo_config import PPOConfig
     from morm_explorer.policy.ppo_jobs import PPOJob, run_ppo
-    from morm_explorer.reward.config import TrainConfig
-    from morm_explorer.reward.jobs import TrainRewardModelJob, run_train_reward_model
     from morm_explorer.scoring import score_candidate_set
 
     ws = ctx.store.ws
@@ -123,19 +124,10 @@ def run_prepare_demo(spec: PrepareDemoJob, ctx: JobContext) -> dict:
     def part(i: int) -> _Part:
         return _Part(ctx, i, len(steps), steps[i])
 
-    dataset = DEMO_DATASET
     if not all(_exists(ws, "reward_models", n) for n in (JUDGE, RM)):
         part(0).progress(0.0, "fetching HH-RLHF from the Hugging Face hub")
         data = prepare_demo_data(ws, spec.real_pairs, log=ctx.log)
-        dataset = data.dataset
-    for i, (name, extra) in enumerate(((JUDGE, {"pooling": "mean_response", "seed": 1}),
-                                       (RM, {})), start=1):
-        if not _exists(ws, "reward_models", name):
-            cfg = TrainConfig(dataset=dataset, name=name, backbone=spec.backbone,
-                              max_length=spec.max_length, epochs=spec.rm_epochs,
-                              device=device, **extra)
-            run_train_reward_model(TrainRewardModelJob(config=cfg.to_dict()), part(i))
-            built.append(name)
+        built += _train_reward_models(spec, ws, device, data, part)
     part(3).progress(0.0, "scoring the demo candidates")
     score_candidate_set(ws, RM, DEMO_CANDIDATE_SET, device=device)
     if SAMPLED not in {c.name for c in list_candidate_sets(ws)}:
@@ -168,6 +160,26 @@ def run_prepare_demo(spec: PrepareDemoJob, ctx: JobContext) -> dict:
         built.append(COMPARISON)
     ctx.log(f"demo ready; built {', '.join(built) or 'nothing (all there)'}")
     return {"built": built}
+
+
+def _train_reward_models(spec: PrepareDemoJob, ws, device: str, data: DemoData,
+                         part: Callable[[int], _Part]) -> list[str]:
+    """Train the judge, then the reward model, where missing, each on its own part of `data`
+    (no prompt shared, so the judge is held out); returns those trained."""
+    from morm_explorer.reward.config import TrainConfig
+    from morm_explorer.reward.jobs import TrainRewardModelJob, run_train_reward_model
+
+    built = []
+    for i, (name, dataset, extra) in enumerate((
+            (JUDGE, data.judge_dataset, {"pooling": "mean_response", "seed": 1}),
+            (RM, data.dataset, {})), start=1):
+        if not _exists(ws, "reward_models", name):
+            cfg = TrainConfig(dataset=dataset, name=name, backbone=spec.backbone,
+                              max_length=spec.max_length, epochs=spec.rm_epochs,
+                              device=device, **extra)
+            run_train_reward_model(TrainRewardModelJob(config=cfg.to_dict()), part(i))
+            built.append(name)
+    return built
 
 
 def _rm_objectives(ws) -> list[str]:

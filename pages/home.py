@@ -95,5 +95,6 @@ st.markdown(
     "formats onto the canonical one.\n"
     "- The built-in demo data (*demo-preferences*) has three objectives that really conflict: "
     "complying with a harmful request is helpful but harmful; refusing a harmless one is "
-    "harmless but unhelpful."
+    "harmless but unhelpful. Its other part, *demo-judge-preferences*, shares no prompt with it "
+    "and trains the held-out judge."
 )

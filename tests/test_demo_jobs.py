@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from morm_explorer.demo import ensure_demo
+from morm_explorer.demo import DEMO_DATASET, DEMO_JUDGE_DATASET, ensure_demo
 from morm_explorer.demo_jobs import (
     COMPARISON,
+    JUDGE,
     POLICIES,
+    RM,
     PrepareDemoJob,
     demo_complete,
     demo_parts,
@@ -17,7 +19,7 @@ from morm_explorer.jobs.backend import LocalBackend
 from morm_explorer.jobs.store import JobStore
 from morm_explorer.jobs.worker import run_inline
 from morm_explorer.policy.ppo_jobs import run_history, runs_without_jobs
-from morm_explorer.reward.report import list_reward_models
+from morm_explorer.reward.report import judge_training_note, list_reward_models
 from morm_explorer.walkthrough import walkthrough
 from tests.test_policy import _save_tiny
 
@@ -42,8 +44,42 @@ def test_prepare_demo_builds_everything_then_nothing(ws, tiny_bert, tmp_path):
     assert [label.split()[-1] for label, ready in demo_parts(ws) if ready] == info.result["built"]
     assert [c["name"] for c in list_comparisons(ws)] == [COMPARISON]
     assert all(step.ready for step in walkthrough(ws))  # the walk-through has every step
+    disjoint, note = judge_training_note(ws, RM, JUDGE)  # what Compare says of the judge
+    assert disjoint and DEMO_JUDGE_DATASET in note and "disjoint" in note
     again = run_inline(ws, spec)
     assert again.status == "succeeded" and again.result["built"] == []
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_demo_judge_trains_on_data_disjoint_from_the_reward_models(ws, monkeypatch):
+    """Training replaced by a stand-in that records each model's data as training does."""
+    import json
+
+    import morm_explorer.reward.jobs as reward_jobs
+    from morm_explorer.reward.config import FORMAT
+    from morm_explorer.reward.evaluations import dataset_provenance
+
+    def train(job, ctx):
+        cfg = job.config
+        folder = ws.root / "reward_models" / cfg["name"]
+        folder.mkdir(parents=True)
+        data = dataset_provenance(cfg["dataset"], ws.load_dataset(cfg["dataset"]), ws)
+        (folder / "config.json").write_text(json.dumps(
+            {"format": FORMAT, "training": cfg, "data": data}))
+        if cfg["name"] == RM:
+            raise _Stop  # the rest of the build is not this test's business
+
+    monkeypatch.setattr(reward_jobs, "run_train_reward_model", train)
+    ensure_demo(ws)
+    info = run_inline(ws, PrepareDemoJob(real_pairs=0, device="cpu"))
+    assert info.status == "failed"
+    disjoint, note = judge_training_note(ws, RM, JUDGE)
+    assert disjoint, note
+    assert f"The judge was trained on {DEMO_JUDGE_DATASET} (" in note
+    assert f"the reward model on {DEMO_DATASET} (" in note
 
 
 def test_the_app_submits_the_build_once_and_not_again_after_a_failure(ws, monkeypatch):

@@ -436,7 +436,7 @@ BUILD = textwrap.dedent("""
 
 def test_two_processes_build_the_demo_once_and_vote_exactly_once(ws, tmp_path):
     from morm_explorer.data.candidates import list_candidate_sets, load_candidate_set
-    from morm_explorer.demo import DEMO_DATASET
+    from morm_explorer.demo import DEMO_DATASET, DEMO_JUDGE_DATASET
     from morm_explorer.evaluation import sessions
 
     go = str(time.time() + 4)
@@ -446,8 +446,9 @@ def test_two_processes_build_the_demo_once_and_vote_exactly_once(ws, tmp_path):
     outs = [p.communicate(timeout=90)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     print(f"\nconcurrent ensure_demo: {[o.strip().splitlines()[-1] for o in outs]}")
-    assert [d.name for d in ws.list_datasets()] == [DEMO_DATASET]
-    assert len(ws.load_dataset(DEMO_DATASET)) > 0
+    assert sorted(d.name for d in ws.list_datasets()) == sorted([DEMO_DATASET,
+                                                                 DEMO_JUDGE_DATASET])
+    assert len(ws.load_dataset(DEMO_DATASET)) > 0 and len(ws.load_dataset(DEMO_JUDGE_DATASET))
     (cset,) = list_candidate_sets(ws)
     assert len(load_candidate_set(ws, cset.name).frame) == cset.n_candidates
     assert not [p for p in ws.root.rglob(".*") if p.name != ".gitignore"]  # no temp left

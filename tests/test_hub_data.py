@@ -18,6 +18,7 @@ from morm_explorer.data.loaders import load_preference_data
 from morm_explorer.demo import ensure_demo
 from morm_explorer.demo_data import (
     DEMO_REAL_DATASET,
+    DEMO_REAL_JUDGE_DATASET,
     HH_HUB_NAME,
     prepare_demo_data,
     read_demo_data,
@@ -26,6 +27,7 @@ from morm_explorer.demo_jobs import demo_data_line
 from morm_explorer.errors import MormError
 
 N_HH = 12  # rows per HH-RLHF subset and split
+N_DEMO = N_HH // 2  # demo pairs per subset: the judge's sample takes its own from the rest
 
 
 def _hh_rows(subset: str, split: str) -> list[dict]:
@@ -255,8 +257,8 @@ def test_the_demo_fetches_and_merges_real_hh_rlhf(ws, fake_hub, hub_answers):
     ensure_demo(ws)
     data = prepare_demo_data(ws, pairs=8)
     assert data.real and data.dataset == DEMO_REAL_DATASET
-    assert [(c["data_dir"], c["split"]) for c in fake_hub] == [("helpful-base", "train"),
-                                                              ("harmless-base", "train")]
+    assert [(c["data_dir"], c["split"]) for c in fake_hub] == 2 * [("helpful-base", "train"),
+                                                                  ("harmless-base", "train")]
     assert {c["cache_dir"] for c in fake_hub} == {str(ws.root / "cache" / "hf-datasets")}
     ds = ws.load_dataset(DEMO_REAL_DATASET)
     assert len(ds) == 16 and ds.objectives == ["helpful", "harmless"]
@@ -266,8 +268,28 @@ def test_the_demo_fetches_and_merges_real_hh_rlhf(ws, fake_hub, hub_answers):
                  "split train, 8 of 12 rows sampled with seed 0): 8 pairs",
                  "subset harmless-base"):
         assert part in info.source
-    assert read_demo_data(ws) == data
-    assert prepare_demo_data(ws, pairs=8).real and len(fake_hub) == 2  # kept, not re-fetched
+    assert read_demo_data(ws) == data and data.judge_dataset == DEMO_REAL_JUDGE_DATASET
+    assert prepare_demo_data(ws, pairs=8).real and len(fake_hub) == 4  # kept, not re-fetched
+
+
+def test_the_judges_real_sample_shares_no_prompt_with_the_reward_models(ws, fake_hub,
+                                                                        hub_answers):
+    ensure_demo(ws)
+    prepare_demo_data(ws, pairs=N_DEMO)
+    rm, judge = (ws.load_dataset(n).records for n in (DEMO_REAL_DATASET, DEMO_REAL_JUDGE_DATASET))
+    assert len(rm) == len(judge) == 2 * N_DEMO  # the judge's: the rows the sample left
+    assert not {r["prompt"] for r in rm} & {r["prompt"] for r in judge}
+    info = {d.name: d for d in ws.list_datasets()}[DEMO_REAL_JUDGE_DATASET]
+    assert "sharing no prompt with demo-hh-rlhf" in info.source
+    assert f"{N_DEMO} pairs ({N_HH - N_DEMO} sharing a prompt left out)" in info.source
+
+
+def test_no_held_out_rows_for_the_judge_leaves_the_demo_on_built_in_data(ws, fake_hub,
+                                                                        hub_answers):
+    ensure_demo(ws)
+    data = prepare_demo_data(ws, pairs=N_HH)  # the reward model's sample takes every row
+    assert not data.real and "no held-out rows for the judge" in data.reason
+    assert (data.dataset, data.judge_dataset) == ("demo-preferences", "demo-judge-preferences")
 
 
 def test_an_unreachable_hub_leaves_the_demo_on_built_in_data(ws, dead_hub, hub_answers):
@@ -311,7 +333,7 @@ def test_the_reward_model_and_the_overview_say_it_was_real_data(ws, fake_hub, hu
     from tests.test_reward import tiny_cfg
 
     ensure_demo(ws)
-    data = prepare_demo_data(ws, pairs=N_HH)
+    data = prepare_demo_data(ws, pairs=N_DEMO)
     cfg = tiny_cfg(data.dataset, tiny_bert, epochs=2, name="demo-rm", device="cpu")
     train_reward_model(cfg, ws.root / "reward_models" / "demo-rm", ws)
     config = read_config(ws.root / "reward_models" / "demo-rm")
@@ -324,7 +346,7 @@ def test_the_reward_model_and_the_overview_say_it_was_real_data(ws, fake_hub, hu
     assert not at.exception
     assert any(c.value == line for c in at.caption)
     data_step = walkthrough(ws)[0]  # the walk-through shows the data the model learned from
-    assert data_step.facts["records"] == 2 * N_HH and data_step.facts["conflict"] is None
+    assert data_step.facts["records"] == 2 * N_DEMO and data_step.facts["conflict"] is None
 
 
 @pytest.mark.slow
@@ -333,18 +355,21 @@ def test_the_demo_build_trains_on_real_data_and_weights_only_its_objectives(
     from morm_explorer.demo_jobs import JUDGE, POLICIES, RM, PrepareDemoJob
     from morm_explorer.jobs.worker import run_inline
     from morm_explorer.reward.config import read_config
+    from morm_explorer.reward.report import judge_training_note
     from tests.test_policy import _save_tiny
 
     ensure_demo(ws)
-    spec = PrepareDemoJob(real_pairs=N_HH, backbone=tiny_bert, max_length=64, rm_epochs=2,
+    spec = PrepareDemoJob(real_pairs=N_DEMO, backbone=tiny_bert, max_length=64, rm_epochs=2,
                           policy=_save_tiny(tmp_path / "policy"), samples=1, max_new_tokens=4,
                           ppo_steps=1, ppo_batch=2, compare_prompts=2, device="cpu")
     info = run_inline(ws, spec)
     assert info.status == "succeeded", info.error
-    for name in (JUDGE, RM):
+    for name, dataset in ((JUDGE, DEMO_REAL_JUDGE_DATASET), (RM, DEMO_REAL_DATASET)):
         config = read_config(ws.root / "reward_models" / name)
-        assert config["training"]["dataset"] == DEMO_REAL_DATASET
+        assert config["training"]["dataset"] == dataset
         assert config["model"]["objectives"] == ["helpful", "harmless"]
+    disjoint, note = judge_training_note(ws, RM, JUDGE)  # what Compare says of the demo judge
+    assert disjoint and "disjoint" in note and DEMO_REAL_JUDGE_DATASET in note
     for name in POLICIES:  # the built-in weights on honest are dropped: HH-RLHF has none
         manifest = json.loads((ws.root / "policies" / name / "morm_ppo.json").read_text())
         assert set(manifest["weights"]["weights"]) == {"helpful", "harmless"}
