@@ -88,12 +88,24 @@ def cmd_data_summary(args) -> int:
 
 
 def cmd_data_synth(args) -> int:
-    from morm_explorer.data.synth import describe, generate, write_synth
+    from morm_explorer.data.builtin import describe_builtin, generate_builtin, write_builtin
+    from morm_explorer.data.rlcd import SHIPPED, write_responses
 
-    n = write_synth(args.out, seed=args.seed, n_prompts=args.prompts)
-    print(f"wrote {n} pairwise records to {args.out} (seed {args.seed})")
+    responses = args.responses or SHIPPED
+    if args.generate:
+        print(f"writing the policy's responses to {args.generate} (resumes a stopped run) ...")
+        kept = write_responses(args.generate, seed=args.seed, device=args.device)
+        print("share kept by the behaviour check: "
+              + ", ".join(f"{b} {s:.0%}" for b, s in kept.items()))
+        responses = args.generate
+    if args.out is None:
+        return 0
+    n = write_builtin(args.out, seed=args.seed, kind=args.kind, n_prompts=args.prompts,
+                      responses=responses)
+    print(f"wrote {n} pairwise records to {args.out} (kind {args.kind}, seed {args.seed})")
     if args.describe:
-        print(json.dumps(describe(generate(seed=args.seed, n_prompts=args.prompts)), indent=2))
+        records = generate_builtin(args.seed, args.kind, args.prompts, responses)
+        print(json.dumps(describe_builtin(records, responses), indent=2))
     return 0
 
 
@@ -169,9 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_summary)
 
     p = sub.add_parser("synth", help="write the built-in demo preference dataset")
-    p.add_argument("--out", required=True, help="output JSONL file")
+    p.add_argument("--out", help="output JSONL file")
+    p.add_argument("--kind", choices=("model", "templates"), default="model",
+                   help="model: the policy's own responses under contrasting instructions "
+                   "beside the template pairs; templates: the template pairs alone "
+                   "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--prompts", type=int, default=420, help="number of prompts")
+    p.add_argument("--prompts", type=int, default=420, help="number of template prompts")
+    p.add_argument("--generate", metavar="FILE",
+                   help="write the model-written responses anew with the default policy "
+                   "(JSONL, .gz to compress; about an hour on a 2-core CPU) and use them")
+    p.add_argument("--responses", metavar="FILE",
+                   help="model-written responses to use (default: the file shipped with the "
+                   "package)")
+    p.add_argument("--device", default="auto", help="device for --generate")
     p.add_argument("--describe", action="store_true", help="print counts and label stats")
     p.set_defaults(func=cmd_data_synth)
 

@@ -42,7 +42,11 @@ def resolve_backbone(name: str) -> str:
                             "(scripts/setup.sh installs it)")
         return str(pkg / "model")
     if name == SMOLLM2:
-        raise MormError("SmolLM2 loads through morm_explorer.policy (GGUF conversion)")
+        # The policy's own base as a reward backbone (the InstructGPT recipe): the converted
+        # folder in the workspace, converted from the packaged GGUF on first use.
+        from morm_explorer.policy.load import convert_smollm2
+
+        return str(convert_smollm2())
     return resolve_folder_or_hub(name)
 
 

@@ -102,7 +102,7 @@ def _optimizer(model: RewardModel, cfg: TrainConfig, total_steps: int):
     head_params = [p for h in model.heads for p in h.parameters()]
     head_ids = {id(p) for p in head_params}
     body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    groups = [{"params": head_params, "lr": cfg.lr}]
+    groups = [{"params": head_params, "lr": cfg.lr, "weight_decay": cfg.head_weight_decay}]
     if body:
         groups.append({"params": body, "lr": cfg.backbone_lr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
