@@ -4,9 +4,11 @@ Runs, one after another in subprocesses on this machine: the Explore benchmark (
 Pareto sets, scoring throughput), PPO throughput on the tiny model and on SmolLM2 (against the
 demo reward model, trained here first), and the reward-model benchmarks (accuracy on the
 built-in data, the cost of K heads against K models, and a 5-fold harmless head on HH-RLHF when
-the file is there). ``--skip`` leaves parts out. Prints one table of the figures with their
-targets and the ratios each benchmark measured within its own run, with the machine it ran on,
-and writes it as markdown with ``--out`` (docs/benchmarks.md keeps the latest).
+the file is there), and the default reward model trained on the built-in data scored zero-shot
+on that file (`reward_transfer.py`). ``--skip`` leaves parts out. Prints one table of the
+figures with their targets and the ratios each benchmark measured within its own run, with the
+machine it ran on, and writes it as markdown with ``--out`` (docs/benchmarks.md keeps the
+latest).
 """
 
 from __future__ import annotations
@@ -77,11 +79,34 @@ def rows_from(results: dict) -> list[tuple[str, str, str, str]]:
         rows.append(("reward/hh_harmless/5fold_accuracy",
                      f"{hh['accuracy']:.3f} [{hh['ci_low']:.3f}, {hh['ci_high']:.3f}]", "-",
                      "info"))
+    rows += transfer_rows(results.get("transfer", {}))
     timing = reward.get("timing")
     if isinstance(timing, dict):
         for k, v in timing.items():
             if isinstance(v, (int, float)) and ("ratio" in k or k.endswith("_x")):
                 rows.append((f"reward/timing/{k}", f"{v:.3g}x", "-", "info"))
+    return rows
+
+
+def transfer_rows(transfer: dict) -> list[tuple[str, str, str, str]]:
+    """The default RM trained on the built-in data, zero-shot on HH-RLHF harmless, against
+    the targets of docs/benchmarks.md ("the default reward on real text")."""
+    rows = []
+    base = transfer.get("hh_baselines", {}).get("shorter wins")
+    for r in transfer.get("runs", []):
+        acc, lo, hi = r["hh_harmless"]
+        ok = acc >= 0.58 and (base is None or acc > base[0])
+        rows.append((f"transfer/{r['kind']}/hh_harmless_zero_shot",
+                     f"{acc:.3f} [{lo:.3f}, {hi:.3f}]", ">= 0.58, > shorter wins",
+                     "PASS" if ok else "FAIL"))
+        for obj, v in r["builtin_heldout"].items():
+            rows.append((f"transfer/{r['kind']}/builtin_heldout/{obj}", f"{v[0]:.3f}",
+                         ">= 0.90", "PASS" if v[0] >= 0.90 else "FAIL"))
+    if base:
+        rows.append(("transfer/hh_harmless/shorter_wins", f"{base[0]:.3f}", "-", "info"))
+    for obj, row in transfer.get("features", {}).get("model", {}).items():
+        rows.append((f"transfer/model/best_one_feature/{obj}", f"{row['best']:.3f}", "<= 0.65",
+                     "PASS" if row["best"] <= 0.65 else "FAIL"))
     return rows
 
 
@@ -105,7 +130,8 @@ def default_hh() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--skip", default="", help="comma-separated: explore, ppo, smollm2, reward, "
-                    "hh (the slow parts are smollm2, a few minutes on a CPU, and hh)")
+                    "hh, transfer (the slow parts are smollm2, a few minutes on a CPU, hh and "
+                    "transfer)")
     ap.add_argument("--workspace", help="workspace with demo-rm for the SmolLM2 PPO run "
                     "(default: one built here)")
     ap.add_argument("--hh", default=default_hh(), help="HH-RLHF harmless-base test.jsonl.gz "
@@ -135,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             "benchmarks/reward_models.py", "--sections", sections, "--repeats", "1",
             "--timing-prompts", "60", "--device", args.device,
             *(["--hh", args.hh] if args.hh else [])], tmp / "reward.json")
+    if "transfer" not in skip and args.hh:
+        results["transfer"] = run("reward transfer", [
+            "benchmarks/reward_transfer.py", "--kind", "model", "--hh", args.hh],
+            tmp / "transfer.json")
     rows = rows_from(results)
     width = max(len(r[0]) for r in rows) if rows else 10
     command = "python benchmarks/all.py" + (f" --skip {args.skip}" if skip else "") + (

@@ -45,11 +45,24 @@ def test_rows_from_every_benchmark():
 @pytest.mark.slow
 def test_all_runs_the_tiny_ppo_part_and_writes_the_table(tmp_path, capsys):
     out = tmp_path / "table.md"
-    rc = _module().main(["--skip", "explore,smollm2,reward", "--device", "cpu",
+    rc = _module().main(["--skip", "explore,smollm2,reward,transfer", "--device", "cpu",
                          "--out", str(out)])
     assert rc == 0
     text = out.read_text()
     assert "| ppo_tiny/tokens_per_s |" in text
-    assert "command: `python benchmarks/all.py --skip explore,smollm2,reward --device cpu`" \
-        in text
+    assert ("command: `python benchmarks/all.py --skip explore,smollm2,reward,transfer "
+            "--device cpu`") in text
     assert "CPUs" in text.splitlines()[0]
+
+
+def test_transfer_rows_hold_the_targets():
+    transfer = {"hh_baselines": {"shorter wins": [0.554, 0.53, 0.57]},
+                "runs": [{"kind": "model", "hh_harmless": [0.585, 0.56, 0.6],
+                          "builtin_heldout": {"helpful": [0.95, 0.9, 0.98],
+                                              "harmless": [0.86, 0.8, 0.9]}}],
+                "features": {"model": {"helpful": {"best": 0.62}, "honest": {"best": 0.7}}}}
+    rows = {m: (v, t, r) for m, v, t, r in _module().transfer_rows(transfer)}
+    assert rows["transfer/model/hh_harmless_zero_shot"][2] == "PASS"
+    assert rows["transfer/model/builtin_heldout/harmless"][2] == "FAIL"
+    assert rows["transfer/model/best_one_feature/helpful"][2] == "PASS"
+    assert rows["transfer/model/best_one_feature/honest"][2] == "FAIL"
