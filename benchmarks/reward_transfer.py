@@ -60,10 +60,11 @@ def hh_dataset(path: Path, limit: int | None, seed: int = 0) -> Dataset:
     return data
 
 
-def run_one(ws: Workspace, kind: str, backbone: str, hh_name: str, seed: int) -> dict:
-    name = f"rm-{kind}-{backbone}-{seed}"
+def run_one(ws: Workspace, kind: str, backbone: str, hh_name: str, seed: int,
+            **train: object) -> dict:
+    name = f"rm-{kind}-{backbone}-{seed}-{train.get('mode', 'frozen')}"
     cfg = TrainConfig(dataset=f"builtin-{kind}", name=name, backbone=backbone, seed=seed,
-                      objectives=OBJECTIVES)
+                      objectives=OBJECTIVES, **train)
     t0 = time.perf_counter()
     res = train_reward_model(cfg, ws.artifact_dir("reward_models", name), ws,
                              cache_root=ws.root / "cache" / "embeddings")
@@ -72,7 +73,8 @@ def run_one(ws: Workspace, kind: str, backbone: str, hh_name: str, seed: int) ->
             for o, v in res.metrics["objectives"].items()}
     t0 = time.perf_counter()
     hh = evaluate_artifact(name, hh_name, workspace=ws)["objectives"]["harmless"]
-    row = {"kind": kind, "backbone": backbone, "seed": seed, "builtin_heldout": held,
+    row = {"kind": kind, "backbone": backbone, "mode": cfg.mode, "seed": seed,
+           "builtin_heldout": held,
            "hh_harmless": [hh["accuracy"], hh["ci_low"], hh["ci_high"]],
            "train_s": round(train_s, 1), "hh_eval_s": round(time.perf_counter() - t0, 1)}
     print(json.dumps(row), flush=True)
@@ -81,13 +83,13 @@ def run_one(ws: Workspace, kind: str, backbone: str, hh_name: str, seed: int) ->
 
 def table(rows: list[dict], base: dict) -> str:
     fmt = lambda v: f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"  # noqa: E731
-    lines = ["| built-in data | backbone (frozen) | seed | HH harmless, zero-shot | built-in "
+    lines = ["| built-in data | backbone (mode) | seed | HH harmless, zero-shot | built-in "
              "held-out helpful / harmless / honest | train s |", "| --- | --- | --- | --- | "
              "--- | --- |"]
     for r in rows:
         held = " / ".join(f"{r['builtin_heldout'][o][0]:.3f}" for o in OBJECTIVES)
-        lines.append(f"| {r['kind']} | {r['backbone']} | {r['seed']} | {fmt(r['hh_harmless'])}"
-                     f" | {held} | {r['train_s']} |")
+        lines.append(f"| {r['kind']} | {r['backbone']} ({r.get('mode', 'frozen')}) | "
+                     f"{r['seed']} | {fmt(r['hh_harmless'])} | {held} | {r['train_s']} |")
     for name, v in base.items():
         lines.append(f"| baseline | {name} | - | {fmt(v)} | - | - |")
     return "\n".join(lines)
@@ -103,6 +105,10 @@ def main() -> int:
                     help="score a seeded sample of the HH pairs (slow backbones)")
     ap.add_argument("--builtin-limit", type=int, default=None,
                     help="train on a seeded sample of the built-in pairs (slow backbones)")
+    ap.add_argument("--mode", default="frozen", choices=("frozen", "lora", "full"))
+    ap.add_argument("--epochs", type=int, default=None, help="(default: the trainer's)")
+    ap.add_argument("--max-length", type=int, default=None, help="(default: the trainer's)")
+    ap.add_argument("--backbone-lr", type=float, default=None, help="(default: the trainer's)")
     ap.add_argument("--workspace", type=Path, default=None,
                     help="keep the models here (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=None)
@@ -133,7 +139,11 @@ def main() -> int:
         print(kind, "one-feature baselines:", json.dumps(out["features"][kind]), flush=True)
         for backbone in args.backbones.split(","):
             for seed in map(int, args.seeds.split(",")):
-                out["runs"].append(run_one(ws, kind, backbone, "hh-harmless-test", seed))
+                train = {"mode": args.mode, **({"epochs": args.epochs} if args.epochs else {}),
+                         **({"max_length": args.max_length} if args.max_length else {}),
+                         **({"backbone_lr": args.backbone_lr} if args.backbone_lr else {})}
+                out["runs"].append(run_one(ws, kind, backbone, "hh-harmless-test", seed,
+                                           **train))
     print(table(out["runs"], base))
     if args.out:
         args.out.write_text(json.dumps(out, indent=2) + "\n")
