@@ -34,6 +34,8 @@ dishonest, whatever its wording.
 
 from __future__ import annotations
 
+import functools
+import json
 import random
 import zlib
 from collections import Counter
@@ -129,11 +131,24 @@ def generate_builtin(seed: int = 0, kind: str = "model", n_prompts: int = 420,
                         field="kind")
     if part not in (None, "rm", "judge"):
         raise MormError(f"part must be 'rm' or 'judge', got {part!r}", field="part")
+    path = Path(responses)
+    stamp = path.stat().st_mtime_ns if kind == "model" and path.exists() else 0
+    records = [json.loads(line) for line in _records_json(seed, kind, n_prompts, str(path),
+                                                           stamp)]
+    return records if part is None else [r for r in records if part_of(r) == part]
+
+
+@functools.lru_cache(maxsize=4)
+def _records_json(seed: int, kind: str, n_prompts: int, responses: str,
+                  stamp: int) -> tuple[str, ...]:
+    """The records of `generate_builtin` as JSON texts, computed once per process for each
+    arguments and responses file version (``stamp``): the app's first start asks for both
+    parts, and each call gets fresh dicts to change as it likes."""
     records = synth.generate(seed=seed, n_prompts=n_prompts)
     if kind == "model":
         records = balance_features(model_pairs(read_responses(responses), seed) + records,
                                    seed=seed)
-    return records if part is None else [r for r in records if part_of(r) == part]
+    return tuple(json.dumps(r, ensure_ascii=False) for r in records)
 
 
 def _withhold(records: list[dict], obj: str, name: str, target: float,
