@@ -135,7 +135,14 @@ def generate_builtin(seed: int = 0, kind: str = "model", n_prompts: int = 420,
     stamp = path.stat().st_mtime_ns if kind == "model" and path.exists() else 0
     records = [json.loads(line) for line in _records_json(seed, kind, n_prompts, str(path),
                                                            stamp)]
-    return records if part is None else [r for r in records if part_of(r) == part]
+    if part is not None:
+        records = [r for r in records if part_of(r) == part]
+    if kind == "templates":
+        return records  # exactly what `synth.generate` writes
+    # A dataset lists its objectives in the order its records first name them: lead with a
+    # pair labelled for all of them, so heads and sliders read helpful, harmless, honest.
+    first = max(range(len(records)), key=lambda i: len(records[i]["labels"]), default=0)
+    return records[first:first + 1] + records[:first] + records[first + 1:]
 
 
 @functools.lru_cache(maxsize=4)
