@@ -213,9 +213,11 @@ def describe_builtin(records: list[dict], responses: str | Path = SHIPPED) -> di
     behaviour of the model-written part, and the one-feature baselines of the whole."""
     from morm_explorer.data.features import feature_baselines
 
-    model = [r for r in records if (r.get("meta") or {}).get("written_by")]
+    written = [bool((r.get("meta") or {}).get("written_by")) for r in records]
+    model = [r for r, w in zip(records, written, strict=True) if w]
+    templates = [r for r, w in zip(records, written, strict=True) if not w]
     out: dict = {"n_records": len(records), "n_model_written_pairs": len(model),
-                 "templates": synth.describe([r for r in records if r not in model])}
+                 "templates": synth.describe(templates)}
     if model:
         _, asked, kept = kept_responses(read_responses(responses))
         out["model_written_kept"] = {b: {"asked": asked[b], "kept": kept[b],
