@@ -50,7 +50,8 @@ def cmd_import(args) -> int:
     from morm_explorer.data.candidates import read_candidates, save_candidate_set
 
     cset = read_candidates(args.file, args.fmt, default_source=args.source,
-                           max_chars=args.max_chars, drop_bad=args.drop_bad)
+                           max_chars=args.max_chars, drop_bad=args.drop_bad,
+                           max_bytes=args.max_bytes)
     info = save_candidate_set(_ws(args), args.name, cset, overwrite=args.overwrite)
     report = cset.report
     print(f"saved candidate set {info.name!r}: {info.n_candidates} candidates for "
@@ -198,7 +199,7 @@ def _write_table(frame, path: str) -> None:
 
 
 def add_candidate_commands(groups: argparse._SubParsersAction) -> None:
-    from morm_explorer.data.readers import FORMATS
+    from morm_explorer.data.readers import FORMATS, MAX_FILE_BYTES
     from morm_explorer.data.schema import MAX_TEXT_CHARS
 
     cands = groups.add_parser("cands", help="candidate sets: import, sample, list, show, delete")
@@ -211,7 +212,12 @@ def add_candidate_commands(groups: argparse._SubParsersAction) -> None:
     p.add_argument("--format", dest="fmt", choices=[f for f in FORMATS if f != "hf"])
     p.add_argument("--source", help="source of rows without one (default: the file name)")
     p.add_argument("--max-chars", type=int, default=MAX_TEXT_CHARS,
-                   help="longest prompt or response accepted (default: %(default)s)")
+                   help="longest prompt or response accepted; a line longer than such a row "
+                   "can be is a bad row, read no further (default: %(default)s)")
+    p.add_argument("--max-bytes", type=int, default=MAX_FILE_BYTES,
+                   help="most bytes of data read from the file, counted after decompressing a "
+                   ".gz (Parquet: the uncompressed table); past it the file is refused, which "
+                   "stops a decompression bomb (default: %(default)s, 4 GiB)")
     p.add_argument("--drop-bad", action="store_true", help="drop bad rows instead of stopping")
     p.add_argument("--overwrite", action="store_true", help="replace a set of that name")
     p.set_defaults(func=cmd_import)

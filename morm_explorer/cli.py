@@ -22,7 +22,7 @@ def _workspace(args):
 
 
 def _add_load_options(p: argparse.ArgumentParser) -> None:
-    from morm_explorer.data.readers import FORMATS
+    from morm_explorer.data.readers import FORMATS, MAX_FILE_BYTES
     from morm_explorer.data.schema import MAX_TEXT_CHARS
 
     p.add_argument("file", help="a JSONL/CSV/Parquet file, an HF dataset folder (save_to_disk) "
@@ -41,7 +41,12 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample "
                    "(default: %(default)s)")
     p.add_argument("--max-chars", type=int, default=MAX_TEXT_CHARS,
-                   help="longest prompt or response accepted (default: %(default)s)")
+                   help="longest prompt or response accepted; a line longer than such a record "
+                   "can be is a bad row, read no further (default: %(default)s)")
+    p.add_argument("--max-bytes", type=int, default=MAX_FILE_BYTES,
+                   help="most bytes of data read from a file, counted after decompressing a "
+                   ".gz (Parquet: the uncompressed table); past it the file is refused, which "
+                   "stops a decompression bomb (default: %(default)s, 4 GiB)")
 
 
 def _load_kwargs(args) -> dict:
@@ -52,6 +57,7 @@ def _load_kwargs(args) -> dict:
     return {"fmt": args.fmt, "preset": args.preset, "objective": args.objective,
             "split": args.split, "subset": args.subset, "revision": args.revision,
             "limit": args.limit, "seed": args.seed, "max_chars": args.max_chars,
+            "max_bytes": args.max_bytes,
             "cache_dir": hub_cache_dir(args.workspace or default_root())}
 
 

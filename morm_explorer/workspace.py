@@ -338,6 +338,15 @@ class Workspace:
             raise MormError(f"name {name!r} escapes the workspace")
         return path
 
+    def artifact_file(self, group: str, name: str, filename: str) -> Path:
+        """A file of artifact ``name`` in ``group``; a symbolic link, which could point
+        anywhere, is refused as `artifact_dir` refuses a linked folder that leads outside."""
+        path = self.artifact_dir(group, name) / filename
+        if path.is_symlink():
+            raise MormError("a symbolic link, not a file: links in the workspace are not "
+                            "followed", file=str(path))
+        return path
+
     # -- datasets -------------------------------------------------------------------------
     def save_dataset(self, name: str, dataset, *, overwrite: bool = False) -> DatasetInfo:
         """Store a loaded `Dataset` under ``name`` (data.jsonl + info.json + a database row)."""
@@ -371,7 +380,7 @@ class Workspace:
                 for r in rows]
 
     def dataset_path(self, name: str) -> Path:
-        path = self.artifact_dir("datasets", name) / "data.jsonl"
+        path = self.artifact_file("datasets", name, "data.jsonl")
         if not path.exists():
             raise MormError(f"no dataset named {name!r} in {self.root}")
         return path

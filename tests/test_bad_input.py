@@ -173,10 +173,10 @@ def _huge_response(env: Env) -> Path:
 
 case("cli: morm data import", "100 MB response",
      lambda e: ["data", "import", _huge_response(e), "--name", "d"],
-     "characters; the limit is", slow=True)
+     "texts of at most 100,000 characters", slow=True)
 case("cli: morm data validate", "100 MB response, --max-chars",
      lambda e: ["data", "validate", _huge_response(e), "--max-chars", "1000"],
-     "characters; the limit is 1,000", slow=True)
+     "texts of at most 1,000 characters", slow=True)
 case("cli: morm data import", "overlong response under --max-chars",
      lambda e: ["data", "import", e.file("l.jsonl", json.dumps(
          good_pair(0, response_a="y" * 5000)) + "\n"), "--name", "d", "--max-chars", "1000"],
@@ -193,6 +193,178 @@ case("cli: morm cands import", "non-string prompt_id and response",
 case("cli: morm data validate", "unknown preset",
      lambda e: ["data", "validate", e.file("v.jsonl", GOOD_PAIRS), "--preset", "bogus"],
      "hh-rlhf")
+
+
+# -- input that must not run away: gzip bombs, endless lines, deep JSON, huge cells, links ---
+BOMB = 4_000_000  # inflated bytes of the gzip bombs below (about 4 KB on disk)
+DEEP = "[" * 3000 + "]" * 3000  # 6 KB of JSON nested past Python's recursion limit
+
+
+def _bomb(env: Env) -> Path:
+    """A .jsonl.gz of one line of BOMB bytes with no newline."""
+    return env.file("bomb.jsonl.gz", gzip.compress(b"x" * BOMB, compresslevel=1))
+
+
+def _among_good(name: str, bad: str, kind: str = "pairs") -> Callable[[Env], Path]:
+    """A JSONL file of 200 good rows with the line ``bad`` in the middle (line 101)."""
+    good = (GOOD_PAIRS if kind == "pairs" else GOOD_CANDS).splitlines(keepends=True)
+    return lambda e: e.file(name, "".join(good[:100]) + bad + "\n" + "".join(good[100:]))
+
+
+def _csv_cell(kind: str, chars: int) -> Callable[[Env], Path]:
+    """A CSV of 3 good rows and, in the middle, one whose response is ``chars`` characters."""
+    if kind == "pairs":
+        head, row = "prompt,response_a,response_b,label_helpful\n", "Q{i},A{i},{r},a\n"
+    else:
+        head, row = "prompt_id,prompt,response\n", "p{i},Q{i},{r}\n"
+    rows = [row.format(i=i, r="y" * chars if i == 1 else f"B{i}") for i in range(3)]
+    return lambda e: e.file(f"{kind}-cell.csv", head + "".join(rows))
+
+
+_HUGE_INT = '{"prompt": ' + "1" * 5000 + "}"
+_DEEP_META = {  # parsed by json.loads, but too deep for json.dumps in a deeper stack
+    k: json.dumps(rec).replace('"@"', '{"a": ' * 900 + "1" + "}" * 900)
+    for k, rec in [("pairs", good_pair(1000, meta="@")),
+                   ("cands", {"prompt_id": "pm", "prompt": "Q?", "response": "A", "meta": "@"})]}
+_DEEP_LABELS = 'prompt,response_a,response_b,labels\nQ,A,B,"' + DEEP + '"\n'
+_LOADERS = "morm_explorer.data.loaders"
+_CANDS = "morm_explorer.data.candidates"
+for _entry, _id, _act, _msg in [
+    # a gzip bomb: stopped at --max-bytes of inflated data, a clear file-level error
+    ("cli: morm data validate", "gzip bomb past --max-bytes",
+     lambda e: ["data", "validate", _bomb(e), "--max-bytes", "1000000"],
+     "over the limit of 1,000,000 bytes once decompressed"),
+    ("cli: morm data import", "gzip bomb past --max-bytes",
+     lambda e: ["data", "import", _bomb(e), "--name", "d", "--max-bytes", "1000000"],
+     "over the limit of 1,000,000 bytes once decompressed"),
+    ("cli: morm cands import", "gzip bomb past --max-bytes",
+     lambda e: ["cands", "import", _bomb(e), "--name", "c", "--max-bytes", "1000000"],
+     "over the limit of 1,000,000 bytes once decompressed"),
+    ("data.load_preference_data", "gzip bomb past max_bytes",
+     lambda e: __import__(_LOADERS, fromlist=["x"]).load_preference_data(
+         _bomb(e), max_bytes=1_000_000), "over the limit of 1,000,000 bytes"),
+    ("data.read_candidates", "gzip bomb past max_bytes",
+     lambda e: __import__(_CANDS, fromlist=["x"]).read_candidates(_bomb(e), max_bytes=1_000_000),
+     "over the limit of 1,000,000 bytes"),
+    # one endless line: cut at the line limit that --max-chars sets, never held whole
+    ("cli: morm data validate", "4 MB line without newline, --max-chars",
+     lambda e: ["data", "validate", _bomb(e), "--max-chars", "1000"], "line is too long"),
+    ("cli: morm cands import", "4 MB line without newline, --max-chars",
+     lambda e: ["cands", "import", _bomb(e), "--name", "c", "--max-chars", "1000"],
+     "line is too long"),
+    # JSON that json.loads cannot take or that breaks what comes after it
+    ("cli: morm data validate", "3,000 nested brackets",
+     lambda e: ["data", "validate", _among_good("deep.jsonl", DEEP)(e)], "nested deeper than"),
+    ("data.load_preference_data", "3,000 nested brackets",
+     lambda e: __import__(_LOADERS, fromlist=["x"]).load_preference_data(
+         _among_good("deep.jsonl", DEEP)(e)), "nested deeper than"),
+    ("cli: morm cands import", "3,000 nested brackets",
+     lambda e: ["cands", "import", _among_good("deep.jsonl", DEEP, "cands")(e), "--name", "c"],
+     "nested deeper than"),
+    ("cli: morm data import", "meta nested 900 deep",
+     lambda e: ["data", "import", _among_good("meta.jsonl", _DEEP_META["pairs"])(e), "--name", "d"],
+     "nested deeper than"),
+    ("cli: morm data validate", "5,000-digit number",
+     lambda e: ["data", "validate", _among_good("int.jsonl", _HUGE_INT)(e)],
+     "integer string conversion"),
+    ("cli: morm cands import", "5,000-digit number",
+     lambda e: ["cands", "import", _among_good("int.jsonl", _HUGE_INT, "cands")(e), "--name",
+                "c"], "integer string conversion"),
+    ("cli: morm data validate", "csv labels cell nested 3,000 deep",
+     lambda e: ["data", "validate", e.file("labels.csv", _DEEP_LABELS)], "nested deeper than"),
+    # a CSV cell past the csv module's default limit (131,072 characters)
+    ("cli: morm data import", "csv cell of 200,000 characters",
+     lambda e: ["data", "import", _csv_cell("pairs", 200_000)(e), "--name", "d"],
+     "text is 200,000 characters; the limit is 100,000"),
+    ("data.read_candidates", "csv cell of 200,000 characters",
+     lambda e: __import__(_CANDS, fromlist=["x"]).read_candidates(
+         _csv_cell("cands", 200_000)(e)), "text is 200,000 characters; the limit is 100,000"),
+    ("cli: morm cands import", "csv cell of 200,000 characters",
+     lambda e: ["cands", "import", _csv_cell("cands", 200_000)(e), "--name", "c"],
+     "text is 200,000 characters; the limit is 100,000"),
+]:
+    case(_entry, _id, _act, _msg)
+
+
+def _link_out(env: Env, group: str) -> None:
+    """A stored dataset or candidate set whose data file is a symlink to a file outside."""
+    from morm_explorer.data.candidates import read_candidates, save_candidate_set
+    from morm_explorer.data.loaders import load_preference_data
+
+    if group == "datasets":
+        env.ws.save_dataset("d", load_preference_data(env.file("ok.jsonl", GOOD_PAIRS)))
+        inside, outside = env.ws.dataset_path("d"), env.file("outside.jsonl", GOOD_PAIRS)
+    else:
+        cset = read_candidates(env.file("ok.jsonl", GOOD_CANDS))
+        save_candidate_set(env.ws, "c", cset)
+        inside = env.ws.root / "candidates" / "c" / "candidates.parquet"
+        outside = env.tmp / "in" / "outside.parquet"
+        cset.frame.to_parquet(outside)
+    inside.unlink()
+    inside.symlink_to(outside)
+
+
+case("workspace.load_dataset", "data.jsonl is a symlink out of the workspace",
+     lambda e: e.ws.load_dataset("d"), "symbolic link", setup=lambda e: _link_out(e, "datasets"))
+case("data.load_candidate_set", "candidates.parquet is a symlink out of the workspace",
+     lambda e: __import__(_CANDS, fromlist=["x"]).load_candidate_set(e.ws, "c"),
+     "symbolic link", setup=lambda e: _link_out(e, "candidates"))
+
+
+def _stored(ws, group: str, name: str) -> int:
+    """Rows stored under ``name``, from the workspace's records of it."""
+    from morm_explorer.data.candidates import candidate_set_info
+
+    if group == "data":
+        return {d.name: d.n_records for d in ws.list_datasets()}[name]
+    return candidate_set_info(ws, name).n_candidates
+
+
+@pytest.mark.parametrize("bad", ["x" * 200_000, DEEP, _HUGE_INT, "deep meta"],
+                         ids=["line over the limit", "deep JSON", "huge int", "deep meta"])
+@pytest.mark.parametrize("group", ["data", "cands"])
+def test_drop_bad_keeps_the_good_rows(ws, tmp_path, capsys, group, bad):
+    """A row the readers cannot parse is one bad row: --drop-bad drops it and keeps the rest."""
+    kind = "pairs" if group == "data" else "cands"
+    bad = _DEEP_META[kind] if bad == "deep meta" else bad
+    path = _among_good(f"{group}.jsonl", bad, kind)(Env(ws, tmp_path))
+    argv = [group, "import", str(path), "--name", "x", "--drop-bad", "--max-chars", "1000"]
+    assert main(["--workspace", str(ws.root), *argv]) == 0, capsys.readouterr().err
+    assert _stored(ws, group, "x") == 200
+
+
+@pytest.mark.parametrize("group", ["data", "cands"])
+def test_csv_cells_past_the_csv_default_limit(ws, tmp_path, capsys, group):
+    """Texts between csv's default cell limit (131,072) and --max-chars load; longer ones are
+    bad rows that --drop-bad drops."""
+    kind = "pairs" if group == "data" else "cands"
+    env = Env(ws, tmp_path)
+    argv = [group, "import", str(_csv_cell(kind, 150_000)(env)), "--name", "long",
+            "--max-chars", "200000"]
+    assert main(["--workspace", str(ws.root), *argv]) == 0, capsys.readouterr().err
+    argv = [group, "import", str(_csv_cell(kind, 300_000)(env)), "--name", "short",
+            "--drop-bad"]
+    assert main(["--workspace", str(ws.root), *argv]) == 0, capsys.readouterr().err
+    assert [_stored(ws, group, n) for n in ("long", "short")] == [3, 2]
+
+
+def test_an_endless_line_is_read_in_bounded_memory(tmp_path):
+    """32 MB inflated from a gzip, one line with no newline: memory stays near the line limit
+    (--max-chars 1000 -> about 1 MB), and the line is reported, not read."""
+    import tracemalloc
+
+    from morm_explorer.data.loaders import validate_file
+
+    path = tmp_path / "endless.jsonl.gz"
+    path.write_bytes(gzip.compress(b"x" * (32 << 20), compresslevel=1))
+    tracemalloc.start()
+    try:
+        _, report = validate_file(path, max_chars=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    assert [(i.line, "line is too long" in i.message) for i in report.errors] == [(1, True)]
 
 
 # -- weights and constraints --------------------------------------------------------------

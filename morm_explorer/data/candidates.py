@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from morm_explorer.data.readers import read_rows
+from morm_explorer.data.readers import MAX_FILE_BYTES, read_rows
 from morm_explorer.data.schema import MAX_TEXT_CHARS
 from morm_explorer.data.validation import Issue, ValidationReport
 from morm_explorer.errors import MormError
@@ -144,15 +144,17 @@ def _check_prompt_ids(rows: list[tuple[int, dict]], file: str) -> list[Issue]:
 
 
 def read_candidates(path: str | Path, fmt: str | None = None, *, default_source: str | None = None,
-                    max_chars: int = MAX_TEXT_CHARS, drop_bad: bool = False) -> CandidateSet:
+                    max_chars: int = MAX_TEXT_CHARS, drop_bad: bool = False,
+                    max_bytes: int = MAX_FILE_BYTES) -> CandidateSet:
     """Read and validate a candidate file. With errors it raises `MormError` listing them
     (file, line, field), unless ``drop_bad``: then bad rows are dropped and counted in the
-    report. A file with no valid candidate is always an error."""
+    report. A file with no valid candidate is always an error. ``max_bytes`` caps the data
+    read (after decompression; see `readers.read_rows`)."""
     file = str(path)
     default_source = default_source or Path(file).stem.removesuffix(".jsonl") or "imported"
     report = ValidationReport(file=file)
     good: list[tuple[int, dict]] = []
-    for line, row in read_rows(path, fmt):
+    for line, row in read_rows(path, fmt, max_chars=max_chars, max_bytes=max_bytes):
         report.n_rows += 1
         if isinstance(row, Issue):
             report.issues.append(row)
@@ -257,8 +259,8 @@ def candidate_set_info(ws: Workspace, name: str) -> CandidateSetInfo:
 
 
 def load_candidate_set(ws: Workspace, name: str) -> CandidateSet:
-    folder = ws.artifact_dir(GROUP, name)
-    path = folder / "candidates.parquet"
+    path = ws.artifact_file(GROUP, name, "candidates.parquet")
+    info_path = ws.artifact_file(GROUP, name, "info.json")
     if not path.is_file():
         raise MormError(f"no candidate set named {name!r} in {ws.root}")
     try:
@@ -269,7 +271,7 @@ def load_candidate_set(ws: Workspace, name: str) -> CandidateSet:
     if missing:
         raise MormError(f"candidate set lacks columns {missing}", file=str(path))
     frame = frame[list(COLUMNS)].replace({np.nan: None})
-    info = json.loads((folder / "info.json").read_text("utf-8"))
+    info = json.loads(info_path.read_text("utf-8"))
     return CandidateSet(frame, origin=info.get("origin", ""))
 
 

@@ -19,7 +19,7 @@ from typing import Literal
 import pandas as pd
 
 from morm_explorer.data import presets as preset_lib
-from morm_explorer.data.readers import read_source
+from morm_explorer.data.readers import MAX_FILE_BYTES, read_source
 from morm_explorer.data.schema import MAX_TEXT_CHARS, Kind, record_kind
 from morm_explorer.data.validation import Issue, ValidationReport, check_record
 from morm_explorer.errors import MormError
@@ -130,15 +130,18 @@ def validate_file(
     limit: int | None = None,
     seed: int = 0,
     max_chars: int = MAX_TEXT_CHARS,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> tuple[list[dict], ValidationReport]:
     """Read and check every row of a file, folder or hub name (``hf:NAME``, with `subset` the
     hub repository's data_dir); return the valid records and the full report. ``limit`` keeps a
-    seeded random sample of that many rows; the report's ``file`` then says so."""
+    seeded random sample of that many rows; the report's ``file`` then says so. ``max_bytes``
+    caps the data read from a file (after decompression; see `readers.read_rows`)."""
     file = str(path)
     p = preset_lib.get_preset(preset) if preset else None
     objective = _hh_objective(p, objective, file, subset)
     rows, described = read_source(path, fmt, split, subset=subset, revision=revision,
-                                  cache_dir=cache_dir, limit=limit, seed=seed)
+                                  cache_dir=cache_dir, limit=limit, seed=seed,
+                                  max_chars=max_chars, max_bytes=max_bytes)
     report = ValidationReport(file=described)
     options = {"objective": objective, "source": f"{subset or ''} {file}".strip()}
     kind: Kind | None = p.kind if p else None  # type: ignore[assignment]

@@ -82,6 +82,50 @@ def _batch_loss(rewards: SplitRewards, idx: np.ndarray, targets: torch.Tensor, c
     return _pair_losses(r[: len(idx)], r[len(idx):], targets[idx], cfg, weights)
 
 
+def _accumulate(rewards: SplitRewards, idx: np.ndarray, targets: torch.Tensor, cfg, weights):
+    """Backward the minibatch's loss; returns it and the per-objective losses, detached.
+
+    When the backbone is trained, in micro-batches of `cfg.micro_batch_size`: each objective's
+    loss is a mean over the pairs labelled for it, so a chunk's per-objective loss is scaled by
+    its share of those pairs, and the chunks' gradients add up exactly to the whole batch's."""
+    step = len(idx) if rewards.emb is not None else cfg.micro_batch_size
+    if step >= len(idx):
+        loss, per_obj = _batch_loss(rewards, idx, targets, cfg, weights)
+        loss.backward()
+        return loss.detach(), per_obj.detach()
+    items = isinstance(rewards.split, rdata.ItemSet)
+
+    def counts(t: torch.Tensor, skip_ties: bool) -> torch.Tensor:
+        m = ~torch.isnan(t)
+        return (m & (t != 0.5) if skip_ties else m).sum(0).to(t.dtype)
+
+    skip = not items and cfg.ties == "skip"
+    n_loss = counts(targets[idx], skip).clamp(min=1.0)
+    n_all = counts(targets[idx], False).clamp(min=1.0)
+    total = torch.zeros((), device=targets.device)
+    per_total = torch.zeros(targets.shape[1], device=targets.device)
+    split = rewards.split
+    for lo in range(0, len(idx), step):
+        part = idx[lo:lo + step]
+        t = targets[part]
+        share = counts(t, skip) / n_loss
+        if items:
+            per_obj = regression_loss(rewards(part), t)
+            loss = weighted_total(per_obj * share, weights)
+        else:
+            r = rewards(np.concatenate([split.ia[part], split.ib[part]]))
+            r_a, r_b = r[: len(part)], r[len(part):]
+            per_obj, _ = bradley_terry_loss(r_a, r_b, t, cfg.margin, skip)
+            loss = weighted_total(per_obj * share, weights)
+            if cfg.center_coef > 0:
+                loss = loss + cfg.center_coef * (centering_loss(r_a, r_b, t)
+                                                 * counts(t, False) / n_all).sum()
+        loss.backward()
+        total = total + loss.detach()
+        per_total = per_total + per_obj.detach() * share
+    return total, per_total
+
+
 @torch.no_grad()
 def _val_loss(rewards: SplitRewards | None, cfg, weights) -> float | None:
     if rewards is None or len(rewards.split.prompts) == 0:
@@ -123,9 +167,8 @@ def train_epochs(model: RewardModel, train: SplitRewards, val: SplitRewards | No
     for epoch in range(cfg.epochs):
         model.train()
         for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
-            loss, per_obj = _batch_loss(train, idx.numpy(), targets, cfg, weights)
             opt.zero_grad()
-            loss.backward()
+            loss, per_obj = _accumulate(train, idx.numpy(), targets, cfg, weights)
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
             opt.step()
             sched.step()
