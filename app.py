@@ -10,6 +10,16 @@ LOGO = str(Path(__file__).parent / "assets" / "logo.svg")
 st.set_page_config(page_title="MORM Explorer", page_icon=LOGO, layout="wide")
 st.logo(LOGO)
 ensure_demo_workspace()
+if st.query_params.get("session"):
+    # A session link opens the rating view alone: no navigation, so a rater reaches neither
+    # results, exports nor any other page. It answers at / and at /evaluate, where the links
+    # the Evaluate page hands out point.
+    rate = "pages/rate.py"
+    st.navigation([st.Page(rate, title="Rate", icon=":material/how_to_vote:", default=True),
+                   st.Page(rate, title="Rate", url_path="evaluate")],
+                  position="hidden").run()
+    st.stop()
+
 # Presentation mode lives in a plain session key (a widget's own key is dropped on a run that
 # stops early), set by ?present=1 or by the toggle.
 if st.query_params.get("present") in ("1", "true") and "present" not in st.session_state:

@@ -1,7 +1,8 @@
-"""Evaluate: blind rating sessions. A rater sees a prompt and two responses, A and B, in a random
-(recorded) order, answers per objective, and learns which policies they were only after voting.
-Votes are stored as they are cast; results show win rates with intervals, agreement between
-raters and with the reward model; votes export as preference pairs to retrain on."""
+"""Evaluate: blind rating sessions, the owner's view. Create a session, hand raters its link
+(which opens the rating view alone, pages/rate.py), rate here too, read the results (win rates
+with intervals, agreement between raters and with the reward model) and export the votes as
+preference pairs to retrain on. Raters learn which policies wrote A and B only in a session
+made to reveal them after each vote."""
 
 import tempfile
 from pathlib import Path
@@ -22,29 +23,20 @@ from morm_explorer.evaluation.session_report import session_report
 from morm_explorer.evaluation.sessions import (
     close_session,
     create_session,
-    join,
     list_sessions,
-    next_item,
     progress,
-    reveal,
-    session_link,
-    vote,
 )
 from morm_explorer.reward.report import list_reward_models
+from morm_explorer.ui.text import plain
+from morm_explorer.workspace import sanitize_name
 from pages.common import presenting, workspace
+from pages.rating import rater_panel
 
-ANSWER_LABELS = {"a": "A better", "b": "B better", "tie": "Tie", "both_bad": "Both bad"}
 ws = workspace()
 st.title("Evaluate")
-st.caption("Blind A/B rating sessions per objective. Policy names stay hidden until you vote; "
-           "every vote is saved the moment it is cast, so a closed tab loses nothing.")
-
-# A session link (?session=...&rater=...) opens the session for that rater.
-params = st.query_params
-if params.get("session") and "eval_session" not in st.session_state:
-    st.session_state["eval_session"] = params["session"]
-if params.get("rater") and "eval_rater" not in st.session_state:
-    st.session_state["eval_rater"] = params["rater"]
+st.caption("Blind A/B rating sessions per objective. Policy names stay hidden from raters "
+           "unless a session is made to reveal them after each vote; every vote is saved the "
+           "moment it is cast, so a closed tab loses nothing.")
 
 models = sorted(list_reward_models(ws), key=lambda m: -m["created_at"])
 sessions = {s.name: s for s in list_sessions(ws)}
@@ -71,15 +63,20 @@ if not presenting():
                                    key="eval_new_raters")
             limit = c3.number_input("Prompts (0: all)", 0, 10_000, 20, key="eval_new_limit")
             seed = c4.number_input("Seed", 0, 2**31 - 1, 0, key="eval_new_seed")
+            reveal_after_vote = st.checkbox(
+                "Show raters the policies behind A and B after each vote",
+                key="eval_new_reveal", help="Off: raters never learn which policy wrote what, "
+                "so their later votes cannot follow a policy's name.")
             if st.button("Create session", type="primary", key="eval_create",
                          disabled=not name or len(policies) < 2 or not objectives):
                 try:
                     info = create_session(
                         ws, name, cset, objectives=objectives, policies=policies,
                         raters=[r.strip() for r in raters.split(",") if r.strip()],
-                        limit_prompts=int(limit), seed=int(seed))
+                        limit_prompts=int(limit), seed=int(seed),
+                        reveal_after_vote=reveal_after_vote)
                 except MormError as e:
-                    st.error(str(e))
+                    st.error(plain(e))
                 else:
                     st.session_state["eval_session_next"] = info.name
                     st.rerun()
@@ -96,67 +93,11 @@ info = sessions[name]
 rate_tab, results_tab, export_tab = st.tabs(["Rate", "Results", "Export"])
 
 
-# -- rating -----------------------------------------------------------------------------------
-def rating_form(rater: str) -> None:
-    item = next_item(ws, name, rater)
-    if item is None:
-        st.success("You have rated every pair of this session. Thank you!")
-        return
-    st.progress((item.position - 1) / max(item.total, 1),
-                text=f"Pair {item.position} of {item.total}")
-    st.caption(f"Prompt ({item.category or 'no category'})")
-    with st.container(border=True):
-        st.text(item.prompt)
-    a, b = st.columns(2)
-    with a:
-        st.markdown("**Response A**")
-        with st.container(border=True):
-            st.text(item.response_a)
-    with b:
-        st.markdown("**Response B**")
-        with st.container(border=True):
-            st.text(item.response_b)
-    with st.form(f"eval_vote_{item.item_id}"):
-        answers = {o: st.radio(o, list(ANSWER_LABELS), format_func=ANSWER_LABELS.get,
-                               horizontal=True, index=None, key=f"eval_{item.item_id}_{o}")
-                   for o in info.spec.objectives}
-        overall = st.radio("Overall (optional)", ["a", "b", "tie"], horizontal=True,
-                           index=None, format_func=ANSWER_LABELS.get,
-                           key=f"eval_{item.item_id}_overall")
-        comment = st.text_area("Comment (optional)", key=f"eval_{item.item_id}_comment")
-        if st.form_submit_button("Submit vote", type="primary"):
-            missing = [o for o, v in answers.items() if v is None]
-            if missing:
-                st.error(f"Answer every objective first: {', '.join(missing)}.")
-                return
-            try:
-                vote(ws, name, item.item_id, rater, answers, overall=overall, comment=comment)
-                names = reveal(ws, name, item.item_id, rater)
-            except MormError as e:
-                st.error(str(e))
-                return
-            st.session_state["eval_revealed"] = (item.item_id, names)
-            st.rerun()
-
-
 with rate_tab:
-    revealed = st.session_state.pop("eval_revealed", None)
-    if revealed:
-        st.info(f"Saved. Pair {revealed[0]}: A was {revealed[1]['a']}, B was "
-                f"{revealed[1]['b']}.")
-    rater = st.text_input("Your name", key="eval_rater",
-                          help="Letters, digits, '.', '_', '@', '-'. Use the same name to "
-                               "resume later.")
-    if rater:
-        try:
-            rater = join(ws, name, rater)
-        except MormError as e:
-            st.error(str(e))
-        else:
-            rating_form(rater)
-            base = getattr(st.context, "url", None) or "http://localhost:8501/evaluate"
-            st.caption("Link to resume (or to send to another rater, with their name): "
-                       + session_link(base.split("?")[0], name, rater))
+    st.caption("Rate here. Once a name is entered, the link below opens this form alone, "
+               "without results, exports or any other page: send it to a rater with their own "
+               "name in it.")
+    rater_panel(ws, info)
 
 with results_tab:
     prog = progress(ws, name)
@@ -166,7 +107,7 @@ with results_tab:
     try:
         res = results(ws, name, reward_model=None if rm == "(none)" else rm)
     except MormError as e:
-        st.warning(str(e))
+        st.warning(plain(e))
         res = {}
     labels = {"win_rates": "Win rates per objective (ties count half; Wilson 95% intervals)",
               "agreement": "Agreement between raters (Fleiss' kappa, Krippendorff's alpha; "
@@ -185,6 +126,29 @@ with results_tab:
         close_session(ws, name)
         st.rerun()
 
+def save_dataset(col) -> None:
+    """Save the votes as a workspace dataset; an existing dataset of that name is replaced
+    only when the checkbox naming it is ticked."""
+    dname = col.text_input("Dataset name", f"{name}-votes", key="eval_ds_name",
+                           label_visibility="collapsed")
+    try:
+        target = sanitize_name(dname)
+    except MormError:
+        target = None  # to_dataset says what is wrong with the name
+    existing = {d.name: d for d in ws.list_datasets()}
+    replace = target in existing and col.checkbox(
+        f"Replace the existing dataset {plain(target)} ({existing[target].n_records:,} "
+        "records)", key=f"eval_ds_replace_{target}")
+    if col.button("Save as a dataset", key="eval_to_dataset"):
+        try:
+            ds = to_dataset(ws, name, dname, overwrite=replace)
+        except MormError as e:
+            st.error(plain(e))
+        else:
+            st.success(f"Saved dataset {plain(ds.name)} ({ds.n_records} pairs): pick it on "
+                       "Reward models to retrain.")
+
+
 with export_tab:
     st.caption("Votes as per-objective preference pairs in the project's format (retrain the "
                "reward model on them), as CSV, or as LLM Comparator JSON.")
@@ -197,7 +161,7 @@ with export_tab:
                 out = fn(ws, name, Path(tmp) / f"{name}-{suffix}")
                 data = Path(out.path).read_bytes()
             except MormError as e:
-                col.caption(f"{suffix}: {e}")
+                col.caption(f"{suffix}: {plain(e)}")
                 continue
         col.download_button(suffix, data, file_name=f"{name}-{suffix}",
                             key=f"eval_dl_{suffix}", icon=":material/download:")
@@ -212,12 +176,4 @@ with export_tab:
                            mime="text/html", key="eval_report_dl",
                            icon=":material/description:")
     if not presenting():
-        dname = cols[-1].text_input("Dataset name", f"{name}-votes", key="eval_ds_name",
-                                    label_visibility="collapsed")
-        if cols[-1].button("Save as a dataset", key="eval_to_dataset"):
-            try:
-                ds = to_dataset(ws, name, dname, overwrite=True)
-                st.success(f"Saved dataset {ds.name} ({ds.n_records} pairs): pick it on "
-                           "Reward models to retrain.")
-            except MormError as e:
-                st.error(str(e))
+        save_dataset(cols[-1])

@@ -88,7 +88,8 @@ def build_workspace(root: Path, tiny_rm: Path) -> None:
                                      limit=3, sampling={"n": 2, "max_new_tokens": 4},
                                      device="cpu"))
     assert info.status == "succeeded", info.error
-    create_session(ws, SESSION, candidate_set_name(COMPARISON), objectives=OBJECTIVES, seed=0)
+    create_session(ws, SESSION, candidate_set_name(COMPARISON), objectives=OBJECTIVES, seed=0,
+                   reveal_after_vote=True)
 
 
 def planted_scores(frame) -> np.ndarray:

@@ -72,6 +72,7 @@ def ans(a: str = "a", b: str = "tie") -> dict[str, str]:
     ({"items_per_prompt": 0}, "items_per_prompt"),
     ({"limit_prompts": -1}, "limit_prompts"),
     ({"seed": -3}, "seed"),
+    ({"reveal_after_vote": "yes"}, "reveal_after_vote"),
     ({"name": "my session"}, "name"),
     ({"name": "../up"}, "name"),
 ])
@@ -154,7 +155,7 @@ def test_ab_order_is_really_random_and_independent_of_the_policy(ws):
 
 def test_policy_names_stay_hidden_until_the_rater_voted(ws):
     make_set(ws, policies=("policy-alpha", "policy-beta"))
-    create_session(ws, "s", "cs", objectives=OBJ)
+    create_session(ws, "s", "cs", objectives=OBJ, reveal_after_vote=True)
     join(ws, "s", "ann")
     join(ws, "s", "bob")
     item = next_item(ws, "s", "ann")
@@ -169,6 +170,29 @@ def test_policy_names_stay_hidden_until_the_rater_voted(ws):
     assert names == {"a": row["policy_a"], "b": row["policy_b"]}
     with pytest.raises(MormError, match="hidden"):  # bob has not voted on it yet
         reveal(ws, "s", item.item_id, "bob")
+
+
+def test_a_session_reveals_no_policy_unless_made_to(ws):
+    make_set(ws)
+    info = create_session(ws, "s", "cs", objectives=OBJ)
+    assert info.spec.reveal_after_vote is False
+    join(ws, "s", "ann")
+    item = next_item(ws, "s", "ann")
+    vote(ws, "s", item.item_id, "ann", ans())
+    with pytest.raises(MormError, match="hidden from raters"):
+        reveal(ws, "s", item.item_id, "ann")
+    # a session stored before the option existed has no such key: it reveals nothing
+    con = ws.connect()
+    try:
+        spec = json.loads(con.execute("SELECT spec FROM rating_sessions").fetchone()[0])
+        del spec["reveal_after_vote"]
+        with con:
+            con.execute("UPDATE rating_sessions SET spec=?", (json.dumps(spec),))
+    finally:
+        con.close()
+    assert get_session(ws, "s").spec.reveal_after_vote is False
+    with pytest.raises(MormError, match="hidden from raters"):
+        reveal(ws, "s", item.item_id, "ann")
 
 
 def test_raters_see_their_own_order_and_resume_after_a_restart(ws):

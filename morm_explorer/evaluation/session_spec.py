@@ -56,7 +56,9 @@ def _nonneg_int(value: object, fld: str, minimum: int = 0) -> None:
 @dataclass(frozen=True)
 class SessionSpec:
     """What a session rates; stored as JSON with the session. ``prompts`` empty = all prompts;
-    ``raters`` empty = anyone may join; ``pairs_per_rater`` 0 = every rater sees every item."""
+    ``raters`` empty = anyone may join; ``pairs_per_rater`` 0 = every rater sees every item;
+    ``reveal_after_vote`` shows a rater the policies behind A and B once they voted on an item
+    (off: raters never learn them, so later votes cannot lean on a policy's name)."""
 
     candidate_set: str
     policies: tuple[str, ...]
@@ -68,6 +70,7 @@ class SessionSpec:
     pairs_per_rater: int = 0
     seed: int = 0
     fingerprint: str = ""  # the candidate set's, when the session was made
+    reveal_after_vote: bool = False  # absent from sessions stored before it existed: off
 
     def __post_init__(self) -> None:
         if not isinstance(self.candidate_set, str) or not self.candidate_set.strip():
@@ -93,6 +96,9 @@ class SessionSpec:
         _nonneg_int(self.limit_prompts, "limit_prompts")
         _nonneg_int(self.pairs_per_rater, "pairs_per_rater")
         _nonneg_int(self.seed, "seed")
+        if not isinstance(self.reveal_after_vote, bool):
+            raise MormError(f"expected true or false, got {self.reveal_after_vote!r}",
+                            field="reveal_after_vote")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

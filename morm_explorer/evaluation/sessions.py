@@ -11,7 +11,8 @@ items in a per-rater shuffled order without policy names, and answer per objecti
 Every vote is one row, written in its own transaction as it is cast; the primary key
 (session, item_id, rater) stores it exactly once however many raters vote at once. Re-sending
 the same vote is a no-op ("unchanged"); a different answer for an already voted item is an error
-unless ``revise=True``. Policy names are revealed to a rater only after they voted on the item.
+unless ``revise=True``. Policy names are revealed to a rater only after they voted on the item,
+and only in a session made with ``reveal_after_vote``.
 What a rater sees next depends on the database alone, so a rater can stop and resume anywhere.
 The spec, pairing and orders are pure functions in `session_spec`; statistics live in
 `agreement`, exports in `exports`.
@@ -101,11 +102,12 @@ def _open_session(con: sqlite3.Connection, name: str) -> SessionSpec:
 def create_session(ws: Workspace, name: str, candidate_set: str, *, objectives: Sequence[str],
                    policies: Sequence[str] | None = None, raters: Sequence[str] = (),
                    prompts: Sequence[str] = (), items_per_prompt: int = 1,
-                   limit_prompts: int = 0, pairs_per_rater: int = 0, seed: int = 0
-                   ) -> SessionInfo:
+                   limit_prompts: int = 0, pairs_per_rater: int = 0, seed: int = 0,
+                   reveal_after_vote: bool = False) -> SessionInfo:
     """Make a session from a stored candidate set; ``policies`` default to all its sources.
     Each prompt gets up to ``items_per_prompt`` pairs of two different policies; a prompt with
-    fewer than 2 of the policies is skipped and counted in ``summary``."""
+    fewer than 2 of the policies is skipped and counted in ``summary``. With
+    ``reveal_after_vote`` a rater learns the policies behind A and B after voting on an item."""
     name = check_session_name(name)
     cset = load_candidate_set(ws, candidate_set)
     policies = cset.sources if policies is None else list(policies)
@@ -113,7 +115,7 @@ def create_session(ws: Workspace, name: str, candidate_set: str, *, objectives: 
                        objectives=objectives, raters=raters,  # type: ignore[arg-type]
                        prompts=prompts, items_per_prompt=items_per_prompt,
                        limit_prompts=limit_prompts, pairs_per_rater=pairs_per_rater, seed=seed,
-                       fingerprint=cset.fingerprint())
+                       fingerprint=cset.fingerprint(), reveal_after_vote=reveal_after_vote)
     unknown = sorted(set(spec.policies) - set(cset.sources))
     if unknown:
         raise MormError(f"policies {unknown} are not sources of candidate set "
@@ -329,7 +331,11 @@ def get_vote(ws: Workspace, session: str, item_id: int, rater: str) -> dict | No
 
 
 def reveal(ws: Workspace, session: str, item_id: int, rater: str) -> dict[str, str]:
-    """The policies behind A and B, ``{"a": ..., "b": ...}``, once ``rater`` voted on the item."""
+    """The policies behind A and B, ``{"a": ..., "b": ...}``, once ``rater`` voted on the item,
+    in a session made with ``reveal_after_vote``."""
+    if not get_session(ws, session).spec.reveal_after_vote:
+        raise MormError(f"session {session!r} keeps the policies hidden from raters "
+                        "(it was made without reveal_after_vote)", field="session")
     if get_vote(ws, session, item_id, rater) is None:
         raise MormError(f"{rater!r} has not voted on item {item_id}: the policies stay hidden "
                         "until then", field="item_id")
