@@ -8,6 +8,7 @@ import streamlit as st
 
 from morm_explorer.demo import ensure_demo
 from morm_explorer.errors import MormError
+from morm_explorer.ui.text import plain
 from morm_explorer.workspace import Workspace, default_root
 
 
@@ -65,12 +66,12 @@ def ensure_demo_workspace() -> None:
     try:
         _workspace(str(default_root().resolve()))
     except MormError as e:  # the database itself is unreadable: no page can work
-        st.error(f"Cannot open the workspace: {e}")
+        st.error(f"Cannot open the workspace: {plain(e)}")
         st.stop()
     try:
         _demo_built(str(default_root().resolve()))
     except MormError as e:
-        st.error(f"Could not build the demo workspace: {e}")
+        st.error(f"Could not build the demo workspace: {plain(e)}")
 
 
 def job_page(title: str, caption: str):
@@ -86,7 +87,7 @@ def job_page(title: str, caption: str):
     building = [j for j in backend.list(kind=PrepareDemoJob.kind, limit=1) if not j.done]
     if building:  # what this page lists may still grow: say so, and where to follow it
         st.caption(f":material/hourglass_top: The demo is still being prepared in the "
-                   f"background ({building[0].message or building[0].status}); its models, "
+                   f"background ({plain(building[0].message or building[0].status)}); its models, "
                    "policies and comparison appear here as they are ready (progress on "
                    "Overview).")
     return ws, backend
@@ -102,8 +103,6 @@ def show_trust(trust, label: str = "") -> None:
     """How far a reward model's scores on a set can be trusted (a `reward.trust.SetTrust`):
     its warnings, its notes on what could not be checked, and a caption on what was. Every
     line is shown as plain text (names may hold markdown characters)."""
-    from morm_explorer.ui.text import plain
-
     prefix = f"{label}: " if label else ""
     for w in trust.warnings:
         st.warning(plain(prefix + w), icon=":material/warning:")

@@ -45,9 +45,10 @@ def job_status(job_id: str) -> None:
     if info.done:
         st.session_state.pop("cmp_job", None)
         if info.status != "succeeded":
-            st.session_state["cmp_error"] = f"Comparison {info.status}: {info.error or ''}"
+            st.session_state["cmp_error"] = f"Comparison {info.status}: {plain(info.error or '')}"
         st.rerun(scope="app")
-    st.progress(info.progress, text=f"Generating and scoring ({info.status}) {info.message}")
+    st.progress(info.progress,
+                text=f"Generating and scoring ({info.status}) {plain(info.message)}")
     if st.button("Cancel", key="cmp_cancel", icon=":material/stop:"):
         backend.cancel(job_id)
 
@@ -90,7 +91,7 @@ if not presenting():
                                      sampling={"n": int(n), "max_new_tokens": int(tokens)})
                     st.session_state["cmp_job"] = backend.submit(job)
                 except MormError as e:
-                    st.error(str(e))
+                    st.error(plain(e))
                 else:
                     st.rerun()
 if not comparisons:
@@ -111,7 +112,7 @@ def comparison(name: str, created_at: float):
 try:
     cmp = comparison(name, by_name[name]["created_at"])
 except MormError as e:
-    st.error(str(e))
+    st.error(plain(e))
     st.stop()
 frame, objectives = cmp.frame, cmp.objectives
 c1, c2, c3 = st.columns(3)
@@ -125,7 +126,7 @@ if soup_name != "(none)":
     try:
         soup = soup_curve(ws, soup_name, cmp.manifest["reward_model"]["name"])
     except MormError as e:
-        st.warning(f"No soup curve: {e}")
+        st.warning(f"No soup curve: {plain(e)}")
 
 @st.cache_data(max_entries=16, show_spinner="Bootstrapping the win rates ...")
 def figures_and_wins(name: str, created_at: float, baseline: str, objective: str,
@@ -139,7 +140,7 @@ def figures_and_wins(name: str, created_at: float, baseline: str, objective: str
 
 figures, wins = figures_and_wins(name, by_name[name]["created_at"], baseline, objective,
                                  soup_name, soup)
-tabs = st.tabs(list(figures))
+tabs = st.tabs([plain(title) for title in figures])
 for tab, (title, fig) in zip(tabs, figures.items(), strict=True):
     with tab:
         st.plotly_chart(fig, key=f"cmp_fig_{title}")
@@ -157,7 +158,7 @@ if cmp.judge_objectives:
                  width="stretch", key="cmp_judge_summary")
     disjoint, note = judge_training_note(ws, rm_name, judge_name)
     (st.info if disjoint else st.warning)(plain(note), icon=":material/dataset:")
-st.subheader(f"Win rates against {baseline}")
+st.subheader(f"Win rates against {plain(baseline)}")
 st.caption("Per prompt, each policy's samples are averaged; win = higher score (a tie counts "
            "half); 95% intervals from a paired bootstrap over prompts.")
 st.dataframe(wins.round(3), hide_index=True, width="stretch", key="cmp_wins")
@@ -174,7 +175,7 @@ sort = c2.selectbox("Sort by", ["largest difference", "longest responses", "prom
                     key="cmp_sort")
 others = [p for p in cmp.policies if p != baseline] or cmp.policies
 versus = c3.selectbox("Difference of", others, key="cmp_versus",
-                      help=f"... against {baseline}, on {objective}")
+                      help=f"... against {plain(baseline)}, on {plain(objective)}")
 prompts = largest_differences(frame, versus, baseline, objective) if len(cmp.policies) > 1 \
     else frame.drop_duplicates("prompt_id")[["prompt_id", "prompt", "category"]]
 if picked:
@@ -190,18 +191,16 @@ page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="cmp_page")
 score_cols = [c for c in frame.columns if c.startswith(("rm:", "judge:"))]
 for row in prompts.iloc[(page - 1) * PER_PAGE: page * PER_PAGE].itertuples():
     with st.container(border=True):
-        st.caption(f"{row.prompt_id} · {row.category or ''}"
-                   + (f" · {versus} − {baseline} on {objective}: {row.diff:+.3f}"
+        st.caption(f"{plain(row.prompt_id)} · {plain(row.category or '')}"
+                   + (f" · {plain(versus)} − {plain(baseline)} on {plain(objective)}: "
+                      f"{row.diff:+.3f}"
                       if hasattr(row, "diff") else ""))
         st.text(row.prompt)
         cols = st.columns(len(cmp.policies))
         sub = frame[frame["prompt_id"] == row.prompt_id]
         for col, pol in zip(cols, cmp.policies, strict=True):
             with col:
-                if pol == sanitize_name(pol):  # workspace names carry no markdown
-                    st.markdown(f"**{pol}**")
-                else:
-                    st.text(pol)
+                st.markdown(f"**{plain(pol)}**")
                 for s in sub[sub["policy"] == pol].itertuples():
                     st.text(s.response)
                 st.dataframe(sub[sub["policy"] == pol][[*score_cols, "kl", "n_tokens"]]
@@ -223,5 +222,6 @@ if st.session_state.get("cmp_report", (None,))[0] == name:
                        mime="text/html", key="cmp_download", icon=":material/download:")
 summary_note = pd.Timestamp(cmp.created_at, unit="s").strftime("%Y-%m-%d %H:%M")
 st.caption(f"Comparison run {summary_note}; reward model "
-           f"{cmp.manifest['reward_model']['name']}"
-           + (f", judge {cmp.manifest['judge_model']['name']}" if cmp.judge_objectives else ""))
+           f"{plain(cmp.manifest['reward_model']['name'])}"
+           + (f", judge {plain(cmp.manifest['judge_model']['name'])}" if cmp.judge_objectives
+              else ""))

@@ -10,6 +10,7 @@ from morm_explorer.data.loaders import inspect_file, inspect_upload, records_to_
 from morm_explorer.data.presets import PRESETS
 from morm_explorer.errors import MormError
 from morm_explorer.ui import figures
+from morm_explorer.ui.text import plain
 from pages.common import workspace
 
 ws = workspace()
@@ -68,15 +69,15 @@ try:
         up = st.file_uploader("Preference file", type=["jsonl", "json", "csv", "parquet", "gz"],
                               key="data_upload")
         if up is not None:
-            with st.spinner(f"Validating {up.name} ..."):
+            with st.spinner(f"Validating {plain(up.name)} ..."):
                 dataset, report = inspect_uploaded(up.name, up.getvalue(), **options)
     else:
         path = st.text_input("Path, dataset folder or hub name", key="data_path")
         if path.strip():
-            with st.spinner(f"Validating {path} ..."):
+            with st.spinner(f"Validating {plain(path)} ..."):
                 dataset, report = inspect_path(path.strip(), modified(path.strip()), **options)
 except MormError as e:
-    st.error(str(e))
+    st.error(plain(e))
 
 if report is None:
     st.stop()
@@ -92,7 +93,8 @@ m[4].metric("Kind", report.kind or "?")
 if report.issues:
     issues = pd.DataFrame([{"line": i.line, "field": i.field or "", "severity": i.severity,
                             "message": i.message} for i in report.issues])
-    with st.expander(f"{len(issues)} issues in {report.file}", expanded=bool(report.errors)):
+    with st.expander(f"{len(issues)} issues in {plain(report.file)}",
+                     expanded=bool(report.errors)):
         st.dataframe(issues, hide_index=True, width="stretch")
 if dataset is None:
     st.error(f"{len(report.errors)} errors in {report.n_bad_rows} rows. Fix the file, or "
@@ -107,7 +109,7 @@ else:
 summary = summarize(dataset.records, dataset.kind)
 st.subheader("Per-objective summary")
 st.caption(f"{summary.n_records:,} {summary.kind} records over {summary.n_prompts:,} prompts; "
-           f"objectives: {', '.join(dataset.objectives)}")
+           f"objectives: {plain(', '.join(dataset.objectives))}")
 c1, c2 = st.columns(2)
 c1.plotly_chart(figures.label_counts_figure(summary) if dataset.kind == "pairwise"
                 else figures.ratings_figure(summary), key="fig_labels")
@@ -152,6 +154,6 @@ overwrite = s2.checkbox("Overwrite", key="data_overwrite")
 if s3.button("Save", type="primary", key="data_save"):
     try:
         info = ws.save_dataset(save_name, dataset, overwrite=overwrite)
-        st.success(f"Saved {info.n_records:,} records as **{info.name}**.")
+        st.success(f"Saved {info.n_records:,} records as **{plain(info.name)}**.")
     except MormError as e:
-        st.error(str(e))
+        st.error(plain(e))

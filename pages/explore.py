@@ -28,6 +28,7 @@ from morm_explorer.scoring import (
     score_candidate_set,
 )
 from morm_explorer.ui import explore_figures as ef
+from morm_explorer.ui.text import plain
 from morm_explorer.weight_presets import (
     WeightPreset,
     builtin_presets,
@@ -59,9 +60,10 @@ def job_status(job_id: str) -> None:
         if info.status == "succeeded":
             st.toast(f"{what}: done")
         else:
-            st.session_state["explore_job_error"] = f"{what} {info.status}: {info.error or ''}"
+            st.session_state["explore_job_error"] = (f"{what} {info.status}: "
+                                                     f"{plain(info.error or '')}")
         st.rerun(scope="app")
-    st.progress(info.progress, text=f"{what} ({info.status}) {info.message}")
+    st.progress(info.progress, text=f"{what} ({info.status}) {plain(info.message)}")
     if st.button("Cancel", key="explore_cancel", icon=":material/stop:"):
         backend.cancel(job_id)
     lines = backend.logs(job_id)
@@ -132,22 +134,22 @@ try:
     model_fp = model_fingerprint(next(m["path"] for m in models if m["name"] == model_name))
     explorer = explorer_for(model_name, model_fp, set_name, info.fingerprint)
 except MormError as e:
-    st.error(str(e))
+    st.error(plain(e))
     st.stop()
 except LookupError:
     if info.n_candidates <= INLINE_SCORING:
         bar = st.progress(0.0, text=f"Scoring {info.n_candidates:,} candidates with "
-                                    f"{model_name} ...")
+                                    f"{plain(model_name)} ...")
         t0 = time.perf_counter()
         try:
             score_candidate_set(ws, model_name, set_name, progress=lambda d, t: bar.progress(
                 d / max(t, 1), text=f"Scoring: {d:,} of {t:,} texts"))
         except MormError as e:
-            st.error(str(e))
+            st.error(plain(e))
             st.stop()
         st.session_state["explore_scored_in"] = time.perf_counter() - t0
         st.rerun()
-    st.info(f"{info.n_candidates:,} candidates are not scored with {model_name} yet; "
+    st.info(f"{info.n_candidates:,} candidates are not scored with {plain(model_name)} yet; "
             "that runs as a job (scores are cached, so only once).")
     if st.button("Score as a job", type="primary",
                  disabled=bool(st.session_state.get("explore_job"))):
@@ -194,7 +196,7 @@ with st.sidebar:
     pc1.selectbox("Preset", list(presets), key="explore_preset")
     pc2.button("Apply", on_click=apply_preset, key="explore_apply", width="stretch")
     for o in objectives:
-        st.slider(o, 0.0, 1.0, step=0.05, key=wkey(o))
+        st.slider(plain(o), 0.0, 1.0, step=0.05, key=wkey(o))
     simplex = st.toggle("Normalize weights to sum 1", value=True, key="explore_simplex")
     method = st.radio("Scalarizer", list(SCALARIZER_NAMES), key="explore_method",
                       format_func=SCALARIZER_NAMES.get)
@@ -210,7 +212,7 @@ with st.sidebar:
     for o in constrained:
         k = objectives.index(o)
         default = float(np.round(np.quantile(values_for_constraints[:, k], 0.25), 2))
-        tau = st.number_input(f"{o} ≥", value=default, step=0.1, key=f"explore_tau_{o}",
+        tau = st.number_input(f"{plain(o)} ≥", value=default, step=0.1, key=f"explore_tau_{o}",
                               help="in z-score units" if standardized else "in raw score units")
         constraints.append(Constraint(o, float(tau)))
     with st.popover("Save as preset", icon=":material/bookmark_add:",
@@ -223,9 +225,9 @@ with st.sidebar:
                     bool(standardized), [{"objective": c.objective, "threshold": c.threshold}
                                          for c in constraints]))
             except MormError as e:
-                st.error(str(e))
+                st.error(plain(e))
             else:
-                st.toast(f"Saved preset {saved.name}.")
+                st.toast(f"Saved preset {plain(saved.name)}.")
                 st.rerun()  # so the preset list shows it
 
 weights = {o: float(st.session_state[wkey(o)]) for o in objectives}
@@ -233,7 +235,7 @@ choice = Choice.of(weights, method, standardized, constraints, simplex)
 try:
     sel = explorer.select(choice)
 except MormError as e:
-    st.warning(f"{e}. Move at least one weight slider above 0.")
+    st.warning(f"{plain(e)}. Move at least one weight slider above 0.")
     st.stop()
 
 # "changed since the last weights": keep the previous selection per (model, set)
@@ -246,7 +248,7 @@ elif entry["sel"].choice != choice:
     entry = hist[key] = {"sel": sel, "prev": entry["sel"]}
 prev = entry["prev"]
 with st.sidebar:
-    st.caption("Weights used: " + ", ".join(f"{o} {w:.2f}" for o, w in
+    st.caption("Weights used: " + ", ".join(f"{plain(o)} {w:.2f}" for o, w in
                                             zip(objectives, sel.weights, strict=True)))
 
 # -- headline numbers ---------------------------------------------------------------------------
@@ -261,7 +263,7 @@ cols[1].metric("Winners changed", changed if prev is not None else "–",
                help="Prompts whose best-of-N winner differs from the one under the previous "
                     "weights.")
 for i, o in enumerate(objectives):
-    cols[i + 2].metric(f"{o} (winners' mean)", f"{means[i]:.3f}",
+    cols[i + 2].metric(f"{plain(o)} (winners' mean)", f"{means[i]:.3f}",
                        delta=None if before is None else f"{means[i] - before[i]:+.3f}")
 if constraints and not sel.feasible.all():
     st.warning(f"{int((~sel.feasible).sum())} prompts have no candidate meeting the "
@@ -317,9 +319,9 @@ with tab_map:
                 current=current, value_label=f"mean {color_by}",
                 hover_values={o: grid_means[:, k] for k, o in enumerate(objectives)}),
                 key="explore_ternary")
-            st.caption(f"Each dot is a weight vector over {', '.join(corners)} "
+            st.caption(f"Each dot is a weight vector over {plain(', '.join(corners))} "
                        + ("(other objectives keep their weight) " if K > 3 else "")
-                       + f"and shows the mean {color_by} of the best-of-N winners it would "
+                       + f"and shows the mean {plain(color_by)} of the best-of-N winners it would "
                        "select; the star is where the sliders are.")
         else:
             st.info("Choose three objectives for the corners.")

@@ -11,6 +11,7 @@ from morm_explorer.data.candidates import read_candidates, save_candidate_set
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.spec import JobSpec
 from morm_explorer.policy.jobs import SampleCandidatesJob
+from morm_explorer.ui.text import plain
 from morm_explorer.workspace import Workspace, sanitize_name
 
 
@@ -29,7 +30,7 @@ def import_tab(ws: Workspace) -> None:
                 cset = read_candidates(path, default_source=Path(up.name).stem, drop_bad=drop)
                 info = save_candidate_set(ws, name, cset)
             except MormError as e:
-                st.error(str(e).replace(str(path), up.name))
+                st.error(plain(str(e).replace(str(path), up.name)))
                 return
         st.session_state["explore_set_next"] = info.name
         st.rerun()
@@ -61,7 +62,7 @@ def sample_tab(launch: Callable[[JobSpec], None]) -> None:
                               "top_p": float(top_p), "max_new_tokens": int(max_new),
                               "seed": int(seed)}))
             except MormError as err:
-                st.error(str(err))
+                st.error(plain(err))
                 return
             st.session_state["explore_set_next"] = sanitize_name(name)
             st.rerun()

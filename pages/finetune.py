@@ -16,6 +16,7 @@ from morm_explorer.policy.ppo_jobs import PPOJob, run_history, runs_without_jobs
 from morm_explorer.policy.soup import SoupJob
 from morm_explorer.reward.report import list_reward_models
 from morm_explorer.ui import ppo_figures as pf
+from morm_explorer.ui.text import plain
 from morm_explorer.workspace import sanitize_name
 from pages.common import job_page, presenting
 
@@ -59,13 +60,13 @@ def launch_form() -> None:
         st.session_state.setdefault(f"ft_w_{o}", float(st.session_state.get(
             f"explore_w_{o}", round(1.0 / len(objectives), 2))))
     wcols = st.columns(len(objectives))
-    weights = {o: wcols[i].slider(o, 0.0, 1.0, step=0.05, key=f"ft_w_{o}")
+    weights = {o: wcols[i].slider(plain(o), 0.0, 1.0, step=0.05, key=f"ft_w_{o}")
                for i, o in enumerate(objectives)}
     schedule = st.toggle("Move the weights during the run (linear schedule)", key="ft_sched")
     end = {}
     if schedule:
         ecols = st.columns(len(objectives))
-        end = {o: ecols[i].slider(f"{o} at the end", 0.0, 1.0, weights[o], 0.05,
+        end = {o: ecols[i].slider(f"{plain(o)} at the end", 0.0, 1.0, weights[o], 0.05,
                                   key=f"ft_wend_{o}") for i, o in enumerate(objectives)}
     scalarizer = st.radio("Scalarizer", ["weighted_sum", "chebyshev", "min"], key="ft_scal",
                           horizontal=True)
@@ -74,7 +75,7 @@ def launch_form() -> None:
     constrained = st.multiselect("Constraints: objective ≥ τ (Lagrange multipliers)",
                                  objectives, key="ft_constrained")
     constraints = [{"objective": o, "threshold": float(st.number_input(
-        f"{o} ≥", value=0.0, step=0.1, key=f"ft_tau_{o}"))} for o in constrained]
+        f"{plain(o)} ≥", value=0.0, step=0.1, key=f"ft_tau_{o}"))} for o in constrained]
     with st.expander("Run settings", expanded=False):
         c1, c2 = st.columns(2)  # two columns: the launch column is narrow
         steps = c1.number_input("Steps", 1, 10_000, DEFAULT.steps, key="ft_steps")
@@ -103,7 +104,8 @@ def launch_form() -> None:
     try:
         safe = sanitize_name(name)
         if safe != name:
-            st.caption(f"Saved as {safe!r} (names keep to letters, digits, '.', '_', '-').")
+            st.caption(f"Saved as {plain(repr(safe))} (names keep to letters, digits, '.', "
+                       "'_', '-').")
         cfg = PPOConfig(
             name=safe, policy=policy, reward_model=rm, prompts=prompts, prompt_limit=int(limit),
             weights=weights, scalarizer=scalarizer, standardize=standardize,
@@ -114,7 +116,7 @@ def launch_form() -> None:
             lora=lora, kl_coef=float(kl), adaptive_kl=adaptive, target_kl=float(target_kl),
             max_new_tokens=int(new_tokens), temperature=float(temperature), seed=int(seed))
     except MormError as e:
-        st.error(str(e))
+        st.error(plain(e))
         cfg = None
     if cfg is not None:
         devices = {w.device for w in getattr(backend, "workers", list)() if w.device}
@@ -124,7 +126,7 @@ def launch_form() -> None:
         try:
             st.session_state["ft_job"] = backend.submit(PPOJob(config=cfg.to_dict()))
         except MormError as e:
-            st.error(str(e))
+            st.error(plain(e))
         else:
             st.rerun()
 
@@ -174,13 +176,13 @@ def run_panel(job_id: str, polling: bool) -> None:
         st.rerun(scope="app")
     color = {"succeeded": "green", "failed": "red", "cancelled": "gray",
              "running": "blue"}.get(info.status, "orange")
-    st.markdown(f"**{cfg.get('name', '?')}** :{color}-badge[{info.status}]")
+    st.markdown(f"**{plain(cfg.get('name', '?'))}** :{color}-badge[{info.status}]")
     steps = (info.result or {}).get("steps", cfg.get("steps", "?"))
     ended = f"succeeded after {steps} steps" if info.status == "succeeded" else \
-        f"{info.status}: {info.message}"
-    st.progress(info.progress, text=ended if info.done else info.message or info.status)
+        f"{info.status}: {plain(info.message)}"
+    st.progress(info.progress, text=ended if info.done else plain(info.message or info.status))
     st.caption(f"job `{info.id}` · elapsed {fmt_seconds(info.elapsed(time.time()))}"
-               + (f" · device {info.device}" if info.device else ""))
+               + (f" · device {plain(info.device)}" if info.device else ""))
     if not info.done and not presenting() and st.button("Cancel", key="ft_cancel",
                                                         icon=":material/stop:"):
         backend.cancel(job_id)
@@ -206,8 +208,9 @@ def folder_run_panel(name: str) -> None:
     build): its curves and samples, read from its run folder."""
     curves, samples = run_history(ws, name)
     config = dict(trained_policies(ws)).get(name, {})
-    weights = ", ".join(f"{o} {w:.2f}" for o, w in config.get("weights", {}).items())
-    st.caption(f"{config.get('steps', '?')} steps against {config.get('reward_model', '?')}"
+    weights = ", ".join(f"{plain(o)} {w:.2f}" for o, w in config.get("weights", {}).items())
+    st.caption(f"{config.get('steps', '?')} steps against "
+               f"{plain(config.get('reward_model', '?'))}"
                + (f" · weights {weights}" if weights else ""))
     run_views(curves, samples, "ft_folder", weights=False)
 
@@ -270,7 +273,7 @@ def soup_form() -> None:
                                        reward_model=rm))
                 st.success("Soup job submitted; its result appears as a candidate set.")
             except MormError as e:
-                st.error(str(e))
+                st.error(plain(e))
 
 
 if not presenting():

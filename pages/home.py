@@ -7,6 +7,7 @@ from morm_explorer.data.candidates import list_candidate_sets
 from morm_explorer.demo_jobs import PrepareDemoJob, demo_complete, demo_data_line, demo_parts
 from morm_explorer.jobs.backend import get_backend
 from morm_explorer.reward.report import list_reward_models
+from morm_explorer.ui.text import plain
 from pages.common import presenting, start_demo_job, workspace
 
 ws = workspace()
@@ -27,7 +28,7 @@ c3.metric("Reward models", len(list_reward_models(ws)))
 c4.metric("Candidate sets", len(candidate_sets))
 demo_data = demo_data_line(ws)
 if demo_data:
-    st.caption(demo_data)
+    st.caption(plain(demo_data))  # names a data source: a hub name, a file
 
 def demo_status() -> None:
     """The background build of the full demo, polled while it runs."""
@@ -39,11 +40,11 @@ def demo_status() -> None:
         st.info("Preparing the full demo in the background: reward models, SmolLM2 samples, "
                 "two fine-tuned policies and a comparison (about half an hour on a 2-core CPU). "
                 "Every page works meanwhile.")
-        st.progress(job.progress, text=job.message or job.status)
+        st.progress(job.progress, text=plain(job.message or job.status))
         st.caption(" · ".join(f"{'✓' if ready else '…'} {label}"
                               for label, ready in demo_parts(ws)))
     elif job.status != "succeeded":
-        st.warning(f"The demo build {job.status}: {(job.error or '').strip()[:300]}")
+        st.warning(f"The demo build {job.status}: {plain((job.error or '').strip()[:300])}")
         if not presenting() and st.button("Try again", key="home_demo_retry"):
             start_demo_job(ws, retry=True)
             st.rerun()
@@ -58,7 +59,7 @@ running = any(not j.done for j in backend.list(kind=PrepareDemoJob.kind, limit=1
 st.fragment(demo_status, run_every=3.0 if running else None)()
 
 st.subheader("Workspace")
-st.caption(f"Folder: `{ws.root.resolve()}`")
+st.caption(f"Folder: {plain(ws.root.resolve())}")
 if datasets:
     st.dataframe(
         pd.DataFrame(

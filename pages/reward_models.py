@@ -86,7 +86,8 @@ if not presenting():  # presentation mode: results only, no training controls
                 wcols = st.columns(min(len(objs), 4))
                 for i, o in enumerate(objs):
                     weights[o] = wcols[i % len(wcols)].number_input(
-                        o, min_value=0.0, max_value=100.0, value=1.0, step=0.1, key=f"rm_w_{o}")
+                        plain(o), min_value=0.0, max_value=100.0, value=1.0, step=0.1,
+                        key=f"rm_w_{o}")
             with st.expander("Advanced"):
                 a1, a2, a3 = st.columns(3)
                 epochs = a1.number_input("Epochs", 1, 10_000, DEFAULT["epochs"], key="rm_epochs")
@@ -144,7 +145,7 @@ if not presenting():  # presentation mode: results only, no training controls
                     st.session_state["rm_job"] = job_id
                     st.toast(f"Training job {job_id} queued", icon=":material/schedule:")
                 except MormError as e:
-                    st.error(str(e))
+                    st.error(plain(e))
 
 
     # -- the live job panel --------------------------------------------------------------------
@@ -159,7 +160,7 @@ if not presenting():  # presentation mode: results only, no training controls
         try:
             info = backend.get(job_id)
         except MormError as e:
-            st.error(str(e))
+            st.error(plain(e))
             return
         seen = st.session_state.setdefault("rm_seen_status", {})
         before, seen[job_id] = seen.get(job_id), info.status
@@ -175,19 +176,19 @@ if not presenting():  # presentation mode: results only, no training controls
         color = {"succeeded": "green", "failed": "red", "cancelled": "gray",
                  "running": "blue"}.get(info.status, "orange")
         with head:
-            st.markdown(f"**{model_of(info)}** on *{cfg['dataset']}* "
+            st.markdown(f"**{plain(model_of(info))}** on *{plain(cfg['dataset'])}* "
                         f":{color}-badge[{info.status}]")
-            st.progress(info.progress, text=info.message or info.status)
+            st.progress(info.progress, text=plain(info.message or info.status))
             st.caption(f"job `{info.id}` · elapsed {fmt_seconds(info.elapsed(time.time()))}"
-                       + (f" · device {info.device}" if info.device else ""))
+                       + (f" · device {plain(info.device)}" if info.device else ""))
             if info.status == "queued":
                 st.caption("Waiting for a worker to pick it up.")
             elif info.cancel_requested and not info.done:
                 st.caption("Cancel requested: the worker stops the job within seconds.")
             elif info.status == "succeeded":
-                acc = ", ".join(f"{o} {a:.1%}" for o, a in (info.result or {}).get(
+                acc = ", ".join(f"{plain(o)} {a:.1%}" for o, a in (info.result or {}).get(
                     "accuracy", {}).items())
-                st.success(f"Trained **{model_of(info)}**: held-out accuracy {acc}.")
+                st.success(f"Trained **{plain(model_of(info))}**: held-out accuracy {acc}.")
             elif info.status == "failed":
                 st.error("Training failed.")
                 st.code(info.error or "(no error recorded)", language=None, wrap_lines=True)
@@ -265,23 +266,23 @@ model_name = st.selectbox("Model", list(by_name), key="rm_model", format_func=la
 try:
     report = model_report(by_name[model_name]["path"], by_name[model_name]["created_at"])
 except MormError as e:
-    st.error(str(e))
+    st.error(plain(e))
     st.stop()
 
 s, acc, svm = report["summary"], report["accuracy"], report["single_vs_multi"]
 st.markdown(
-    f"`{s['backbone']}` backbone ({s['mode']}) · {s['architecture'].replace('_', '-')}, "
-    f"{s['head']} heads · objectives {', '.join(s['objectives'])} · trained on "
-    f"*{s['dataset']}* ({s['n_train'] or 0:,} training, {s['n_test_pairs'] or 0:,} held-out "
+    f"{plain(s['backbone'])} backbone ({s['mode']}) · {s['architecture'].replace('_', '-')}, "
+    f"{s['head']} heads · objectives {plain(', '.join(s['objectives']))} · trained on "
+    f"*{plain(s['dataset'])}* ({s['n_train'] or 0:,} training, {s['n_test_pairs'] or 0:,} held-out "
     f"pairs) · {fmt_seconds(s['train_seconds'])} of training"
-    + (" · loss weights " + ", ".join(f"{o} {w:g}" for o, w in s["loss_weights"].items())
+    + (" · loss weights " + ", ".join(f"{plain(o)} {w:g}" for o, w in s["loss_weights"].items())
        if s["loss_weights"] else ""))
 st.caption(plain(f"Training data: {data_label(by_name[model_name]['training_data'])}"))
 if len(acc):
     mcols = st.columns(min(len(acc), 6))
     for i, (obj, row) in enumerate(acc.iterrows()):
         mcols[i % len(mcols)].metric(
-            f"{obj} accuracy", f"{row['accuracy']:.1%}",
+            f"{plain(obj)} accuracy", f"{row['accuracy']:.1%}",
             help=f"95% bootstrap interval {row['ci_low']:.1%} to {row['ci_high']:.1%} on "
             f"{int(row['n'])} held-out decided pairs; ECE {row['ece']:.3f}")
 
@@ -293,7 +294,7 @@ if len(acc):
                    "carries, free of annotator noise. Dotted line: a coin flip.")
 if svm is not None:
     g2.plotly_chart(rfig.single_vs_multi_figure(svm), key="rm_fig_single")
-    g2.info(largest_gap_sentence(svm))
+    g2.info(plain(largest_gap_sentence(svm)))
 else:
     g2.info("No single overall RM was trained beside this model (the data has no `overall` "
             "label, or the comparison was off), so there is no single-vs-multi comparison.")
@@ -319,5 +320,5 @@ with g6:
                 "normalize scores)")
     st.dataframe(report["stats"].drop(columns="n", errors="ignore").round(3), width="stretch",
                  key="rm_table_stats")
-st.caption(f"Folder: `{report['path']}` · evaluate on other data with "
-           f"`morm rm eval {model_name} --data <dataset>`")
+st.caption(f"Folder: {plain(report['path'])} · evaluate on other data with "
+           f"`morm rm eval {model_name} --data <dataset>`")  # a model name holds no backtick

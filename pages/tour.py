@@ -7,6 +7,7 @@ import streamlit as st
 from morm_explorer.errors import MormError
 from morm_explorer.evaluation.compare import load_comparison
 from morm_explorer.evaluation.report import comparison_figures
+from morm_explorer.ui.text import plain
 from morm_explorer.walkthrough import walkthrough
 from pages.common import workspace
 
@@ -29,14 +30,14 @@ links = ["pages/data.py", "pages/reward_models.py", "pages/explore.py", "pages/f
 def header(i: int, step) -> bool:
     st.subheader(f"{i}. {step.title}")
     if not step.ready:
-        st.info(f"Still being prepared: {step.note}.")
+        st.info(f"Still being prepared: {plain(step.note)}.")
     return step.ready
 
 
 if header(1, data):
     f = data.facts
     st.markdown(f"**{f['records']:,}** preference pairs over **{f['prompts']:,}** prompts, "
-                f"labelled separately for {', '.join(f['objectives'])}.")
+                f"labelled separately for {plain(', '.join(f['objectives']))}.")
     if f["conflict"] is not None:
         st.metric("Pairs where helpful and harmless prefer opposite answers",
                   f"{f['conflict']:.0%}", help="Of the pairs both objectives decide.")
@@ -57,7 +58,7 @@ if header(2, reward):
                                 for c in ("its own head", "one overall reward model")})
     worst = min(rows, key=lambda r: (r["one overall reward model"] or 1) - r["its own head"])
     if worst["one overall reward model"] is not None:
-        st.markdown(f"A single reward model ranks **{worst['objective']}** pairs right "
+        st.markdown(f"A single reward model ranks **{plain(worst['objective'])}** pairs right "
                     f"{worst['one overall reward model']:.0%} of the time; its own head "
                     f"{worst['its own head']:.0%}. That is the trade-off a single score hides.")
 st.page_link(links[1], label="See the reward models", icon=":material/model_training:")
@@ -90,10 +91,10 @@ if header(5, compare):
     try:
         cmp = load_comparison(ws, compare.facts["comparison"])
     except MormError as e:  # a damaged or replaced comparison: say so, go on
-        st.warning(f"Cannot read the comparison: {e}")
+        st.warning(f"Cannot read the comparison: {plain(e)}")
     else:
         figs = comparison_figures(cmp)
         first = next(iter(figs.items()))
-        st.markdown(f"{', '.join(cmp.policies)} on the same prompts and seeds:")
+        st.markdown(f"{plain(', '.join(cmp.policies))} on the same prompts and seeds:")
         st.plotly_chart(first[1], key="tour_cmp")
 st.page_link(links[4], label="Compare the policies", icon=":material/compare:")

@@ -68,7 +68,8 @@ def test_data_page_bad_file_stop_then_drop_then_save(app, ws, tmp_path):
     assert any("Dropped 1 bad rows" in w.value for w in app.warning)
     app.text_input(key="data_save_name").input("my pairs").run()
     app.button(key="data_save").click().run()
-    assert any("Saved 2 records as **my-pairs**" in s.value for s in app.success)
+    assert any("Saved 2 records as **my-pairs**" in s.value.replace("\\", "")
+               for s in app.success)
     assert ws.load_dataset("my-pairs").records[0]["id"] == "p1"
 
     app.button(key="data_save").click().run()  # again, without overwrite: refused
