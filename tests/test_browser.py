@@ -276,6 +276,10 @@ def answer(page, objective: str, label: str) -> None:
 def test_evaluate_a_vote_through_a_session_link(page, app_server, browser_ws):
     page.goto(f"{app_server.url}/evaluate?session={SESSION}&rater=alice")
     wait_idle(page)
+    # the rating view alone: no page navigation, no sidebar, and /evaluate is one of its paths
+    expect(page.locator('[data-testid="stSidebarNav"]')).to_have_count(0)
+    expect(page.locator('[data-testid="stSidebar"]')).to_have_count(0)
+    expect(page.get_by_text("Page not found")).to_have_count(0)
     expect(page.get_by_label("Your name", exact=True)).to_have_value("alice")
     expect(page.get_by_text("Pair 1 of 3")).to_be_visible()
     answer(page, "helpful", "A better")
