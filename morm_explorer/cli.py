@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from morm_explorer import __version__
-from morm_explorer.errors import MormError
+from morm_explorer.errors import MormError, database_error
 
 
 def _workspace(args):
@@ -259,6 +261,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except MormError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (sqlite3.DatabaseError, OSError) as e:
+        # A fault met outside the workspace's own reads and writes (which raise it as a
+        # MormError already): the same message, e.g. a full disk or a corrupt database.
+        from morm_explorer.workspace import default_root
+
+        root = Path(args.workspace or default_root())
+        err = database_error(e, Path(e.filename).parent if getattr(e, "filename", None)
+                             else root)
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

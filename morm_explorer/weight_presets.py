@@ -68,11 +68,8 @@ def save_preset(ws: Workspace, preset: WeightPreset, overwrite: bool = True) -> 
 
 
 def list_presets(ws: Workspace) -> list[WeightPreset]:
-    con = ws.connect()
-    try:
+    with ws.reading() as con:
         rows = con.execute("SELECT name, preset FROM weight_presets ORDER BY name").fetchall()
-    finally:
-        con.close()
     out = []
     for r in rows:
         try:

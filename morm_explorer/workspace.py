@@ -9,8 +9,11 @@ Layout::
 
 The workspace is ``--workspace``, else ``$MORM_WORKSPACE``, else ``./workspace``. Names that
 become paths go through `sanitize_name`; every file is written to a temporary file in the same
-folder and renamed into place, so a crash never leaves half a file under its real name.
-`retry_busy` retries a write while another process holds the database locked.
+folder and renamed into place, so a crash never leaves half a file under its real name, and
+gets the mode a plain ``open`` would give under the process umask (shared workspaces).
+`retry_busy` retries a write while another process holds the database locked. Reads go through
+`Workspace.reading` (read-only, so they work on a full disk); a database that cannot be used
+raises the one message of `errors.database_error` (full disk, corrupt file).
 """
 
 from __future__ import annotations
@@ -29,10 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from morm_explorer.errors import MormError
+from morm_explorer.errors import MormError, database_error, is_disk_full
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read the process umask once (os.umask can only be read by setting it)
 _NAME_OK = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME_LEN = 64
 T = TypeVar("T")
@@ -185,6 +186,21 @@ def sanitize_name(name: str) -> str:
     return cleaned
 
 
+def read_umask() -> int:
+    """The process umask, read from /proc where it can be: os.umask only reads it by setting
+    it, which a thread creating a file at that moment would see."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -204,7 +220,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # what a plain open() would give, not mkstemp's 0600
+        os.chmod(tmp, 0o666 & ~read_umask())  # what a plain open() would give, not mkstemp's 0600
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -229,7 +245,9 @@ def atomic_write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
 def replace_dir(tmp: Path, out: Path) -> None:
     """Put the finished folder ``tmp`` at ``out`` by rename, replacing a folder already there
     (moved aside first, removed after), so ``out`` is never half-written. An empty ``out`` (a
-    job's staging folder prepared for the result) is simply replaced."""
+    job's staging folder prepared for the result) is simply replaced. ``tmp`` gets the mode of
+    a plain mkdir (a mkdtemp folder is 0700: others sharing the workspace could not read it)."""
+    os.chmod(tmp, 0o777 & ~read_umask())
     if out.is_dir() and not any(out.iterdir()):
         out.rmdir()
     if out.exists():
@@ -293,13 +311,69 @@ class Workspace:
         return f"Workspace({str(self.root)!r})"
 
     # -- database -------------------------------------------------------------------------
-    def connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+    @contextmanager
+    def _faults(self):
+        """Raise `database_error`'s message for a database fault (or a full disk) inside."""
+        try:
+            yield
+        except (sqlite3.DatabaseError, OSError) as e:
+            err = database_error(e, self.root)
+            if err is None:
+                raise
+            raise err from e
+
+    def connect(self, readonly: bool = False) -> sqlite3.Connection:
+        """A connection to the database; ``readonly`` opens it read-only (see `reading`)."""
+        with self._faults():
+            if readonly:
+                return self._connect_readonly()
+            con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            try:
+                con.row_factory = sqlite3.Row
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA busy_timeout=30000")
+                con.execute("PRAGMA foreign_keys=ON")
+            except BaseException:
+                con.close()
+                raise
+            return con
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        uri = f"{self.db_path.resolve().as_uri()}?mode=ro"
+        con = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
         con.row_factory = sqlite3.Row
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA busy_timeout=30000")
-        con.execute("PRAGMA foreign_keys=ON")
+        try:
+            con.execute("PRAGMA user_version").fetchone()  # opens the WAL index
+            return con
+        except sqlite3.OperationalError as e:
+            con.close()
+            if not is_disk_full(e, self.root):
+                raise
+            full = e
+        # On a full disk WAL readers cannot size the shared-memory index file (-shm). With
+        # exclusive locking SQLite keeps that index in memory instead; query_only refuses
+        # writes. The lock waits for other connections, so it is the fallback only.
+        try:
+            con = sqlite3.connect(self.db_path, timeout=2, isolation_level=None)
+            con.row_factory = sqlite3.Row
+            con.execute("PRAGMA locking_mode=EXCLUSIVE")
+            con.execute("PRAGMA query_only=1")
+            con.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error:
+            con.close()
+            raise full from None
         return con
+
+    @contextmanager
+    def reading(self):
+        """A read-only connection, closed after: what list and show commands and page loads
+        use, so that they work on a full disk and never write."""
+        con = self.connect(readonly=True)
+        try:
+            with self._faults():
+                yield con
+        finally:
+            con.close()
 
     @contextmanager
     def transaction(self):
@@ -307,28 +381,31 @@ class Workspace:
         between a read and the write that depends on it."""
         con = self.connect()
         try:
-            con.execute("BEGIN IMMEDIATE")  # may raise "database is locked": nothing to undo
-            try:
-                yield con
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
+            with self._faults():
+                con.execute("BEGIN IMMEDIATE")  # may raise "database is locked": nothing to undo
+                try:
+                    yield con
+                    con.execute("COMMIT")
+                except BaseException:
+                    if con.in_transaction:
+                        con.execute("ROLLBACK")
+                    raise
         finally:
             con.close()
 
     def _migrate(self) -> None:
-        try:
-            with self.transaction() as con:
-                version = con.execute("PRAGMA user_version").fetchone()[0]
-                for i, sql in enumerate(MIGRATIONS[version:], start=version + 1):
-                    for stmt in filter(str.strip, sql.split(";")):
-                        con.execute(stmt)
-                    con.execute(f"PRAGMA user_version={i}")
-        except sqlite3.DatabaseError as e:
-            raise MormError(f"workspace database is unreadable ({e}); move it aside to start "
-                            "a new one", file=str(self.db_path)) from e
+        """Create or upgrade the schema. One already current is only read, so that opening a
+        workspace writes nothing (read-only commands work on a full disk)."""
+        if self.db_path.exists():
+            with self.reading() as con:
+                if con.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
+                    return
+        with self.transaction() as con:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            for i, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+                for stmt in filter(str.strip, sql.split(";")):
+                    con.execute(stmt)
+                con.execute(f"PRAGMA user_version={i}")
 
     # -- paths ----------------------------------------------------------------------------
     def artifact_dir(self, group: str, name: str) -> Path:
@@ -356,26 +433,30 @@ class Workspace:
             name=name, kind=dataset.kind, n_records=len(dataset), objectives=dataset.objectives,
             source=str(dataset.source), fingerprint=dataset.fingerprint(), created_at=time.time(),
         )
-        with self.transaction() as con:
-            exists = con.execute("SELECT 1 FROM datasets WHERE name=?", (name,)).fetchone()
-            if exists and not overwrite:
-                raise MormError(f"a dataset named {name!r} exists; choose another name or "
-                                "overwrite it")
-            atomic_write_jsonl(folder / "data.jsonl", dataset.records)
-            atomic_write_text(folder / "info.json", json.dumps(info.__dict__, indent=2))
-            con.execute(
-                "INSERT OR REPLACE INTO datasets VALUES (?,?,?,?,?,?,?)",
-                (name, info.kind, info.n_records, json.dumps(info.objectives), info.source,
-                 info.fingerprint, info.created_at),
-            )
+        new_folder = False
+        try:
+            with self.transaction() as con:
+                exists = con.execute("SELECT 1 FROM datasets WHERE name=?", (name,)).fetchone()
+                if exists and not overwrite:
+                    raise MormError(f"a dataset named {name!r} exists; choose another name or "
+                                    "overwrite it")
+                new_folder = not folder.exists()  # under the write lock: no other save races
+                atomic_write_jsonl(folder / "data.jsonl", dataset.records)
+                atomic_write_text(folder / "info.json", json.dumps(info.__dict__, indent=2))
+                con.execute(
+                    "INSERT OR REPLACE INTO datasets VALUES (?,?,?,?,?,?,?)",
+                    (name, info.kind, info.n_records, json.dumps(info.objectives), info.source,
+                     info.fingerprint, info.created_at),
+                )
+        except BaseException:
+            if new_folder:  # a write or the commit failed (a full disk): no folder without a row
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         return info
 
     def list_datasets(self) -> list[DatasetInfo]:
-        con = self.connect()
-        try:
+        with self.reading() as con:
             rows = con.execute("SELECT * FROM datasets ORDER BY created_at").fetchall()
-        finally:
-            con.close()
         return [DatasetInfo(**{**dict(r), "objectives": json.loads(r["objectives"])})
                 for r in rows]
 

@@ -1,6 +1,7 @@
 """The whole system under faults, with real processes, signals, disks and files (no mocks):
 the worker killed during each job type, the app killed during a rating session, a full disk
-during a checkpoint write, a corrupt database, and two app processes on one workspace.
+during a checkpoint write and under the workspace database, a corrupt database, two app
+processes on one workspace, and a workspace shared by users (file modes).
 
 What each must keep: nothing already stored is lost, every job ends in one clear state, and
 the user is told what happened (a message naming the cause, never a traceback).
@@ -369,6 +370,54 @@ def test_ppo_job_fails_clearly_when_its_run_folder_fills_up(ws, tiny_rm, tmp_pat
     assert not JobStore(ws).staging_dir(info.id).exists()
 
 
+def _pairs(path: Path, n: int) -> Path:
+    from tests.conftest import good_pair
+
+    path.write_text("".join(json.dumps(good_pair(i)) + "\n" for i in range(n)))
+    return path
+
+
+def _morm(root: Path, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "morm_explorer.cli", "--workspace", str(root),
+                           *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_a_full_disk_under_the_workspace_keeps_reads_and_says_it_is_full(tmp_path,
+                                                                         mount_tmpfs):
+    from morm_explorer.data.loaders import load_preference_data
+    from morm_explorer.jobs.builtin import SleepJob
+
+    disk = mount_tmpfs(tmp_path / "disk", "2m")
+    ws = Workspace(disk / "ws")
+    ws.save_dataset("a", load_preference_data(_pairs(tmp_path / "a.jsonl", 50)))
+    job = JobStore(ws).submit(SleepJob(seconds=0.1, steps=1))
+    assert not ws.db_path.with_name("morm.sqlite-wal").exists()  # closed: no -shm to reuse
+    small, big = _pairs(tmp_path / "b.jsonl", 50), _pairs(tmp_path / "big.jsonl", 3000)
+    filler = _fill(disk)
+    # Reads: opening a current workspace writes nothing, and lists work on a full disk.
+    r = _morm(ws.root, "data", "list")
+    assert r.returncode == 0 and r.stdout.startswith("a "), r.stderr
+    r = _morm(ws.root, "jobs", "list")
+    assert r.returncode == 0 and job in r.stdout, r.stderr
+    r = _morm(ws.root, "cands", "list")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    # Writes: the disk is full (not "move the database aside"), and no empty dataset folder.
+    full = f"no space left on the device holding {ws.root}"
+    r = _morm(ws.root, "data", "import", str(small), "--name", "b")
+    print(f"\nimport on a full disk: {r.stderr.strip()}")
+    assert r.returncode == 2 and full in r.stderr, r.stderr
+    assert "move it aside" not in r.stderr and "Traceback" not in r.stderr
+    os.truncate(filler, filler.stat().st_size - 128 * 1024)  # the database opens, big won't fit
+    r = _morm(ws.root, "data", "import", str(big), "--name", "big")
+    assert r.returncode == 2 and full in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert sorted(p.name for p in (ws.root / "datasets").iterdir()) == ["a"]
+    # Space freed: the same database, every job and dataset in it, takes writes again.
+    filler.unlink()
+    assert [d.name for d in ws.list_datasets()] == ["a"]
+    assert JobStore(ws).get(job).status == "queued"
+    assert _morm(ws.root, "data", "import", str(small), "--name", "b").returncode == 0
+
+
 # -- 4. a corrupt database ----------------------------------------------------------------------
 def _corrupt(path: Path, where: str) -> None:
     data = bytearray(path.read_bytes())
@@ -423,6 +472,32 @@ def test_a_corrupt_database_is_a_message_not_a_traceback_in_the_app(stored_ws):
     assert not at.exception
 
 
+def _corrupt_tables(path: Path, tables: list[str]) -> None:
+    """Overwrite the root pages of ``tables``: the schema still reads, those tables do not."""
+    con = sqlite3.connect(path)
+    size = con.execute("PRAGMA page_size").fetchone()[0]
+    roots = dict(con.execute("SELECT name, rootpage FROM sqlite_master").fetchall())
+    con.close()
+    with open(path, "r+b") as fh:
+        for table in tables:
+            fh.seek((roots[table] - 1) * size)
+            fh.write(b"\xab" * size)
+
+
+def test_a_corrupt_table_is_one_message_in_jobs_list_and_data_list(stored_ws):
+    ws = stored_ws
+    _corrupt_tables(ws.db_path, ["datasets", "jobs", "jobs_by_status"])
+    runs = [_morm(ws.root, "jobs", "list"), _morm(ws.root, "data", "list")]
+    for r in runs:
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert runs[0].stderr == runs[1].stderr
+    assert str(ws.db_path) in runs[0].stderr and "unreadable" in runs[0].stderr
+    for read in (JobStore(ws).list, ws.list_datasets):
+        with pytest.raises(MormError, match="unreadable") as e:
+            read()
+        assert f"error: {e.value}\n" == runs[0].stderr
+
+
 # -- 5. two app processes on one workspace --------------------------------------------------------
 BUILD = textwrap.dedent("""
     import sys, time
@@ -463,3 +538,25 @@ def test_two_processes_build_the_demo_once_and_vote_exactly_once(ws, tmp_path):
         mine = votes.loc[votes["rater"] == name, "item_id"].astype(int).tolist()
         assert sorted(mine) == sorted(_cast(tmp_path / f"{name}.out"))
         assert len(mine) == len(set(mine)) == n_items
+
+
+# -- 6. a workspace shared by users: modes follow the umask -----------------------------------
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_artifact_folders_and_files_get_the_modes_of_the_umask(ws, tmp_path, mask):
+    from morm_explorer.data.candidates import from_records, save_candidate_set
+    from morm_explorer.data.loaders import load_preference_data
+
+    src = _pairs(tmp_path / "a.jsonl", 5)
+    old = os.umask(mask)
+    try:
+        ws.save_dataset("a", load_preference_data(src))
+        save_candidate_set(ws, "c", from_records([{"prompt_id": "p", "prompt": "q",
+                                                   "response": "r"}]))
+    finally:
+        os.umask(old)
+    paths = [p for group in ("datasets", "candidates")
+             for p in (ws.root / group, *(ws.root / group).rglob("*"))]
+    modes = {p.relative_to(ws.root).as_posix(): oct(p.stat().st_mode & 0o777) for p in paths}
+    assert modes == {p.relative_to(ws.root).as_posix():
+                     oct((0o777 if p.is_dir() else 0o666) & ~mask) for p in paths}
+    assert "candidates/c/info.json" in modes and "datasets/a/data.jsonl" in modes

@@ -243,11 +243,8 @@ def save_candidate_set(ws: Workspace, name: str, cset: CandidateSet, *,
 
 
 def list_candidate_sets(ws: Workspace) -> list[CandidateSetInfo]:
-    con = ws.connect()
-    try:
+    with ws.reading() as con:
         rows = con.execute("SELECT * FROM candidate_sets ORDER BY created_at").fetchall()
-    finally:
-        con.close()
     return [CandidateSetInfo(**{**dict(r), "sources": json.loads(r["sources"])}) for r in rows]
 
 

@@ -64,19 +64,17 @@ Base scores (helpful, harmless, honest; overall is derived):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
-import tempfile
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
 from morm_explorer.data.synth_bank import CATEGORIES, TOPICS, prompt_pool
 from morm_explorer.data.synth_bank_replies import BEHAVIOURS, write_response
 from morm_explorer.errors import MormError
+from morm_explorer.workspace import atomic_write_jsonl
 
 __all__ = [
     "ALL_OBJECTIVES", "BEHAVIOURS", "CATEGORIES", "GROUND_TRUTH", "OBJECTIVES", "OVERALL",
@@ -273,20 +271,7 @@ def generate(seed: int = 0, n_prompts: int = 420, pairs_per_prompt: int = 6) -> 
 def write_synth(path: str | os.PathLike, seed: int = 0, **kw: int) -> int:
     """Write ``generate(seed, **kw)`` to ``path`` as UTF-8 JSONL, atomically; returns the
     number of records written."""
-    records = generate(seed=seed, **kw)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        # A reader must never see half a file: drop the partial temp file and re-raise.
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return len(records)
+    return atomic_write_jsonl(path, generate(seed=seed, **kw))
 
 
 def _decidable(records: list[dict], obj: str) -> list[tuple[float, float]]:

@@ -48,7 +48,7 @@ class _JobHeartbeat(_Heartbeat):
                 cur = con.execute("UPDATE jobs SET heartbeat_at=? WHERE id=? AND worker_id=? "
                                   "AND status='running'",
                                   (time.time(), self.job_id, self.worker.id))
-        except sqlite3.Error as e:  # a locked or busy database must not kill the heartbeat
+        except (sqlite3.Error, MormError) as e:  # busy, or a full disk: the next beat retries
             log.warning("heartbeat failed: %s", e)
             return
         if cur.rowcount != 1:

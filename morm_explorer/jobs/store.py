@@ -113,11 +113,8 @@ class JobStore:
 
     # -- reads ----------------------------------------------------------------------------
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        con = self.ws.connect()
-        try:
+        with self.ws.reading() as con:  # a fault: the workspace's one message (database_error)
             return con.execute(sql, params).fetchall()
-        finally:
-            con.close()
 
     def get(self, job_id: str) -> JobInfo:
         rows = self._query("SELECT * FROM jobs WHERE id=?", (job_id,))

@@ -28,6 +28,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from morm_explorer.errors import MormError
 from morm_explorer.jobs.run import run_child, run_in_process
 from morm_explorer.jobs.spec import JobInfo, JobSpec, known_kinds, load_job_modules
 from morm_explorer.jobs.store import (
@@ -142,7 +143,10 @@ def _work(store: JobStore, hb: _Heartbeat, kinds: list[str], once: bool, poll: f
         try:
             store.reap()
             job = store.claim(hb.worker.id, kinds)
-        except sqlite3.OperationalError as e:  # a database busy beyond its timeout: retry
+        except (sqlite3.OperationalError, MormError) as e:
+            # A database busy beyond its timeout, or a full disk: retry. Others are raised.
+            if isinstance(e, MormError) and not isinstance(e.__cause__, sqlite3.OperationalError):
+                raise
             if not store.ws.root.is_dir():  # the workspace was deleted under us: nothing to do
                 log.warning("workspace %s is gone; the worker stops", store.ws.root)
                 return

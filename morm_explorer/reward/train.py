@@ -14,6 +14,7 @@ The minibatch loop itself is `morm_explorer.reward.loop`.
 from __future__ import annotations
 
 import copy
+import os
 import random
 import shutil
 import tempfile
@@ -42,6 +43,7 @@ from morm_explorer.reward.evaluations import dataset_provenance, evaluation_entr
 from morm_explorer.reward.loop import SplitRewards, train_epochs
 from morm_explorer.reward.model import RewardModel, build_model
 from morm_explorer.reward.trust import MAX_POINTS, TrainingReference
+from morm_explorer.workspace import read_umask
 
 
 @dataclass
@@ -237,7 +239,9 @@ def _train_overall(cfg: TrainConfig, parent: Path, workspace, cache_root) -> Tra
     single_cfg = copy_config(cfg, objectives=["overall"], loss_weights={},
                              compare_overall=False, architecture="multi_head")
     parent.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix=".overall-", dir=parent)) / "model"
+    tmp = Path(tempfile.mkdtemp(prefix=".overall-", dir=parent))
+    os.chmod(tmp, 0o777 & ~read_umask())  # kept beside the model: readable like it
+    out = tmp / "model"
     return train_reward_model(single_cfg, out, workspace, None, cache_root)
 
 
