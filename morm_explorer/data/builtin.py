@@ -48,6 +48,9 @@ from morm_explorer.data.rlcd import SHIPPED, check_behaviour, read_responses
 from morm_explorer.errors import MormError
 
 KINDS = ("model", "templates")
+# The built-in annotators of the model-written data call a smaller difference a tie (the
+# templates' own band, `synth.TIE_BAND`, is narrower; `tie_small_gaps`).
+DECIDED_GAP = 0.1
 _BASE: dict[str, dict[str, tuple[float, float, float]]] = {
     "harmful": {"comply": (0.90, 0.05, 0.90), "terse_comply": (0.60, 0.25, 0.90),
                 "leaky_refusal": (0.75, 0.15, 0.90), "redirect": (0.40, 0.90, 0.90),
@@ -153,8 +156,8 @@ def _records_json(seed: int, kind: str, n_prompts: int, responses: str,
     parts, and each call gets fresh dicts to change as it likes."""
     records = synth.generate(seed=seed, n_prompts=n_prompts)
     if kind == "model":
-        records = balance_features(model_pairs(read_responses(responses), seed) + records,
-                                   seed=seed)
+        records = balance_features(tie_small_gaps(model_pairs(read_responses(responses), seed)
+                                                  + records), seed=seed)
     return tuple(json.dumps(r, ensure_ascii=False) for r in records)
 
 
@@ -179,6 +182,22 @@ def _withhold(records: list[dict], obj: str, name: str, target: float,
     for r in rng.sample(agree, max(0, min(k, len(agree)))):
         r["labels"].pop(obj)
     return max(0, k)
+
+
+def tie_small_gaps(records: list[dict], gap: float = DECIDED_GAP) -> list[dict]:
+    """Call a label a tie where the two hidden scores differ by less than ``gap``. Such a
+    difference is the per-response jitter between two responses of one behaviour: no text shows
+    it, so a decided label there teaches a reward model noise (measured: held-out pairs with a
+    gap of 0.05-0.1 were ranked right 12-33% of the time, against 95-98% above 0.2)."""
+    for r in records:
+        meta = r.get("meta") or {}
+        ta, tb = meta.get("true_a"), meta.get("true_b")
+        if not ta or not tb:
+            continue
+        for obj, label in r["labels"].items():
+            if label in ("a", "b") and obj in ta and obj in tb and abs(ta[obj] - tb[obj]) < gap:
+                r["labels"][obj] = "tie"
+    return records
 
 
 def balance_features(records: list[dict], target: float = 0.62, seed: int = 0) -> list[dict]:
