@@ -32,7 +32,7 @@ from morm_explorer.checks import check_int
 from morm_explorer.data.candidates import CandidateSet, load_candidate_set
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.spec import JobSpec, register_job
-from morm_explorer.reward.config import read_config
+from morm_explorer.reward.config import check_stats, read_config
 from morm_explorer.reward.report import model_path
 from morm_explorer.workspace import Workspace
 
@@ -115,6 +115,7 @@ def read_cached_scores(ws: Workspace, model_ref: str | Path, cset: CandidateSet
     objectives = list(config["model"]["objectives"])
     if values.shape != (len(cset), len(objectives)):
         return None
+    check_stats(config.get("stats"), objectives, str(mpath / "config.json"))
     distance = tensors.get("distance")
     return Scores(cset, values, objectives, config.get("stats"), model=mpath.name, cached=True,
                   distance=distance if distance is not None and distance.shape == (len(cset),)

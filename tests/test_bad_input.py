@@ -15,8 +15,10 @@ import hashlib
 import json
 import pickle
 import shutil
+import signal
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,19 +72,21 @@ class Case:
     entry: str
     id: str
     action: Callable[[Env], object] | list  # a callable (library) or argv (CLI)
-    expect: str  # fragment of the message
+    expect: str | tuple[str, ...]  # fragment(s) of the message
     bug: str | None = None  # an xfail(strict=True) reason
     setup: Callable[[Env], None] | None = None
     marks: list = field(default_factory=list)
+    timeout: int | None = None  # seconds before a case that hangs fails
 
 
 CASES: list[Case] = []
 
 
-def case(entry, id_, action, expect, *, bug=None, setup=None, slow=False) -> None:
+def case(entry, id_, action, expect, *, bug=None, setup=None, slow=False,
+         timeout=None) -> None:
     # ``bug`` records a defect this case found, now fixed: the case must pass like any other
     CASES.append(Case(entry, id_, action, expect, None, setup,
-                      [pytest.mark.slow] if slow else []))
+                      [pytest.mark.slow] if slow else [], timeout))
 
 
 # -- hostile files ------------------------------------------------------------------------
@@ -695,7 +699,72 @@ def _rm_folder(env: Env, damage: str) -> Path:
         (dest / "heads.safetensors").write_bytes(b"\xff" * 64)
     elif damage == "no config":
         (dest / "config.json").unlink()
+    elif damage.startswith("heads: "):
+        _damage_safetensors(dest / "heads.safetensors", damage.removeprefix("heads: "))
+    elif damage == "head weight of shape (3, 7)":
+        from safetensors.torch import load_file, save_file
+
+        heads = load_file(str(dest / "heads.safetensors"))
+        heads["0.linear.weight"] = heads["0.linear.weight"].new_zeros(3, 7)
+        save_file(heads, str(dest / "heads.safetensors"))
+    elif damage == "backbone weight of the wrong shape":
+        from safetensors.torch import load_file, save_file
+
+        config = json.loads((dest / "config.json").read_text())
+        state = load_file(str(Path(config["model"]["backbone"]) / "model.safetensors"))
+        state["embeddings.word_embeddings.weight"] = state[
+            "embeddings.word_embeddings.weight"][:7].clone()
+        save_file(state, str(dest / "backbone-0.safetensors"))
+        _edit_config(dest, backbone_trained=True)
+    elif damage == "stats.mean as text":
+        config = json.loads((dest / "config.json").read_text())
+        _edit_config(dest, stats={**config["stats"], "mean": "high"})
+    elif damage == "n_backbones -1":
+        _edit_config(dest, n_backbones=-1)
     return dest
+
+
+def _edit_config(folder: Path, **fields) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **fields}))
+
+
+def _st_split(path: Path) -> tuple[dict, bytes]:
+    """A safetensors file's JSON header and its data bytes."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + n]), data[8 + n:]
+
+
+def _damage_safetensors(path: Path, damage: str) -> None:
+    """Rewrite a safetensors file's header; ``n`` is the header length it then declares."""
+    header, body = _st_split(path)
+    raw, n = json.dumps(header).encode(), None
+    first = header[min(k for k in header if k != "__metadata__")]
+    if damage == "header length 2^62":
+        n = 2**62
+    elif damage == "header length past the end":
+        n = len(raw) + len(body) + 1
+    elif damage == "header not JSON":
+        raw = b"{not json" + b" " * 7
+    elif damage == "tensor past the end":
+        first["data_offsets"][1] = len(body) + 4096
+        raw = json.dumps(header).encode()
+    elif damage == "shape of 2^62 bytes":
+        first["shape"] = [2**31, 2**29]  # float32: 2^60 numbers
+        raw = json.dumps(header).encode()
+    path.write_bytes((len(raw) if n is None else n).to_bytes(8, "little") + raw + body)
+
+
+# (damage, what the message says after "<file>: cannot read safetensors file: ")
+SAFETENSORS_DAMAGES = [
+    ("header length 2^62", "its header length, 4,611,686,018,427,387,904 bytes, runs past "
+                           "the end of the file"),
+    ("header length past the end", "runs past the end of the file"),
+    ("header not JSON", "its header is not valid JSON"),
+    ("tensor past the end", "lie outside the file's"),
+    ("shape of 2^62 bytes", "need 4,611,686,018,427,387,904 bytes, but its data_offsets span"),
+]
 
 
 def _load_rm(damage):
@@ -712,6 +781,25 @@ for _damage, _msg in [("pickle heads", "only safetensors are read"),
                       ("garbage safetensors", "cannot read safetensors"),
                       ("no config", "config")]:
     case("reward.artifact.load_reward_model", _damage, _load_rm(_damage), _msg, slow=True)
+
+RM_DAMAGES = [(f"heads: {d}", ("heads.safetensors: cannot read safetensors file: ", m))
+              for d, m in SAFETENSORS_DAMAGES] + [
+    ("head weight of shape (3, 7)",
+     ("heads.safetensors: tensor '0.linear.weight' has shape (3, 7); the config "
+      "(hidden 64, 2 objectives) needs (2, 64)")),
+    ("backbone weight of the wrong shape",
+     ("backbone-0.safetensors: tensor 'embeddings.word_embeddings.weight' has shape (7, 32)",
+      "needs (")),
+    ("stats.mean as text", ("config.json, field 'stats.mean': expected a list of 2 finite "
+                            "numbers, got 'high'")),
+    ("n_backbones -1", ("config.json, field 'n_backbones': must be 1 or 2",
+                        "got -1")),
+]
+for _damage, _msg in RM_DAMAGES:
+    case("reward.artifact.load_reward_model", _damage, _load_rm(_damage), _msg, slow=True)
+    case("cli: morm rm eval", _damage, lambda e, d=_damage: [
+        "rm", "eval", _rm_folder(e, d), "--data", e.file("pairs.jsonl", GOOD_PAIRS)], _msg,
+        slow=True)
 
 
 def _policy_folder(env: Env, damage: str) -> Path:
@@ -730,7 +818,27 @@ def _policy_folder(env: Env, damage: str) -> Path:
     elif damage == "truncated safetensors":
         data = (dest / "model.safetensors").read_bytes()
         (dest / "model.safetensors").write_bytes(data[: len(data) // 3])
+    elif damage == "weights: lm_head.weight of shape (3, 7)":
+        from safetensors.torch import load_file, save_file
+
+        state = load_file(str(dest / "model.safetensors"))
+        state["lm_head.weight"] = state["lm_head.weight"].new_zeros(3, 7)
+        save_file(state, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    elif damage.startswith("weights: "):
+        _damage_safetensors(dest / "model.safetensors", damage.removeprefix("weights: "))
+    elif damage in CHAT_TEMPLATES:
+        (dest / "chat_template.jinja").write_text(CHAT_TEMPLATES[damage])
     return dest
+
+
+CHAT_TEMPLATES = {  # hostile chat templates: each must stop within seconds
+    "template looping 10^10 times": "{% for i in range(10000000000) %}x{% endfor %}",
+    "template nesting loops 10^10 times": "{% for i in range(100000) %}{% for j in "
+                                          "range(100000) %}{% endfor %}{% endfor %}",
+    "template writing 10^7 characters": "{% for i in range(100) %}{{ 'x' * 100000 }}"
+                                        "{% endfor %}",
+    "template building a 10^7-character string": "{{ 'x' * 10000000 }}",
+}
 
 
 def _load_pol(damage):
@@ -749,6 +857,87 @@ for _damage, _msg, _bug in [("pickle weights only", "cannot load policy", None),
                              "model.safetensors raises safetensors' SafetensorError, a "
                              "traceback; catch safetensors.SafetensorError too")]:
     case("policy.load.load_policy", _damage, _load_pol(_damage), _msg, bug=_bug, slow=True)
+
+_SAMPLE = ["--name", "s", "--limit", "1", "--n", "1", "--max-new-tokens", "2"]
+for _damage, _msg in [*SAFETENSORS_DAMAGES, (
+        "lm_head.weight of shape (3, 7)",
+        "tensor 'lm_head.weight' has shape (3, 7); its config.json needs (35, 32)")]:
+    _msg = ("model.safetensors: cannot load policy", _msg)
+    case("policy.load.load_policy", f"weights: {_damage}", _load_pol(f"weights: {_damage}"),
+         _msg, slow=True)
+    case("cli: morm cands sample", f"weights: {_damage}", lambda e, d=_damage: [
+        "cands", "sample", "--policy", _policy_folder(e, f"weights: {d}"), *_SAMPLE], _msg,
+        slow=True)
+
+
+def _checkpoint_pieces():
+    """A Linear "policy", a value head and AdamW after one step, as test_faults makes them."""
+    import torch
+
+    torch.manual_seed(0)
+    model, head = torch.nn.Linear(64, 64), torch.nn.Linear(64, 2)
+    opt = torch.optim.AdamW([*model.parameters(), *head.parameters()])
+    (model(torch.ones(1, 64)).sum() + head(torch.ones(1, 64)).sum()).backward()
+    opt.step()
+    return model, head, opt
+
+
+def _load_checkpoint(damage):
+    def act(env):
+        from safetensors.torch import load_file, save_file
+
+        from morm_explorer.policy import ppo_checkpoint as pc
+        from morm_explorer.policy.ppo_config import PPOConfig
+
+        cfg = PPOConfig(name="x", reward_model="rm")
+        ckpt = pc.save_checkpoint(env.tmp / "run", cfg, *_checkpoint_pieces(), step=1,
+                                  history=[])
+        file, what = damage.split(": ")
+        if what == "weight of shape (3, 7)":
+            tensors = load_file(str(ckpt / file))
+            tensors["weight"] = tensors["weight"].new_zeros(3, 7)
+            save_file(tensors, str(ckpt / file))
+        else:
+            _damage_safetensors(ckpt / file, what)
+        pc.load_checkpoint(ckpt, cfg, *_checkpoint_pieces())
+    return act
+
+
+for _damage, _msg in [
+    ("policy.safetensors: weight of shape (3, 7)",
+     "policy.safetensors: tensor 'weight' has shape (3, 7); the policy needs (64, 64)"),
+    ("value_head.safetensors: weight of shape (3, 7)",
+     "value_head.safetensors: tensor 'weight' has shape (3, 7); the value head needs (2, 64)"),
+    ("optimizer.safetensors: header length 2^62",
+     "optimizer.safetensors: cannot read safetensors file: its header length, "
+     "4,611,686,018,427,387,904 bytes, runs past the end of the file"),
+]:
+    case("policy.ppo_checkpoint.load_checkpoint", _damage, _load_checkpoint(_damage), _msg)
+
+
+def _sample_tiny(damage):
+    def act(env):
+        from morm_explorer.policy.config import SamplingConfig
+        from morm_explorer.policy.generate import sample
+        from morm_explorer.policy.load import load_policy
+
+        model, tok = load_policy(str(_policy_folder(env, damage)))
+        sample(model, tok, ["hello"], SamplingConfig(n=1, max_new_tokens=2))
+    return act
+
+
+for _damage, _msg in [
+    ("template looping 10^10 times", "passes 1e+10 to a call; the limit is 1,000,000"),
+    ("template nesting loops 10^10 times", "ran past its time limit of 2 s"),
+    ("template writing 10^7 characters", "wrote over 1,000,000 characters (the limit)"),
+    ("template building a 10^7-character string",
+     "builds a value of over 1,000,000 characters (the limit)"),
+]:
+    _msg = ("the chat template of ", "models/pol", _msg)
+    case("policy.generate.sample", _damage, _sample_tiny(_damage), _msg, slow=True, timeout=30)
+    case("cli: morm cands sample", _damage, lambda e, d=_damage: [
+        "cands", "sample", "--policy", _policy_folder(e, d), *_SAMPLE], _msg, slow=True,
+        timeout=30)
 
 
 # -- rating votes ----------------------------------------------------------------------------
@@ -815,7 +1004,28 @@ def env(ws, tmp_path, request):
 
 
 def _needs_tiny_rm(c: Case) -> bool:
-    return c.setup is _planted or c.entry == "reward.artifact.load_reward_model"
+    return c.setup is _planted or c.entry in ("reward.artifact.load_reward_model",
+                                              "cli: morm rm eval")
+
+
+@contextmanager
+def _time_limit(seconds: int | None) -> Iterator[None]:
+    """Fail a case still running after ``seconds`` rather than hang the suite (SIGALRM
+    interrupts Python code in the main thread)."""
+    if not seconds:
+        yield
+        return
+
+    def expire(signum, frame):
+        pytest.fail(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.mark.parametrize("c", _params())
@@ -827,11 +1037,13 @@ def test_bad_input(c: Case, env, request, capsys, monkeypatch):
     before = snapshot(env.ws)
     if c.entry.startswith(("reward.artifact", "policy.load")):
         _forbid_unpickling(monkeypatch)
+    expect = c.expect if isinstance(c.expect, tuple) else (c.expect,)
     if c.entry.startswith("cli"):
         argv = c.action(env) if callable(c.action) else c.action
         capsys.readouterr()
         try:
-            rc = main(["--workspace", str(env.ws.root), *map(str, argv)])
+            with _time_limit(c.timeout):
+                rc = main(["--workspace", str(env.ws.root), *map(str, argv)])
         except SystemExit as e:  # argparse: usage and the error on stderr
             rc = e.code
         out, err = capsys.readouterr()
@@ -839,11 +1051,11 @@ def test_bad_input(c: Case, env, request, capsys, monkeypatch):
         assert "Traceback" not in err
         if rc == 1:  # `morm data validate` prints its report on stdout
             err += out
-        assert c.expect in err, err
+        assert all(x in err for x in expect), err
     else:
-        with pytest.raises(MormError) as info:
+        with pytest.raises(MormError) as info, _time_limit(c.timeout):
             c.action(env)
-        assert c.expect in str(info.value), str(info.value)
+        assert all(x in str(info.value) for x in expect), str(info.value)
     assert snapshot(env.ws) == before
 
 

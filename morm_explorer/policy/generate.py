@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from morm_explorer.chat_template import render_chat
 from morm_explorer.errors import MormError
 from morm_explorer.policy.config import SamplingConfig
 
@@ -29,8 +30,7 @@ def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str,
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "system", "content": system}] if system is not None else []
         messages.append({"role": "user", "content": prompt})
-        return tokenizer.apply_chat_template(messages, tokenize=False,
-                                             add_generation_prompt=True)
+        return render_chat(tokenizer, messages, add_generation_prompt=True)
     return prompt if system is None else f"{system}\n\n{prompt}"
 
 

@@ -32,6 +32,7 @@ from transformers import (
 
 from morm_explorer.errors import MormError
 from morm_explorer.models import SMOLLM2, canonical_name, resolve_folder_or_hub, smollm2_gguf
+from morm_explorer.tensor_files import check_model_folder, model_shapes
 from morm_explorer.workspace import Workspace, atomic_write_text, replace_dir
 
 try:  # advisory lock between converting processes; POSIX only (rename stays atomic anyway)
@@ -187,9 +188,15 @@ def load_policy(
     torch_dtype = _resolve_dtype(dtype, dev)
     path = resolve_policy(name, workspace)
     try:
+        if Path(path).is_dir():  # damaged weights are named before transformers reads them
+            check_model_folder(path, model_shapes(path, AutoModelForCausalLM,
+                                                  trust_remote_code=trust_remote_code),
+                               "its config.json")
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
+    except MormError as e:
+        raise MormError(f"cannot load policy {name!r}: {e.message}", file=e.file) from e
     except (OSError, ValueError, KeyError, SafetensorError) as e:
         hint = ("" if Path(path).exists() else " (not a local folder: a hub name needs the "
                 "model in the Hugging Face cache, or network access without HF_HUB_OFFLINE; "

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from morm_explorer import __version__
 from morm_explorer.errors import MormError
 from morm_explorer.policy.ppo_config import PPOConfig
+from morm_explorer.tensor_files import check_shapes, read_tensors
 from morm_explorer.workspace import atomic_write_text, replace_dir
 
 CHECKPOINT = "checkpoint"
@@ -135,10 +136,27 @@ def save_checkpoint(run_dir: Path, config: PPOConfig, model: nn.Module, value_he
 
 
 def _read(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise MormError("the checkpoint lacks this file", file=str(path))
+    return read_tensors(path)
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, path: Path, meta: dict) -> None:
+    """AdamW's state from ``path``, each tensor of its parameter's shape (step counts are
+    scalars)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    tensors = _read(path)
+    expected = {}
+    for name, t in tensors.items():  # "<param index>.<name>"
+        idx = name.split(".", 1)[0]
+        if t.dim() > 0 and idx.isdigit() and int(idx) < len(params):
+            expected[name] = params[int(idx)].shape
+    check_shapes(tensors, expected, path, "its parameter")
     try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise MormError(f"cannot read checkpoint tensors: {e}", file=str(path)) from e
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, meta))
+    except (IndexError, KeyError, ValueError) as e:
+        raise MormError(f"the optimizer state does not fit the policy: {e!r}",
+                        file=str(path)) from e
 
 
 def load_checkpoint(path: Path, config: PPOConfig, model: nn.Module, value_head: nn.Module,
@@ -164,14 +182,26 @@ def load_checkpoint(path: Path, config: PPOConfig, model: nn.Module, value_head:
         raise MormError(f"the checkpoint's weights do not match the policy "
                         f"({len(set(params) - set(weights))} missing, "
                         f"{len(set(weights) - set(params))} unexpected)", file=str(path))
+    check_shapes(weights, {n: p.shape for n, p in params.items()}, path / "policy.safetensors",
+                 "the policy")
+    head = _read(path / "value_head.safetensors")
+    check_shapes(head, {k: v.shape for k, v in value_head.state_dict().items()},
+                 path / "value_head.safetensors", "the value head")
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(weights[name])
-    value_head.load_state_dict(_read(path / "value_head.safetensors"))
-    optimizer.load_state_dict(_unflatten_optimizer(_read(path / "optimizer.safetensors"),
-                                                   state["optimizer"]))
+    try:
+        value_head.load_state_dict(head)
+    except RuntimeError as e:  # names missing or unexpected (shapes were checked)
+        raise MormError(f"the value head does not fit: {e}",
+                        file=str(path / "value_head.safetensors")) from e
+    _restore_optimizer(optimizer, path / "optimizer.safetensors", state.get("optimizer", {}))
     rng = _read(path / "rng.safetensors")
-    torch.set_rng_state(rng["torch"])
+    try:
+        torch.set_rng_state(rng["torch"])
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise MormError(f"no usable CPU generator state: {e!r}",
+                        file=str(path / "rng.safetensors")) from e
     cuda = [rng[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in rng]
     if cuda and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)

@@ -26,17 +26,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from morm_explorer import __version__
 from morm_explorer.errors import MormError
 from morm_explorer.reward.backbone import Backbone
-from morm_explorer.reward.config import FORMAT, ModelConfig, read_config
+from morm_explorer.reward.config import FORMAT, POOLINGS, ModelConfig, check_stats, read_config
 from morm_explorer.reward.evaluations import EVALUATIONS
 from morm_explorer.reward.model import RewardModel
 from morm_explorer.reward.trust import TrainingReference
+from morm_explorer.tensor_files import check_shapes, read_tensors
 from morm_explorer.workspace import atomic_write_text, replace_dir
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -103,10 +103,7 @@ def save_reward_model(model: RewardModel, out_dir: str | Path, *, training: dict
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise MormError("missing weights file (only safetensors are read)", file=str(path))
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise MormError(f"cannot read safetensors weights: {e}", file=str(path)) from e
+    return read_tensors(path)
 
 
 def load_reference(path: str | Path) -> TrainingReference | None:
@@ -115,22 +112,66 @@ def load_reference(path: str | Path) -> TrainingReference | None:
     summary = read_config(path).get("reference")
     if not summary or not (path / REFERENCE).is_file():
         return None
+    tensors = read_tensors(path / REFERENCE, framework="np")
     try:
-        return TrainingReference.from_saved(load_numpy(str(path / REFERENCE)), summary)
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise MormError(f"cannot read the training reference: {e}",
+        return TrainingReference.from_saved(tensors, summary)
+    except (KeyError, TypeError, ValueError) as e:  # a tensor or a summary field missing
+        raise MormError(f"cannot read the training reference: {e!r}",
                         file=str(path / REFERENCE)) from e
+
+
+def _check_config(config: dict, file: str) -> tuple[ModelConfig, int]:
+    """The model config and the number of backbones of a folder's config.json, after checking
+    the fields that rebuild the model; `MormError` naming the field otherwise."""
+    model = config.get("model")
+    try:
+        if not isinstance(model, dict):
+            raise TypeError(f"'model' must be an object, got {model!r:.80}")
+        mcfg = ModelConfig.from_dict(model)
+    except MormError as e:
+        raise MormError(f"config.json lacks a valid model config: {e.message}", file=file,
+                        field=f"model.{e.field}" if e.field else "model") from e
+    except (TypeError, ValueError) as e:
+        raise MormError(f"config.json lacks a valid model config: {e}", file=file,
+                        field="model") from e
+    k = len(mcfg.objectives)
+    n = config.get("n_backbones", 1)
+    if type(n) is not int or n not in (1, k):
+        one_each = f" or {k} (one per objective)" if k > 1 else ""
+        raise MormError(f"must be 1{one_each}, got {n!r:.80}", file=file, field="n_backbones")
+    for name in ("backbone_trained", "head_bias"):
+        if not isinstance(config.get(name), bool | None):
+            raise MormError(f"must be true or false, got {config[name]!r:.80}", file=file,
+                            field=name)
+    if config.get("pooling", mcfg.pooling) not in POOLINGS:
+        raise MormError(f"must be one of {', '.join(POOLINGS)}, got {config['pooling']!r:.80}",
+                        file=file, field="pooling")
+    check_stats(config.get("stats"), mcfg.objectives, file)
+    return mcfg, n
+
+
+def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], file: Path, why: str,
+                prefix: str = "") -> None:
+    """Load the tensors of ``state`` named ``prefix + <name in module>`` into ``module``: each
+    of the module's tensors (position_ids buffers may be missing) with its shape, and no other
+    name with that prefix; `MormError` naming the file and the tensor otherwise."""
+    expected = {prefix + k: v.shape for k, v in module.state_dict().items()}
+    state = {k: v for k, v in state.items() if k.startswith(prefix)}
+    check_shapes(state, expected, file, why)
+    missing = [k for k in expected if k not in state and "position_ids" not in k]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise MormError(f"the weights do not fit {why}: {len(missing)} missing "
+                        f"({', '.join(missing[:3])}), {len(unexpected)} unexpected "
+                        f"({', '.join(unexpected[:3])})", file=str(file))
+    module.load_state_dict({k[len(prefix):]: v for k, v in state.items()}, strict=False)
 
 
 def load_reward_model(path: str | Path, device: str = "cpu") -> RewardModel:
     """Rebuild a saved model; it scores exactly as the model that was saved."""
     path = Path(path)
     config = read_config(path)
-    try:
-        mcfg = ModelConfig.from_dict(config["model"])
-        n_backbones = int(config.get("n_backbones", 1))
-    except (KeyError, TypeError, ValueError) as e:
-        raise MormError(f"config.json lacks a valid model config: {e}", file=str(path)) from e
+    mcfg, n_backbones = _check_config(config, str(path / "config.json"))
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
@@ -139,22 +180,15 @@ def load_reward_model(path: str | Path, device: str = "cpu") -> RewardModel:
         b = Backbone(mcfg.backbone, config.get("pooling", mcfg.pooling), mcfg.max_length)
         b.tokenizer = tokenizer if i == 0 else b.tokenizer
         if config.get("backbone_trained"):
-            state = _load_tensors(path / f"backbone-{i}.safetensors")
-            missing, unexpected = b.model.load_state_dict(state, strict=False)
-            if unexpected or [m for m in missing if "position_ids" not in m]:
-                raise MormError(f"backbone weights do not match {mcfg.backbone}: "
-                                f"{len(missing)} missing, {len(unexpected)} unexpected",
-                                file=str(path))
+            file = path / f"backbone-{i}.safetensors"
+            _load_state(b.model, _load_tensors(file), file, f"backbone {mcfg.backbone}")
         backbones.append(b)
     model = RewardModel(mcfg, backbones, heads_bias=config.get("head_bias"))
-    heads = _load_tensors(path / "heads.safetensors")
+    file = path / "heads.safetensors"
+    heads = _load_tensors(file)
     for i, h in enumerate(model.heads):
-        prefix = f"{i}."
-        try:
-            h.load_state_dict({k[len(prefix):]: v for k, v in heads.items()
-                               if k.startswith(prefix)})
-        except RuntimeError as e:
-            raise MormError(f"heads do not match the config: {e}", file=str(path)) from e
+        why = f"the config (hidden {backbones[i].hidden_size}, {len(mcfg.objectives)} objectives)"
+        _load_state(h, heads, file, why, prefix=f"{i}.")
     model.frozen_backbone = not config.get("backbone_trained")
     model.stats = config.get("stats")
     model.artifact_config = config

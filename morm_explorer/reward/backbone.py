@@ -11,13 +11,18 @@ SmolLM2) read the chat-formatted conversation and take the last non-pad token, a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BatchEncoding
 
+from morm_explorer.chat_template import render_chat
 from morm_explorer.errors import MormError
 from morm_explorer.models import canonical_name, resolve_backbone
+from morm_explorer.tensor_files import check_model_folder, model_shapes
 
 DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi", "phi3",
                  "gemma", "gemma2", "olmo", "smollm3", "gptj", "opt", "falcon"}
@@ -59,13 +64,17 @@ class Backbone(nn.Module):
         self.name = canonical_name(name)
         path = resolve_backbone(name) if model is None or tokenizer is None else None
         try:
+            if model is None and Path(path).is_dir():  # damaged weights are named first
+                check_model_folder(path, model_shapes(path, AutoModel), "its config.json")
             config = model.config if model is not None else AutoConfig.from_pretrained(path)
             # float32 master weights whatever the checkpoint stores; CUDA runs use autocast.
             self.model = model if model is not None else AutoModel.from_pretrained(
                 path, use_safetensors=True, dtype=torch.float32)
             self.tokenizer = tokenizer if tokenizer is not None else \
                 AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError) as e:
+        except MormError as e:
+            raise MormError(f"cannot load backbone {name!r}: {e.message}", file=e.file) from e
+        except (OSError, ValueError, SafetensorError) as e:
             raise MormError(f"cannot load backbone {name!r}: {e}") from e
         self.decoder = is_decoder_config(config)
         self.pooling = resolve_pooling(pooling, self.decoder)
@@ -91,7 +100,7 @@ class Backbone(nn.Module):
         if getattr(self.tokenizer, "chat_template", None):
             msgs = [{"role": "user", "content": prompt},
                     {"role": "assistant", "content": response}]
-            return self.tokenizer.apply_chat_template(msgs, tokenize=False)
+            return render_chat(self.tokenizer, msgs)
         return f"{prompt}\n\n{response}"
 
     def tokenize(self, prompts: list[str], responses: list[str]) -> BatchEncoding:

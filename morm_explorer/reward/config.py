@@ -7,6 +7,8 @@ takes (a field's name is its CLI flag's name) and what the artifact records abou
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -207,3 +209,37 @@ def read_config(path: str | Path) -> dict:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise MormError(f"config.json is not a {FORMAT} config", file=str(cfg_path))
     return config
+
+
+def _finite_list(value: Any, k: int) -> bool:
+    return isinstance(value, list) and len(value) == k and all(
+        isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+        for x in value)
+
+
+def check_stats(stats: Any, objectives: Sequence[str], file: str | None = None) -> None:
+    """Refuse reward statistics (config.json's ``stats``) that standardizing and the reports
+    cannot use: ``mean`` and ``std`` lists of K finite numbers (std > 0), each quantile such a
+    list, ``n`` a count. None or {} (a model without statistics) passes."""
+    if stats is None or stats == {}:
+        return
+    k = len(objectives)
+    if not isinstance(stats, dict):
+        raise MormError(f"expected an object with mean and std, got {stats!r:.80}", file=file,
+                        field="stats")
+    quantiles = stats.get("quantiles", {})
+    if not isinstance(quantiles, dict):
+        raise MormError(f"expected an object of quantiles, got {quantiles!r:.80}", file=file,
+                        field="stats.quantiles")
+    lists = {"mean": stats.get("mean"), "std": stats.get("std"),
+             **{f"quantiles.{q}": v for q, v in quantiles.items()}}
+    for name, value in lists.items():
+        if not _finite_list(value, k):
+            raise MormError(f"expected a list of {k} finite numbers, got {value!r:.80}",
+                            file=file, field=f"stats.{name}")
+    if min(stats["std"]) <= 0:
+        raise MormError(f"every std must be > 0, got {stats['std']}", file=file,
+                        field="stats.std")
+    n = stats.get("n")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise MormError(f"expected a count, got {n!r:.80}", file=file, field="stats.n")
