@@ -197,6 +197,12 @@ case("cli: morm cands import", "non-string prompt_id and response",
 case("cli: morm data validate", "unknown preset",
      lambda e: ["data", "validate", e.file("v.jsonl", GOOD_PAIRS), "--preset", "bogus"],
      "hh-rlhf")
+for _row, _kind in [("[1, 2]", "list"), ('"text"', "str"), ("42", "int"), ("null", "null")]:
+    case("cli: morm cands sample", f"--prompts line {_row}", lambda e, r=_row: [
+        "cands", "sample", "--name", "s", "--prompts",
+        e.file("p.jsonl", f'{{"prompt": "Hi?"}}\n{r}\n')],
+        ("p.jsonl", "line 2", f"expected a JSON object such as {{\"prompt\": \"...\"}}, "
+         f"got {_kind}"))
 
 
 # -- input that must not run away: gzip bombs, endless lines, deep JSON, huge cells, links ---

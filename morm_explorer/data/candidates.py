@@ -288,6 +288,10 @@ def read_prompts(path: str | Path, fmt: str | None = None) -> list[dict]:
     for line, row in read_rows(path, fmt):
         if isinstance(row, Issue):
             raise MormError(row.message, file=file, line=line, field=row.field)
+        if not isinstance(row, dict):
+            kind = "null" if row is None else type(row).__name__
+            raise MormError(f'expected a JSON object such as {{"prompt": "..."}}, got {kind}',
+                            file=file, line=line)
         prompt = row.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise MormError("expected a non-empty string", file=file, line=line, field="prompt")
