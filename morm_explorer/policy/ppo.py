@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ from morm_explorer.policy.ppo_checkpoint import (
 )
 from morm_explorer.policy.ppo_config import PPOConfig
 from morm_explorer.policy.ppo_rollout import forward, generate, reference_logits
+from morm_explorer.report_to import report_metrics
 from morm_explorer.workspace import Workspace
 
 RewardFn = Callable[[list[str], list[str]], np.ndarray]  # (prompts, responses) -> (N, K)
@@ -170,10 +171,18 @@ def train_ppo(config: PPOConfig, run_dir: str | Path, workspace: Workspace | Non
     """Train per ``config`` in ``run_dir`` (resuming from its checkpoint if there is one) and
     save the policy to ``<run_dir>/policy``: a Hugging Face folder (LoRA merged when
     ``merge_lora``, else the adapter folder) with ``morm_ppo.json``. ``reward_fn(prompts,
-    responses) -> (N, K)`` with ``objectives`` replaces the reward model (for tests).
+    responses) -> (N, K)`` with ``objectives`` replaces the reward model (for tests). The
+    metrics also go to the backends of ``config.report_to`` (TensorBoard by default under
+    ``<run_dir>/tb``; a resumed run reports the steps done before again, in a new run).
     Returns {"path", "steps", "resumed_from", "history", "final"}."""
     hooks = hooks or Hooks()
-    run_dir = Path(run_dir)
+    with report_metrics(hooks.metrics, config, Path(run_dir) / "tb") as metrics:
+        return _train(config, Path(run_dir), workspace, replace(hooks, metrics=metrics),
+                      reward_fn, objectives)
+
+
+def _train(config: PPOConfig, run_dir: Path, workspace: Workspace | None, hooks: Hooks,
+           reward_fn: RewardFn | None, objectives: list[str] | None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)  # LoRA and value-head initialisation
 

@@ -39,7 +39,8 @@ from morm_explorer.workspace import atomic_write_text, replace_dir
 CHECKPOINT = "checkpoint"
 STATE = "state.json"
 # Settings that may change between a run and its resumption; any other change is refused.
-RESUMABLE = frozenset({"steps", "checkpoint_every", "sample_every", "device"})
+RESUMABLE = frozenset({"steps", "checkpoint_every", "sample_every", "device", "report_to",
+                       "logging_dir"})
 MANIFEST = "morm_ppo.json"  # in the policy folder: the config, weights and metrics of the run
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from morm_explorer.checks import check_int, check_number
 from morm_explorer.errors import MormError
 from morm_explorer.objectives import SCALARIZERS
+from morm_explorer.report_to import parse_report_to, resolve_logging_dir
 from morm_explorer.workspace import sanitize_name
 
 
@@ -122,8 +123,15 @@ class PPOConfig:
     """Report a few generations with their scores every this many steps (0: never)."""
     missing_eos_penalty: float | None = None
     """Subtract this from the reward of responses cut off at max_new_tokens (no eos)."""
+    report_to: tuple[str, ...] = ()
+    """Also send the metrics to tensorboard, wandb and/or mlflow (transformers' report_to; all:
+    each one installed; none, the default: the job store only)."""
+    logging_dir: str = ""
+    """TensorBoard's log folder (default: <workspace>/runs/ppo/<name>/tb/<date-time>)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "report_to", parse_report_to(self.report_to))
+        object.__setattr__(self, "logging_dir", resolve_logging_dir(self.logging_dir))
         sanitize_name(self.name)
         for name in ("policy", "prompts"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
@@ -219,7 +227,7 @@ class PPOConfig:
         return dict(points[-1]["weights"])
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PPOConfig:

@@ -9,8 +9,9 @@ lines and to ``<run_dir>/samples.jsonl``, the curves to the job's metrics and to
 such as the demo build's). The finished policy is moved into the staging folder
 and committed as ``policies/<name>`` in one rename; the checkpoint is then dropped, so that a
 later run of the same name starts afresh. A job of the same name with other settings (other
-than steps, checkpoint_every, sample_every, device) discards the old run folder and starts
-afresh too, saying so in its log.
+than steps, checkpoint_every, sample_every, device, report_to, logging_dir) discards the old
+run folder and starts afresh too, saying so in its log. The packages of a config's
+``report_to`` must be installed where the job is made (see `morm_explorer.report_to`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from morm_explorer.errors import MormError
 from morm_explorer.jobs.context import JobContext
 from morm_explorer.jobs.spec import JobSpec, register_job
 from morm_explorer.policy.ppo_config import PPOConfig
+from morm_explorer.report_to import check_installed
 from morm_explorer.workspace import Workspace, atomic_write_jsonl, sanitize_name
 
 if TYPE_CHECKING:
@@ -48,7 +50,8 @@ class PPOJob(JobSpec):
     """replace an existing policies/<name>"""
 
     def __post_init__(self) -> None:
-        PPOConfig.from_dict(self.config)  # raises MormError naming the bad field
+        cfg = PPOConfig.from_dict(self.config)  # raises MormError naming the bad field
+        check_installed(cfg.report_to)
         if not isinstance(self.overwrite, bool):
             raise MormError(f"overwrite must be true or false, got {self.overwrite!r}",
                             field="overwrite")

@@ -10,6 +10,7 @@ the sweep waits for.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -34,7 +35,11 @@ def sweep_configs(base: PPOConfig, objectives: list[str], grid_steps: int) -> li
     return [PPOConfig.from_dict({**base.to_dict(), "name": f"{base.name}-{i}",
                                  "weights": {o: round(float(w), 4) for o, w in
                                              zip(objectives, row, strict=True)},
-                                 "weight_schedule": []})
+                                 "weight_schedule": [],
+                                 # each run its own TensorBoard folder inside a chosen one
+                                 "logging_dir": os.path.join(base.logging_dir,
+                                                             f"{base.name}-{i}")
+                                 if base.logging_dir else ""})
             for i, row in enumerate(grid)]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from morm_explorer.checks import check_int, check_number
 from morm_explorer.data.schema import is_valid_objective
 from morm_explorer.errors import MormError
+from morm_explorer.report_to import parse_report_to, resolve_logging_dir
 
 FORMAT = "morm-reward-model"  # the "format" of a reward-model artifact's config.json
 ARCHITECTURES = ("multi_head", "separate")
@@ -165,8 +166,15 @@ class TrainConfig(_ModelFields):
     """Seed of the split, the initialisation and the batch order."""
     device: str = "auto"
     """auto (cuda when present), cpu or cuda."""
+    report_to: tuple[str, ...] = ()
+    """Also send the training metrics to tensorboard, wandb and/or mlflow (transformers'
+    report_to; all: each one installed; none, the default: the job store only)."""
+    logging_dir: str = ""
+    """TensorBoard's log folder (default: <workspace>/runs/reward_model/<name>/tb/<date-time>)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "report_to", parse_report_to(self.report_to))
+        object.__setattr__(self, "logging_dir", resolve_logging_dir(self.logging_dir))
         self._check_model_fields()
         for name in ("mode", "ties", "ratings_mode", "device"):
             _choice(name, getattr(self, name), CHOICES[name])

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from morm_explorer.jobs.context import JobContext
 from morm_explorer.jobs.spec import JobSpec, register_job
+from morm_explorer.report_to import check_installed
 from morm_explorer.reward.config import TrainConfig
 from morm_explorer.workspace import sanitize_name
 
@@ -32,6 +33,7 @@ class TrainRewardModelJob(JobSpec):
     def __post_init__(self) -> None:
         cfg = TrainConfig.from_dict(self.config)  # raises MormError naming the bad field
         sanitize_name(cfg.name)
+        check_installed(cfg.report_to)  # a missing package fails the submit, not the job
 
     @property
     def train_config(self) -> TrainConfig:

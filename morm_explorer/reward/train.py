@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ import torch
 from morm_explorer.data.convert import ratings_to_pairs
 from morm_explorer.data.loaders import Dataset, load_preference_data
 from morm_explorer.errors import MormError
+from morm_explorer.report_to import report_metrics
 from morm_explorer.reward import data as rdata
 from morm_explorer.reward.artifact import load_reward_model, reward_stats, save_reward_model
 from morm_explorer.reward.cache import EmbeddingCache, embed_with_cache, score_cached
@@ -141,8 +142,17 @@ def _embed_split(model, split, cache, hooks, lo: float, hi: float) -> torch.Tens
 def train_reward_model(cfg: TrainConfig, out_dir: str | Path, workspace=None,
                        hooks: Hooks | None = None, cache_root: str | Path | None = None
                        ) -> TrainResult:
-    """Train per `cfg`, evaluate on held-out prompts, write the artifact to `out_dir`."""
+    """Train per `cfg`, evaluate on held-out prompts, write the artifact to `out_dir`. The
+    metrics also go to the backends of ``cfg.report_to`` (TensorBoard by default under
+    ``<workspace or current folder>/runs/reward_model/<name>/tb``)."""
     hooks = hooks or Hooks()
+    runs = (workspace.root if workspace is not None else Path.cwd()) / "runs" / "reward_model"
+    with report_metrics(hooks.metrics, cfg, runs / cfg.name / "tb") as metrics:
+        return _train(cfg, out_dir, workspace, replace(hooks, metrics=metrics), cache_root)
+
+
+def _train(cfg: TrainConfig, out_dir: str | Path, workspace, hooks: Hooks,
+           cache_root: str | Path | None) -> TrainResult:
     t0 = time.perf_counter()
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -237,7 +247,7 @@ def training_reference(model: RewardModel, train, heldout: list, cache: Embeddin
 def _train_overall(cfg: TrainConfig, parent: Path, workspace, cache_root) -> TrainResult:
     """One single-output RM on the `overall` label, same settings, in a temp folder."""
     single_cfg = copy_config(cfg, objectives=["overall"], loss_weights={},
-                             compare_overall=False, architecture="multi_head")
+                             compare_overall=False, architecture="multi_head", report_to=[])
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".overall-", dir=parent))
     os.chmod(tmp, 0o777 & ~read_umask())  # kept beside the model: readable like it
