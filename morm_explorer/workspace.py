@@ -3,7 +3,8 @@
 Layout::
 
     <workspace>/morm.sqlite          metadata (datasets now; jobs, metrics, ratings later), WAL
-    <workspace>/datasets/<name>/     data.jsonl + info.json, one folder per named dataset
+    <workspace>/datasets/<name>/     data.jsonl + info.json (with the import's max_chars), one
+                                     folder per named dataset
     <workspace>/candidates/<name>/   candidates.parquet + info.json, one per candidate set
     <workspace>/reward_models/<name> reward-model artifacts; cache/ holds embeddings and scores
 
@@ -442,7 +443,8 @@ class Workspace:
                                     "overwrite it")
                 new_folder = not folder.exists()  # under the write lock: no other save races
                 atomic_write_jsonl(folder / "data.jsonl", dataset.records)
-                atomic_write_text(folder / "info.json", json.dumps(info.__dict__, indent=2))
+                atomic_write_text(folder / "info.json", json.dumps(
+                    {**info.__dict__, "max_chars": dataset.max_chars}, indent=2))
                 con.execute(
                     "INSERT OR REPLACE INTO datasets VALUES (?,?,?,?,?,?,?)",
                     (name, info.kind, info.n_records, json.dumps(info.objectives), info.source,
@@ -466,10 +468,29 @@ class Workspace:
             raise MormError(f"no dataset named {name!r} in {self.root}")
         return path
 
+    def dataset_max_chars(self, name: str) -> int:
+        """The longest text the dataset was imported with (``max_chars`` in its info.json),
+        never below the default; datasets saved before it was stored get the default."""
+        from morm_explorer.data.schema import MAX_TEXT_CHARS
+
+        path = self.artifact_file("datasets", name, "info.json")
+        try:
+            value = json.loads(path.read_text("utf-8")).get("max_chars", MAX_TEXT_CHARS)
+        except FileNotFoundError:
+            return MAX_TEXT_CHARS
+        except (OSError, ValueError, AttributeError) as e:
+            raise MormError(f"cannot read the dataset's info: {e}", file=str(path)) from e
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise MormError(f"expected a whole number >= 1, got {value!r}", file=str(path),
+                            field="max_chars")
+        return max(value, MAX_TEXT_CHARS)
+
     def load_dataset(self, name: str):
+        """The dataset ``name``, validated again with the text limit it was imported with."""
         from morm_explorer.data.loaders import load_preference_data
 
-        return load_preference_data(self.dataset_path(name), fmt="jsonl")
+        return load_preference_data(self.dataset_path(name), fmt="jsonl",
+                                    max_chars=self.dataset_max_chars(name))
 
     def delete_dataset(self, name: str) -> None:
         folder = self.artifact_dir("datasets", name)

@@ -64,7 +64,8 @@ try:
             name = st.selectbox("Dataset", names, key="data_ws_name")
             path = ws.dataset_path(name)
             dataset, report = inspect_path(str(path), modified(path), display_name=name,
-                                           fmt="jsonl", on_error=on_error)
+                                           fmt="jsonl", on_error=on_error,
+                                           max_chars=ws.dataset_max_chars(name))
     elif source == SOURCES[1]:
         up = st.file_uploader("Preference file", type=["jsonl", "json", "csv", "parquet", "gz"],
                               key="data_upload")

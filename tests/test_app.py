@@ -77,6 +77,20 @@ def test_data_page_bad_file_stop_then_drop_then_save(app, ws, tmp_path):
     assert len(ws.load_dataset("my-pairs")) == 2
 
 
+def test_data_page_shows_a_dataset_imported_with_a_higher_max_chars(app, ws, tmp_path):
+    from morm_explorer.cli import main
+
+    src = tmp_path / "long.jsonl"
+    src.write_text(json.dumps(good_pair(0, response_a="y" * 150_000)) + "\n")
+    assert main(["--workspace", str(ws.root), "data", "import", str(src), "--name", "long",
+                 "--max-chars", "200000"]) == 0
+    app.switch_page("pages/data.py").run()
+    app.selectbox(key="data_ws_name").set_value("long").run()
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+    assert {m.label: m.value for m in app.metric}["Valid"] == "1"
+
+
 def test_data_page_unreadable_path_is_an_error(app, tmp_path):
     app.switch_page("pages/data.py").run()
     app.radio(key="data_source").set_value("Path or HF dataset on this machine").run()

@@ -88,3 +88,22 @@ def test_missing_dataset(ws):
     with pytest.raises(MormError, match="no dataset named"):
         ws.dataset_path("nope")
     assert isinstance(ws.connect(), sqlite3.Connection)
+
+
+def test_a_dataset_imported_with_a_higher_max_chars_reloads(ws, tmp_path, capsys):
+    from morm_explorer.cli import main
+    from morm_explorer.data.schema import MAX_TEXT_CHARS
+
+    long_text = "y" * (MAX_TEXT_CHARS + 50_000)
+    src = tmp_path / "long.jsonl"
+    src.write_text(json.dumps(good_pair(0, response_a=long_text)) + "\n")
+    assert main(["--workspace", str(ws.root), "data", "import", str(src), "--name", "long",
+                 "--max-chars", str(2 * MAX_TEXT_CHARS)]) == 0
+    info = json.loads((ws.root / "datasets" / "long" / "info.json").read_text())
+    assert info["max_chars"] == 2 * MAX_TEXT_CHARS
+    assert ws.load_dataset("long").records[0]["response_a"] == long_text
+    del info["max_chars"]  # a dataset saved before the limit was stored: the default
+    (ws.root / "datasets" / "long" / "info.json").write_text(json.dumps(info))
+    assert ws.dataset_max_chars("long") == MAX_TEXT_CHARS
+    with pytest.raises(MormError, match=f"the limit is {MAX_TEXT_CHARS:,}"):
+        ws.load_dataset("long")

@@ -29,12 +29,15 @@ OnError = Literal["stop", "drop"]
 
 @dataclass
 class Dataset:
-    """Validated canonical records of one kind, with the report that produced them."""
+    """Validated canonical records of one kind, with the report that produced them and the
+    longest text they were checked against (``max_chars``, stored with a saved dataset so that
+    reloading it checks with the same limit)."""
 
     records: list[dict]
     kind: Kind
     report: ValidationReport
     source: str = ""
+    max_chars: int = MAX_TEXT_CHARS
 
     @property
     def objectives(self) -> list[str]:
@@ -196,7 +199,7 @@ def load_preference_data(
     if not records:
         raise MormError("no valid records", file=str(path))
     return Dataset(records=records, kind=report.kind or "pairwise", report=report,
-                   source=report.file)
+                   source=report.file, max_chars=kw.get("max_chars", MAX_TEXT_CHARS))
 
 
 def inspect_file(
@@ -218,7 +221,7 @@ def inspect_file(
     if not records or (report.errors and on_error == "stop"):
         return None, report
     dataset = Dataset(records=records, kind=report.kind or "pairwise", report=report,
-                      source=report.file)
+                      source=report.file, max_chars=kw.get("max_chars", MAX_TEXT_CHARS))
     return dataset, report
 
 
