@@ -166,13 +166,42 @@ def cmd_eval(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from morm_explorer.reward.export import export_reward_model
     from morm_explorer.reward.report import model_path
 
-    out = export_reward_model(model_path(args.model, _workspace(args)), args.out,
-                              weights=args.weights, normalize_weights=args.normalize)
+    ws = _workspace(args)
+    path = model_path(args.model, ws)
+    if args.export_as == "reward-function":
+        return _export_function(args, ws, path)
+    if args.preset or args.standardize is not None:
+        raise MormError("--preset and --standardize apply to --as reward-function only")
+    from morm_explorer.reward.export import export_reward_model
+
+    out = export_reward_model(path, args.out, weights=args.weights,
+                              normalize_weights=args.normalize)
     print(f"exported to {out}: load it with "
           f"AutoModelForSequenceClassification.from_pretrained({str(out)!r})")
+    return 0
+
+
+def _export_function(args, ws, path) -> int:
+    from morm_explorer.reward.config import read_config
+    from morm_explorer.reward.function_export import export_reward_function, find_preset
+
+    weights, standardize = args.weights, args.standardize
+    if args.preset:
+        if weights:
+            raise MormError("pass --weights or --preset, not both", field="preset")
+        preset = find_preset(ws, args.preset, list(read_config(path)["model"]["objectives"]))
+        weights = preset.weights
+        standardize = preset.standardized if standardize is None else standardize
+    out = export_reward_function(path, args.out, weights=weights, standardize=standardize,
+                                 normalize_weights=args.normalize, preset=args.preset)
+    info = json.loads((out / "morm_export.json").read_text(encoding="utf-8"))
+    funcs = ", ".join(info["functions"].values())
+    shown = ", ".join(f"{o}={w:g}" for o, w in info["weights"].items())
+    print(f"exported to {out}: from morm_reward import {funcs} (TRL reward_funcs; weights "
+          f"{shown}; {'standardized' if info['standardized'] else 'raw'} rewards) and "
+          f"compute_score for verl; see {out / 'README.md'}")
     return 0
 
 
@@ -212,10 +241,24 @@ def add_rm_commands(groups: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("export", help="write a folder that transformers' "
-                       "AutoModelForSequenceClassification loads (K outputs, or 1 with --weights)")
+                       "AutoModelForSequenceClassification loads (K outputs, or 1 with "
+                       "--weights), or reward functions for TRL and verl (--as reward-function)")
     p.add_argument("model", help="reward model name in the workspace, or a folder")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--as", dest="export_as", choices=("transformers", "reward-function"),
+                   default="transformers",
+                   help="transformers: a sequence-classifier folder; reward-function: a Python "
+                   "module with one TRL reward function per objective and verl's compute_score "
+                   "(default: %(default)s)")
     p.add_argument("--weights", type=_parse_weights, default=None,
-                   help="scalarize: objective=w,... gives one output sum_k w_k r_k")
-    p.add_argument("--normalize", action="store_true", help="divide the weights by their sum")
+                   help="scalarize: objective=w,... gives one output sum_k w_k r_k (with --as "
+                   "reward-function: the weights of compute_score and TRL's reward_weights; "
+                   "default equal)")
+    p.add_argument("--normalize", action="store_true",
+                   help="divide the weights by the sum of their absolute values")
+    p.add_argument("--preset", help="reward-function: the weights (and standardization) of a "
+                   "saved weight preset, or a built-in one: equal, <objective>-first")
+    p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
+                   help="reward-function: z-score each objective with the model's stored "
+                   "statistics (default: the preset's setting, else when the model has them)")
     p.set_defaults(func=cmd_export)
