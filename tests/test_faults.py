@@ -384,13 +384,22 @@ def _morm(root: Path, *argv: str) -> subprocess.CompletedProcess:
 
 def test_a_full_disk_under_the_workspace_keeps_reads_and_says_it_is_full(tmp_path,
                                                                          mount_tmpfs):
+    from morm_explorer.data.candidates import from_records, save_candidate_set
     from morm_explorer.data.loaders import load_preference_data
+    from morm_explorer.evaluation import sessions
     from morm_explorer.jobs.builtin import SleepJob
 
     disk = mount_tmpfs(tmp_path / "disk", "2m")
     ws = Workspace(disk / "ws")
     ws.save_dataset("a", load_preference_data(_pairs(tmp_path / "a.jsonl", 50)))
     job = JobStore(ws).submit(SleepJob(seconds=0.1, steps=1))
+    save_candidate_set(ws, "cs", from_records([
+        {"prompt_id": f"q{i}", "prompt": f"Q {i}", "response": f"A {i} {p}", "source": p}
+        for i in range(3) for p in ("alpha", "beta")]))
+    sessions.create_session(ws, "s", "cs", objectives=OBJ)
+    sessions.join(ws, "s", "ann")
+    first = sessions.next_item(ws, "s", "ann")
+    sessions.vote(ws, "s", first.item_id, "ann", {"helpful": "a", "harmless": "tie"})
     assert not ws.db_path.with_name("morm.sqlite-wal").exists()  # closed: no -shm to reuse
     small, big = _pairs(tmp_path / "b.jsonl", 50), _pairs(tmp_path / "big.jsonl", 3000)
     filler = _fill(disk)
@@ -401,6 +410,10 @@ def test_a_full_disk_under_the_workspace_keeps_reads_and_says_it_is_full(tmp_pat
     assert r.returncode == 0 and job in r.stdout, r.stderr
     r = _morm(ws.root, "cands", "list")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert [s.name for s in sessions.list_sessions(ws)] == ["s"]
+    assert sessions.progress(ws, "s")["voted"].tolist() == [1]
+    assert len(sessions.load_votes(ws, "s")) == 1
+    assert sessions.next_item(ws, "s", "ann").item_id != first.item_id
     # Writes: the disk is full (not "move the database aside"), and no empty dataset folder.
     full = f"no space left on the device holding {ws.root}"
     r = _morm(ws.root, "data", "import", str(small), "--name", "b")

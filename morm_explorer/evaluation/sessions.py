@@ -154,19 +154,13 @@ def _info(row: sqlite3.Row) -> SessionInfo:
 
 
 def list_sessions(ws: Workspace) -> list[SessionInfo]:
-    con = ws.connect()
-    try:
+    with ws.reading() as con:
         return [_info(r) for r in con.execute(_INFO_SQL + " ORDER BY s.created_at")]
-    finally:
-        con.close()
 
 
 def get_session(ws: Workspace, name: str) -> SessionInfo:
-    con = ws.connect()
-    try:
+    with ws.reading() as con:
         row = con.execute(_INFO_SQL + " WHERE s.name=?", (name,)).fetchone()
-    finally:
-        con.close()
     if row is None:
         raise MormError(f"no rating session named {name!r}", field="session")
     return _info(row)
@@ -250,19 +244,15 @@ def _view(row: sqlite3.Row, position: int = 0, total: int = 0) -> Item:
 
 def item_view(ws: Workspace, session: str, item_id: int) -> Item:
     """The prompt and responses A and B of one item, without policy names."""
-    con = ws.connect()
-    try:
+    with ws.reading() as con:
         return _view(_item(con, session, item_id))
-    finally:
-        con.close()
 
 
 def next_item(ws: Workspace, session: str, rater: str) -> Item | None:
     """The rater's first unvoted item in their own order; None when done or the session is
     closed. It reads the database only, so a rater resumes where they stopped."""
     rater = check_rater_name(rater)
-    con = ws.connect()
-    try:
+    with ws.reading() as con:
         spec, status = _session_row(con, session)
         _require_joined(con, session, rater)
         if status != "open":
@@ -274,8 +264,6 @@ def next_item(ws: Workspace, session: str, rater: str) -> Item | None:
             if item_id not in voted:
                 return _view(_item(con, session, item_id), pos, len(order))
         return None
-    finally:
-        con.close()
 
 
 def vote(ws: Workspace, session: str, item_id: int, rater: str, answers: Mapping[str, str],
@@ -320,13 +308,10 @@ def vote(ws: Workspace, session: str, item_id: int, rater: str, answers: Mapping
 
 def get_vote(ws: Workspace, session: str, item_id: int, rater: str) -> dict | None:
     """The rater's stored vote on an item ({answers, overall, comment, cast_at}), or None."""
-    con = ws.connect()
-    try:
+    with ws.reading() as con:
         row = con.execute("SELECT answers, overall, comment, cast_at, revisions FROM "
                           "rating_votes WHERE session=? AND item_id=? AND rater=?",
                           (session, _item_id(item_id), rater)).fetchone()
-    finally:
-        con.close()
     return None if row is None else {**dict(row), "answers": json.loads(row["answers"])}
 
 
@@ -339,26 +324,20 @@ def reveal(ws: Workspace, session: str, item_id: int, rater: str) -> dict[str, s
     if get_vote(ws, session, item_id, rater) is None:
         raise MormError(f"{rater!r} has not voted on item {item_id}: the policies stay hidden "
                         "until then", field="item_id")
-    con = ws.connect()
-    try:
+    with ws.reading() as con:
         row = _item(con, session, item_id)
-    finally:
-        con.close()
     return {"a": row["policy_a"], "b": row["policy_b"]}
 
 
 def progress(ws: Workspace, session: str) -> pd.DataFrame:
     """One row per rater (listed or joined): joined, voted, total, remaining, last_vote_at."""
-    con = ws.connect()
-    try:
+    with ws.reading() as con:
         spec, _ = _session_row(con, session)
         n = _n_items(con, session)
         joined = {r["rater"]: r["joined_at"] for r in con.execute(
             "SELECT rater, joined_at FROM rating_raters WHERE session=?", (session,))}
         votes = con.execute("SELECT rater, item_id, cast_at FROM rating_votes WHERE session=?",
                             (session,)).fetchall()
-    finally:
-        con.close()
     rows = []
     for rater in list(spec.raters) + sorted(set(joined) - set(spec.raters)):
         order = set(rater_order(spec, session, rater, n))
@@ -373,8 +352,7 @@ def progress(ws: Workspace, session: str) -> pd.DataFrame:
 def load_votes(ws: Workspace, session: str) -> pd.DataFrame:
     """Every vote with its item: item and text columns, policies, ``flipped``, overall, comment,
     cast_at, and one ``answer:<objective>`` column per objective; ordered by item, rater."""
-    con = ws.connect()
-    try:
+    with ws.reading() as con:
         spec, _ = _session_row(con, session)
         rows = con.execute(
             "SELECT v.item_id, v.rater, i.prompt_id, i.category, i.prompt, i.response_a, "
@@ -382,8 +360,6 @@ def load_votes(ws: Workspace, session: str) -> pd.DataFrame:
             "v.overall, v.comment, v.cast_at, v.revisions FROM rating_votes v JOIN rating_items "
             "i ON i.session = v.session AND i.item_id = v.item_id WHERE v.session=? "
             "ORDER BY v.item_id, v.rater", (session,)).fetchall()
-    finally:
-        con.close()
     records = []
     for r in rows:
         rec = {k: r[k] for k in r.keys() if k != "answers"}
