@@ -63,10 +63,19 @@ def _optional_float(text: str) -> float | None:
     return None if text.strip().lower() in ("none", "") else float(text)
 
 
+class _ExtendTuple(argparse.Action):
+    """A tuple flag's comma-separated values; a repeated flag adds its values to the earlier
+    ones (``--report_to tensorboard --report_to wandb``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        earlier = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, (*(() if earlier is self.default else earlier), *values))
+
+
 def add_config_flags(p: argparse.ArgumentParser, cls=TrainConfig) -> None:
     """One flag per field of the config dataclass ``cls``: its name (dashed spelling too), its
     docstring as help; dicts as ``objective=w,...``, lists as JSON, ``float | None`` as a
-    number or ``none``."""
+    number or ``none``, tuples as comma-separated names (the flag may be repeated)."""
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -89,13 +98,13 @@ def add_config_flags(p: argparse.ArgumentParser, cls=TrainConfig) -> None:
             p.add_argument(*flags, dest=f.name, type=_parse_weights, default={},
                            help=help_ + " Format: objective=w,objective=w.")
         elif typing.get_origin(kind) is tuple:
-            p.add_argument(*flags, dest=f.name, default=(),
+            p.add_argument(*flags, dest=f.name, default=(), action=_ExtendTuple,
                            type=lambda s: tuple(x.strip() for x in s.split(",") if x.strip()),
-                           help=help_ + " Comma-separated.")
+                           help=help_ + " Comma-separated or repeated.")
         else:
+            default = f" (default: {f.default})" if f.default != "" else ""
             p.add_argument(*flags, dest=f.name, type=kind, default=f.default,
-                           choices=CHOICES.get(f.name),
-                           help=f"{help_} (default: {f.default})".strip())
+                           choices=CHOICES.get(f.name), help=f"{help_}{default}".strip())
 
 
 def config_from_args(args, cls=TrainConfig):
