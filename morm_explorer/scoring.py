@@ -33,6 +33,7 @@ from morm_explorer.data.candidates import CandidateSet, load_candidate_set
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.spec import JobSpec, register_job
 from morm_explorer.reward.config import check_stats, read_config
+from morm_explorer.reward.manifest import linked_fingerprint
 from morm_explorer.reward.report import model_path
 from morm_explorer.workspace import Workspace
 
@@ -42,7 +43,8 @@ log = logging.getLogger(__name__)
 
 def model_fingerprint(path: str | Path) -> str:
     """A hash of a saved model's config and heads (the backbone by size and mtime): a model
-    retrained under the same name gets a new fingerprint, so stale scores are never reused."""
+    retrained under the same name gets a new fingerprint, so stale scores are never reused.
+    An external model or a composite adds the files it points to (by size and mtime)."""
     path = Path(path)
     h = hashlib.sha256()
     for name in ("config.json", "heads.safetensors"):
@@ -51,6 +53,7 @@ def model_fingerprint(path: str | Path) -> str:
     for f in sorted(path.glob("backbone-*.safetensors")):
         st = f.stat()
         h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(linked_fingerprint(path).encode())
     return h.hexdigest()[:16]
 
 

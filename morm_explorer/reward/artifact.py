@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -38,6 +39,10 @@ from morm_explorer.reward.model import RewardModel
 from morm_explorer.reward.trust import TrainingReference
 from morm_explorer.tensor_files import check_shapes, read_tensors
 from morm_explorer.workspace import atomic_write_text, replace_dir
+
+if TYPE_CHECKING:
+    from morm_explorer.reward.composite import CompositeRewardModel
+    from morm_explorer.reward.external import ExternalRewardModel
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 REFERENCE = "reference.safetensors"
@@ -167,10 +172,25 @@ def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], file: P
     module.load_state_dict({k[len(prefix):]: v for k, v in state.items()}, strict=False)
 
 
-def load_reward_model(path: str | Path, device: str = "cpu") -> RewardModel:
-    """Rebuild a saved model; it scores exactly as the model that was saved."""
+def load_reward_model(path: str | Path, device: str = "cpu"
+                      ) -> RewardModel | ExternalRewardModel | CompositeRewardModel:
+    """Rebuild a saved model; it scores exactly as the model that was saved. An external
+    model or a composite (a manifest, `reward.manifest`) comes back as its own class, with the
+    same ``score``, ``objectives``, ``stats``, ``device`` and ``frozen_backbone`` (False)."""
     path = Path(path)
     config = read_config(path)
+    kind = config.get("kind")
+    if kind == "external":
+        from morm_explorer.reward.external import load_external
+
+        return load_external(path, config, device)
+    if kind == "composite":
+        from morm_explorer.reward.composite import load_composite
+
+        return load_composite(path, config, device)
+    if kind is not None:
+        raise MormError(f"unknown kind {kind!r}: expected external or composite, or none for "
+                        "a trained model", file=str(path / "config.json"), field="kind")
     mcfg, n_backbones = _check_config(config, str(path / "config.json"))
     from transformers import AutoTokenizer
 

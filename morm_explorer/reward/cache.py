@@ -156,8 +156,9 @@ def score_with_embeddings(model, prompts: list[str], responses: list[str],
                           ) -> tuple[np.ndarray, np.ndarray | None]:
     """Rewards (N, K) and the pooled vectors (N, H) the heads read them from, in one backbone
     pass (none for texts ``cache`` holds, when the backbone was never trained). A model with a
-    backbone per objective reads K vectors: it gives None for the embeddings."""
-    if len(model.backbones) > 1:
+    backbone per objective reads K vectors, and an external model or a composite
+    (`reward.manifest`) none of this project's: they give None for the embeddings."""
+    if len(getattr(model, "backbones", ())) != 1:
         return model.score(prompts, responses, batch_size=batch_size, progress=progress), None
     cache = cache if getattr(model, "frozen_backbone", False) else None
     emb = embed_with_cache(model.backbones[0], prompts, responses, cache,

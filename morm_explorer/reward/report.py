@@ -27,6 +27,7 @@ from morm_explorer.reward.evaluations import (
     training_entry,
     training_overlap,
 )
+from morm_explorer.reward.manifest import model_kind
 
 GROUP = "reward_models"
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ def model_path(ref: str | Path, workspace=None) -> Path:
 def list_reward_models(workspace) -> list[dict]:
     """The workspace's reward models, each with what its folder says about it: objectives,
     architecture, training data (``training_data``), held-out accuracy and the stored
-    ``evaluations``."""
+    ``evaluations``; ``kind`` (trained, external, composite) and, for the latter two,
+    ``source`` (the model's folder or hub name, the composite's parts)."""
     rows = []
     root = workspace.root / GROUP
     folders = sorted(root.iterdir()) if root.is_dir() else []
@@ -67,8 +69,10 @@ def list_reward_models(workspace) -> list[dict]:
             log.warning("%s", e)
             evaluations = [x for x in [training_entry(cfg)] if x]
         training = cfg.get("training", {})
+        kind = model_kind(cfg)
         rows.append({
-            "name": folder.name, "path": str(folder),
+            "name": folder.name, "path": str(folder), "kind": kind,
+            "source": "" if kind == "trained" else cfg["model"]["backbone"],
             "objectives": cfg["model"]["objectives"],
             "architecture": cfg["model"]["architecture"], "mode": training.get("mode", "?"),
             "backbone": cfg["model"]["backbone"], "dataset": training.get("dataset", "?"),
@@ -142,6 +146,10 @@ def judge_training_note(workspace, reward_model: str, judge: str) -> tuple[bool 
             return None, (f"The folder of {ref} is gone: on what data it was trained, and "
                           "whether the judge's data is disjoint from the reward model's, is "
                           "unknown.")
+        if model_kind(configs[-1]) != "trained":
+            return None, (f"{ref} is {model_kind(configs[-1])}: its training data is not "
+                          "recorded, so whether the judge's data is disjoint from the reward "
+                          "model's is unknown.")
     sources = {d.name: d.source for d in workspace.list_datasets()}
     return training_overlap(*(training_data(c, sources) for c in configs))
 
