@@ -34,7 +34,7 @@ class Estimate:
         when = "under a second" if t < 1 else "about " + (
             f"{t:.0f} s" if t < 120 else f"{t / 60:.0f} min" if t < 7200 else f"{t / 3600:.1f} h")
         return (f"Estimate: {self.steps} steps x {self.sequences // max(self.steps, 1)} "
-                f"prompts = {self.sequences:,} responses, up to {self.response_tokens:,} "
+                f"responses = {self.sequences:,} responses, up to {self.response_tokens:,} "
                 f"response tokens; {when} on {self.device}"
                 + ("." if self.measured else " (a guess: no throughput measured there yet)."))
 
@@ -43,7 +43,7 @@ def estimate_ppo(config: PPOConfig, device: str = "cpu", family: str | None = No
     """Upper-bound tokens (every response runs to max_new_tokens) and the time at the measured
     throughput of the policy family (SmolLM2-sized by default)."""
     family = family or ("tiny" if "tiny" in config.policy.lower() else "smollm2")
-    sequences = config.steps * config.batch_size
+    sequences = config.steps * config.responses_per_step  # GRPO, RLOO: group_size a prompt
     tokens = sequences * config.max_new_tokens
     key = (family, device)
     rate = THROUGHPUT.get(key) or GUESSED.get(key) or THROUGHPUT[("smollm2", "cpu")]

@@ -1,16 +1,25 @@
-"""Multi-objective PPO for a causal-LM policy, read top to bottom: `train_ppo`.
+"""Multi-objective RL for a causal-LM policy, read top to bottom: `train_ppo`, one trainer
+for three algorithms (``PPOConfig.algorithm``): PPO, GRPO and RLOO.
 
-Ziegler et al. (2019) and InstructGPT, with the details of Huang et al. (2024), "The N
+PPO: Ziegler et al. (2019) and InstructGPT, with the details of Huang et al. (2024), "The N
 Implementation Details of RLHF with PPO": each step samples one response per prompt (KV cache,
 left padding), scores it with a K-objective reward model, z-scores and scalarizes the scores
 with the step's weights (`PPOConfig.weights_at`), penalizes every token by beta times its KL
 from the frozen reference, and takes ``ppo_epochs`` passes of clipped PPO over minibatches.
-Sampling the rollout and the forward passes over it are `morm_explorer.policy.ppo_rollout`.
-
-Multi-objective: the value head has one output per objective, GAE runs per objective (the KL
-penalty is in each stream), and the policy follows the advantage sum_k c_k A_k where c is the
-scalarizer's normalized gradient plus the Lagrange multipliers of the constraints (see
+The value head has one output per objective, GAE runs per objective (the KL penalty is in
+each stream), and the policy follows the advantage sum_k c_k A_k where c is the scalarizer's
+normalized gradient plus the Lagrange multipliers of the constraints (see
 `ppo_core.scalarization_coefficients` and `ppo_core.LagrangeMultipliers`).
+
+GRPO and RLOO (the group methods): each step samples ``group_size`` responses per prompt and
+takes each response's advantage from its group (the math: `morm_explorer.policy.rl_grpo`,
+`morm_explorer.policy.rl_rloo`); no value head. The KL to the reference is subtracted from the
+reward (summed over the response) or added to the loss (k3 per token), per ``kl_in``.
+
+Shared by all three: sampling the rollout and the forward passes over it
+(`morm_explorer.policy.ppo_rollout`), the reward path (`morm_explorer.policy.rl_reward`), the
+minibatch epochs, the KL controller, Lagrange multipliers, weight schedules, checkpoints and
+metrics.
 
 Resuming: every ``checkpoint_every`` steps the trainable weights, value head, optimizer, RNG
 and controller states and the metrics so far are written to ``<run_dir>/checkpoint`` (into a
@@ -23,7 +32,11 @@ the per-response sums of the k1 and k3 estimators, averaged; ``objective/entropy
 per-token entropy of the policy on its responses; ``objective/scalarized`` the mean scalarized
 (and Lagrange-penalized) score R', ``objective/rlhf_reward`` R' plus
 ``objective/non_score_reward`` (-beta times the KL); ``objective/scores/<objective>`` the raw
-mean score; ``tokens/per_s`` the response tokens of the step over its wall time.
+mean score, ``rewards/<objective>/mean`` and ``/std`` its mean and std over the rollout;
+``advantages/mean``, ``/std``, ``/min``, ``/max`` those of the advantages the policy follows
+(over response tokens for PPO, over responses for the group methods); ``frac_reward_zero_std``
+the share of groups whose rewards R' all tie (no signal); ``tokens/per_s`` the response
+tokens of the step over its wall time.
 """
 
 from __future__ import annotations
@@ -39,8 +52,9 @@ import torch
 from torch import nn
 
 from morm_explorer.errors import MormError
-from morm_explorer.objectives import scalarize, weight_vector
+from morm_explorer.objectives import weight_vector
 from morm_explorer.policy import ppo_core as core
+from morm_explorer.policy import rl_update as update
 from morm_explorer.policy.generate import _eos_ids
 from morm_explorer.policy.jobs import load_prompts
 from morm_explorer.policy.ppo_checkpoint import (
@@ -51,10 +65,10 @@ from morm_explorer.policy.ppo_checkpoint import (
 )
 from morm_explorer.policy.ppo_config import PPOConfig
 from morm_explorer.policy.ppo_rollout import forward, generate, reference_logits
+from morm_explorer.policy.rl_reward import RewardFn, load_reward, score_rollout
 from morm_explorer.report_to import report_metrics
 from morm_explorer.workspace import Workspace
 
-RewardFn = Callable[[list[str], list[str]], np.ndarray]  # (prompts, responses) -> (N, K)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
                 "c_attn", "c_proj", "c_fc", "query_key_value", "dense_h_to_4h",
                 "dense_4h_to_h", "fc1", "fc2", "out_proj", "qkv_proj", "gate_up_proj")
@@ -117,23 +131,6 @@ def build_policy(config: PPOConfig, workspace: Workspace | None):
     return model, None, tokenizer
 
 
-def _reward(config: PPOConfig, workspace: Workspace | None, device: str,
-            reward_fn: RewardFn | None, objectives: list[str] | None):
-    """(reward_fn, objectives, stored stats or None) from the config's reward model, or the
-    injected function (its objectives are required)."""
-    if reward_fn is not None:
-        if not objectives:
-            raise MormError("a reward function needs its objectives' names", field="objectives")
-        return reward_fn, list(objectives), None
-    if not config.reward_model:
-        raise MormError("choose a reward model", field="reward_model")
-    from morm_explorer.reward.artifact import load_reward_model
-    from morm_explorer.reward.report import model_path
-
-    rm = load_reward_model(model_path(config.reward_model, workspace), device)
-    return (lambda p, r: rm.score(p, r, batch_size=64)), list(rm.objectives), rm.stats
-
-
 def _prompt_rows(n_prompts: int, batch_size: int, seed: int, step: int) -> list[int]:
     """Prompt indices of ``step``: passes over the prompts, each in its own seeded order, so a
     step's prompts depend on (seed, step) only (a resumed run draws the same ones)."""
@@ -150,31 +147,17 @@ def _step_seed(seed: int, step: int, stream: int = 0) -> int:
     return int(state[0] >> 1)
 
 
-def _standardize(raw: torch.Tensor, stats: dict | None, moments: core.RunningMoments,
-                 config: PPOConfig) -> torch.Tensor:
-    """Scores (B, K) in the units the scalarizer sees: z-scores with the stored statistics,
-    or with running ones when there are none, or raw when not ``config.standardize``."""
-    if not config.standardize:
-        return raw
-    if stats:
-        mean, std = stats["mean"], stats["std"]
-    else:
-        moments.update(raw)
-        mean, std = moments.mean, moments.std
-    mean_t = torch.tensor(mean, dtype=raw.dtype)
-    return (raw - mean_t) / torch.tensor(std, dtype=raw.dtype).clamp(min=1e-6)
-
-
 def train_ppo(config: PPOConfig, run_dir: str | Path, workspace: Workspace | None = None,
               hooks: Hooks | None = None, reward_fn: RewardFn | None = None,
               objectives: list[str] | None = None) -> dict:
-    """Train per ``config`` in ``run_dir`` (resuming from its checkpoint if there is one) and
-    save the policy to ``<run_dir>/policy``: a Hugging Face folder (LoRA merged when
-    ``merge_lora``, else the adapter folder) with ``morm_ppo.json``. ``reward_fn(prompts,
-    responses) -> (N, K)`` with ``objectives`` replaces the reward model (for tests). The
-    metrics also go to the backends of ``config.report_to`` (TensorBoard by default under
-    ``<run_dir>/tb``; a resumed run reports the steps done before again, in a new run).
-    Returns {"path", "steps", "resumed_from", "history", "final"}."""
+    """Train per ``config`` (PPO, GRPO or RLOO, ``config.algorithm``) in ``run_dir`` (resuming
+    from its checkpoint if there is one) and save the policy to ``<run_dir>/policy``: a Hugging
+    Face folder (LoRA merged when ``merge_lora``, else the adapter folder) with
+    ``morm_ppo.json``. ``reward_fn(prompts, responses) -> (N, K)`` with ``objectives`` replaces
+    the reward model (for tests). The metrics also go to the backends of ``config.report_to``
+    (TensorBoard by default under ``<run_dir>/tb``; a resumed run reports the steps done
+    before again, in a new run). Returns {"path", "steps", "resumed_from", "history",
+    "final"}."""
     hooks = hooks or Hooks()
     with report_metrics(hooks.metrics, config, Path(run_dir) / "tb") as metrics:
         return _train(config, Path(run_dir), workspace, replace(hooks, metrics=metrics),
@@ -186,11 +169,11 @@ def _train(config: PPOConfig, run_dir: Path, workspace: Workspace | None, hooks:
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)  # LoRA and value-head initialisation
 
-    # -- the reward, the prompts, the policy, its reference and its value head --------------
+    # -- the reward, the prompts, the policy, its reference and (PPO) its value head --------
     hooks.progress(0.0, "loading the reward model and the policy")
     model, ref, tokenizer = build_policy(config, workspace)
     device = str(model.device)
-    reward_fn, objectives, stats = _reward(config, workspace, device, reward_fn, objectives)
+    reward_fn, objectives, stats = load_reward(config, workspace, device, reward_fn, objectives)
     K = len(objectives)
     for c in config.constraints:
         if c["objective"] not in objectives:
@@ -202,8 +185,9 @@ def _train(config: PPOConfig, run_dir: Path, workspace: Workspace | None, hooks:
     if not prompts:
         raise MormError("no prompts to train on", field="prompts")
     eos_ids = _eos_ids(model, tokenizer)
-    value_head = ValueHead(model.config.hidden_size, K).to(device)
-    params = [p for p in model.parameters() if p.requires_grad] + list(value_head.parameters())
+    value_head = None if config.grouped else ValueHead(model.config.hidden_size, K).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    params += list(value_head.parameters()) if value_head is not None else []
     optimizer = torch.optim.AdamW(params, lr=config.lr, eps=1e-5)
     kl_ctl = (core.AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
               if config.adaptive_kl else core.FixedKLController(config.kl_coef))
@@ -224,100 +208,75 @@ def _train(config: PPOConfig, run_dir: Path, workspace: Workspace | None, hooks:
         for m in history:  # report the steps done before again: the charts start at step 0
             hooks.metrics(m["step"], {k: v for k, v in m.items() if k != "step"})
 
-    B, mb = config.batch_size, config.mini_batch_size
+    B, G = config.batch_size, (config.group_size if config.grouped else 1)
+    N = B * G  # responses per rollout
     for step in range(start, config.steps):
         hooks.check_cancelled()
         t0 = time.perf_counter()
         torch.manual_seed(_step_seed(config.seed, step))  # sampling and minibatch order
         batch = [prompts[i]["prompt"] for i in _prompt_rows(len(prompts), B, config.seed, step)]
+        queries = [p for p in batch for _ in range(G)]  # (N,) a group's G rows in a run
 
-        # 1. rollout: responses, then old log-probs and values, and the reference's log-probs
+        # 1. rollout: responses, then old log-probs (and values), and the reference's log-probs
         model.eval()  # and it stays so: no dropout, old and new log-probs agree at the start
-        roll = generate(model, tokenizer, batch, config, eos_ids, hooks.check_cancelled)
-        mask, responses = roll.mask, roll.responses  # (B, T)
+        roll = generate(model, tokenizer, queries, config, eos_ids, hooks.check_cancelled)
+        mask, responses = roll.mask, roll.responses  # (N, T)
         hooks.check_cancelled()
         with torch.no_grad():
             logits, hidden = forward(model, roll, slice(None), config.temperature)
-            old_logprobs = core.logprobs_from_logits(logits, responses)  # (B, T)
+            old_logprobs = core.logprobs_from_logits(logits, responses)  # (N, T)
             entropy = core.masked_mean(core.entropy_from_logits(logits), mask)
-            old_values = value_head(hidden)  # (B, T, K)
+            old_values = value_head(hidden) if value_head is not None else None  # (N, T, K)
             del logits, hidden
             ref_logprobs = core.logprobs_from_logits(
                 reference_logits(model, ref, roll, config.temperature), responses)
         t_rollout = time.perf_counter() - t0
         hooks.check_cancelled()
 
-        # 2. rewards: per-objective scores at the last token, KL penalty on every token
-        raw = torch.as_tensor(np.asarray(reward_fn(batch, roll.texts)), dtype=torch.float32)
-        if raw.shape != (B, K) or not torch.isfinite(raw).all():
-            raise MormError(f"the reward gave scores of shape {tuple(raw.shape)} (expected "
-                            f"({B}, {K})) or not finite ones", field="reward_model")
-        z = _standardize(raw, stats, moments, config)  # (B, K)
-        w = weight_vector(config.weights_at(step) or dict.fromkeys(objectives, 1.0), objectives)
-        w_t = torch.tensor(w, dtype=torch.float32)
-        coef = lagrange.coefficients(core.scalarization_coefficients(z, w_t, config.scalarizer))
-        score = lagrange.penalized(
-            torch.as_tensor(scalarize(z.numpy(), w, config.scalarizer), dtype=torch.float32), z)
-        cut = torch.zeros(B)  # (B,) penalty of responses cut off before their eos
-        if config.missing_eos_penalty is not None:
-            cut = (~roll.finished).float().cpu() * config.missing_eos_penalty
-        score = score - cut  # each objective's stream pays it: coef rows sum to 1, so R does
+        # 2. rewards, one path for every algorithm; the KL of each sampled token
+        s = score_rollout(reward_fn, queries, roll.texts, roll.finished, objectives, stats,
+                          moments, lagrange, config, step)
         kl, kl3 = core.kl_per_token(old_logprobs, ref_logprobs)
         kl, kl3 = kl * mask, kl3 * mask
-        rewards = core.per_token_rewards((z - cut[:, None]).to(device), kl, kl_ctl.value,
-                                         mask)  # (B, T, K)
-        advantages_k, returns = core.gae(rewards, old_values, mask, config.gamma, config.lam)
-        advantages = (advantages_k * coef.to(device)[:, None, :]).sum(-1)  # (B, T)
-        if config.whiten_advantages:
-            advantages = core.masked_whiten(advantages, mask) * mask
-
-        # 3. PPO epochs over shuffled minibatches
-        stats_mb: dict[str, list[float]] = {k: [] for k in ("pg", "vf", "clip", "vclip", "akl")}
-        order_gen = torch.Generator().manual_seed(_step_seed(config.seed, step, stream=1))
-        for _ in range(config.ppo_epochs):
-            order = torch.randperm(B, generator=order_gen)
-            for start_mb in range(0, B, mb):
-                hooks.check_cancelled()
-                rows = order[start_mb:start_mb + mb].to(device)
-                logits, hidden = forward(model, roll, rows, config.temperature)
-                logprobs = core.logprobs_from_logits(logits, responses[rows])
-                values = value_head(hidden)  # (b, T, K)
-                pg_loss, clipfrac, approxkl = core.policy_loss(
-                    logprobs, old_logprobs[rows], advantages[rows], mask[rows],
-                    config.cliprange)
-                vf_loss, vf_clipfrac = core.value_loss(
-                    values, old_values[rows], returns[rows], mask[rows], config.cliprange_value)
-                loss = pg_loss + config.vf_coef * vf_loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                for key, v in zip(stats_mb, (pg_loss, vf_loss, clipfrac, vf_clipfrac,
-                                             approxkl), strict=True):
-                    stats_mb[key].append(float(v.detach()))
-
-        # 4. controllers, metrics, samples, checkpoint
-        mean_kl = float(kl.sum(1).mean())
         beta = kl_ctl.value
-        kl_ctl.update(mean_kl, B)
-        lagrange.update([float(z[:, k].mean()) for k in lagrange.index])
+
+        # 3. advantages: GAE per objective (PPO) or group baselines (GRPO, RLOO); 4. epochs
+        if value_head is not None:
+            advantages, returns = update.ppo_advantages(config, s, kl, beta, old_values, mask)
+            adv_seen = advantages[mask.bool()]
+        else:
+            advantages, returns = update.group_advantages(config, s, kl, beta).to(device), None
+            adv_seen = advantages  # (N,)
+        tensors = update.StepTensors(responses, mask, old_logprobs, ref_logprobs, advantages,
+                                     old_values, returns, beta)
+        stats_mb = update.epochs(config, model, value_head, roll, tensors, optimizer, params,
+                                 _step_seed(config.seed, step, stream=1), hooks.check_cancelled)
+
+        # 5. controllers, metrics, samples, checkpoint
+        mean_kl = float(kl.sum(1).mean())
+        kl_ctl.update(mean_kl, N)
+        lagrange.update([float(s.z[:, k].mean()) for k in lagrange.index])
         non_score = float((-beta * kl).sum(1).mean())
         seconds = time.perf_counter() - t0
         n_tokens = float(mask.sum())
         metrics = {
             "objective/kl": mean_kl, "objective/kl3": float(kl3.sum(1).mean()),
             "objective/entropy": float(entropy), "objective/non_score_reward": non_score,
-            "objective/rlhf_reward": float(score.mean()) + non_score,
-            "objective/scalarized": float(score.mean()),
-            **{f"objective/scores/{o}": float(raw[:, k].mean()) for k, o in enumerate(objectives)},
+            "objective/rlhf_reward": float(s.score.mean()) + non_score,
+            "objective/scalarized": float(s.score.mean()),
+            **{f"objective/scores/{o}": float(s.raw[:, k].mean())
+               for k, o in enumerate(objectives)},
+            **update.reward_stats(s, objectives, G, adv_seen),
             "policy/approxkl_avg": float(np.mean(stats_mb["akl"])),
             "policy/clipfrac_avg": float(np.mean(stats_mb["clip"])),
             "loss/policy_avg": float(np.mean(stats_mb["pg"])),
-            "loss/value_avg": float(np.mean(stats_mb["vf"])),
-            "val/clipfrac_avg": float(np.mean(stats_mb["vclip"])),
+            **({"loss/value_avg": float(np.mean(stats_mb["vf"])),
+                "val/clipfrac_avg": float(np.mean(stats_mb["vclip"]))}
+               if value_head is not None else {}),
             "val/num_eos_tokens": float(roll.finished.sum()),
-            "val/response_length": n_tokens / B,
-            **{f"scalarization/weight/{o}": float(w[k]) for k, o in enumerate(objectives)},
+            "val/response_length": n_tokens / N,
+            **{f"scalarization/weight/{o}": float(s.weights[k])
+               for k, o in enumerate(objectives)},
             **{f"lagrange/{objectives[k]}": lam
                for k, lam in zip(lagrange.index, lagrange.values, strict=True)},
             "objective/kl_coef": beta, "time/rollout_s": t_rollout, "time/step_s": seconds,
@@ -327,8 +286,9 @@ def _train(config: PPOConfig, run_dir: Path, workspace: Workspace | None, hooks:
         hooks.metrics(step, metrics)
         if config.sample_every and step % config.sample_every == 0:
             hooks.samples(step, [
-                {"prompt": p, "response": r, "scores": dict(zip(objectives, s, strict=True))}
-                for p, r, s in zip(batch[:N_SAMPLES], roll.texts, raw.tolist(), strict=False)])
+                {"prompt": p, "response": r, "scores": dict(zip(objectives, x, strict=True))}
+                for p, r, x in zip(queries[:N_SAMPLES], roll.texts, s.raw.tolist(),
+                                   strict=False)])
         hooks.progress((step + 1) / config.steps, f"step {step + 1}/{config.steps}: reward "
                        f"{metrics['objective/rlhf_reward']:.3f}, KL {mean_kl:.3f}")
         done = step + 1

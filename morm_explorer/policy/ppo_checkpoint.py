@@ -5,7 +5,7 @@ Safetensors for every tensor and JSON for the rest, never pickles.
 ``<run_dir>/checkpoint/`` holds::
 
     policy.safetensors      the trainable weights (the LoRA adapters, or the whole model)
-    value_head.safetensors  the per-objective value head
+    value_head.safetensors  the per-objective value head (PPO; GRPO and RLOO have none)
     optimizer.safetensors   AdamW's state tensors, flattened as "<param index>.<name>"
     rng.safetensors         torch's CPU (and CUDA) generator states
     state.json              next step, config, metrics so far, optimizer param groups and
@@ -107,7 +107,8 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(run_dir: Path, config: PPOConfig, model: nn.Module, value_head: nn.Module,
+def save_checkpoint(run_dir: Path, config: PPOConfig, model: nn.Module,
+                    value_head: nn.Module | None,
                     optimizer: torch.optim.Optimizer, *, step: int, history: list[dict],
                     **states: dict) -> Path:
     """Write the checkpoint after ``step`` completed updates; ``states`` are JSON-able
@@ -118,8 +119,10 @@ def save_checkpoint(run_dir: Path, config: PPOConfig, model: nn.Module, value_he
     tmp.mkdir(parents=True)
     try:
         save_file(_trainable(model), str(tmp / "policy.safetensors"))
-        save_file({k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()},
-                  str(tmp / "value_head.safetensors"))
+        if value_head is not None:
+            save_file({k: v.detach().cpu().contiguous()
+                       for k, v in value_head.state_dict().items()},
+                      str(tmp / "value_head.safetensors"))
         tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         rng = {"torch": torch.get_rng_state()}
@@ -160,8 +163,8 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, path: Path, meta: dict)
                         file=str(path)) from e
 
 
-def load_checkpoint(path: Path, config: PPOConfig, model: nn.Module, value_head: nn.Module,
-                    optimizer: torch.optim.Optimizer) -> dict:
+def load_checkpoint(path: Path, config: PPOConfig, model: nn.Module,
+                    value_head: nn.Module | None, optimizer: torch.optim.Optimizer) -> dict:
     """Restore the weights, optimizer and RNG states from ``path`` into the given objects;
     returns state.json (step, history, controller states). Refuses a checkpoint made with
     other settings than ``config`` (except those in `RESUMABLE`)."""
@@ -185,14 +188,16 @@ def load_checkpoint(path: Path, config: PPOConfig, model: nn.Module, value_head:
                         f"{len(set(weights) - set(params))} unexpected)", file=str(path))
     check_shapes(weights, {n: p.shape for n, p in params.items()}, path / "policy.safetensors",
                  "the policy")
-    head = _read(path / "value_head.safetensors")
-    check_shapes(head, {k: v.shape for k, v in value_head.state_dict().items()},
-                 path / "value_head.safetensors", "the value head")
+    head = _read(path / "value_head.safetensors") if value_head is not None else {}
+    if value_head is not None:
+        check_shapes(head, {k: v.shape for k, v in value_head.state_dict().items()},
+                     path / "value_head.safetensors", "the value head")
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(weights[name])
     try:
-        value_head.load_state_dict(head)
+        if value_head is not None:
+            value_head.load_state_dict(head)
     except RuntimeError as e:  # names missing or unexpected (shapes were checked)
         raise MormError(f"the value head does not fit: {e}",
                         file=str(path / "value_head.safetensors")) from e

@@ -1,4 +1,4 @@
-"""`PPOConfig`: what a multi-objective PPO run does, checked on construction.
+"""`PPOConfig`: what a multi-objective RL run (PPO, GRPO or RLOO) does, checked on construction.
 
 Light on purpose (no torch import), so that job specs, pages and the CLI can validate a run
 without loading a model. A field's name is its CLI flag's name and its docstring the help text.
@@ -29,17 +29,26 @@ def _check_weights(name: str, weights: Any) -> None:
         raise MormError(f"{name}: all weights are zero, nothing to optimise", field=name)
 
 
+ALGORITHMS = ("ppo", "grpo", "rloo")
+GROUP_ALGORITHMS = ("grpo", "rloo")  # G responses per prompt, group baselines, no value head
+AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")  # TRL's multi_objective_aggregation
+LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")  # TRL's GRPO loss_type, the ones used here
 MAX_STEPS = 1_000_000  # beyond any run this tool is for; a typo, not a plan
 MAX_BATCH = 65_536
 
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """One multi-objective PPO run (Ziegler et al. 2019; Huang et al. 2024, "The N
-    Implementation Details of RLHF with PPO")."""
+    """One multi-objective RL run: PPO (Ziegler et al. 2019; Huang et al. 2024, "The N
+    Implementation Details of RLHF with PPO"), GRPO (Shao et al. 2024) or RLOO (Ahmadian et
+    al. 2024). The fields a single algorithm ignores say so in their help."""
 
     name: str = "ppo"
     """Name of the run and of the policy it saves (workspace policies/<name>)."""
+    algorithm: str = "ppo"
+    """ppo (a per-objective value head and GAE), grpo (group-mean baseline, Shao et al. 2024)
+    or rloo (leave-one-out baseline, Ahmadian et al. 2024); grpo and rloo sample group_size
+    responses per prompt and train no value head."""
     policy: str = "smollm2"
     """Hugging Face causal LM name or folder to fine-tune (alias: smollm2)."""
     reward_model: str = ""
@@ -69,11 +78,12 @@ class PPOConfig:
     steps: int = 20
     """PPO updates (each: a rollout of batch_size prompts, then ppo_epochs of minibatches)."""
     batch_size: int = 8
-    """Prompts (one response each) per rollout."""
+    """Prompts per rollout (ppo: one response each; grpo, rloo: group_size each)."""
     mini_batch_size: int = 4
-    """Responses per gradient step (<= batch_size; the last minibatch may be smaller)."""
+    """Responses per gradient step (<= the rollout's responses; the last minibatch may be
+    smaller)."""
     ppo_epochs: int = 2
-    """Passes over each rollout."""
+    """Passes over each rollout (GRPO's mu, TRL's num_iterations)."""
     lr: float = 1e-5
     """AdamW learning rate (of the LoRA adapters or of the whole model, and the value head)."""
     lora: bool = True
@@ -104,13 +114,33 @@ class PPOConfig:
     lam: float = 0.95
     """lambda of GAE."""
     cliprange: float = 0.2
-    """PPO clipping of the policy ratio."""
+    """Clipping of the policy ratio, 1 +- cliprange (TRL's epsilon)."""
     cliprange_value: float = 0.2
     """Clipping of the value update."""
     vf_coef: float = 0.1
     """Weight of the value loss."""
     whiten_advantages: bool = True
-    """Normalize advantages to mean 0, std 1 over each rollout's response tokens."""
+    """ppo: normalize advantages to mean 0, std 1 over each rollout's response tokens; rloo:
+    over its responses (TRL's normalize_advantages); grpo: see scale_rewards."""
+    group_size: int = 4
+    """grpo, rloo: responses sampled per prompt (G >= 2); ppo samples one."""
+    scale_rewards: str = "group"
+    """grpo: divide advantages by the std of the group's rewards (group), of the rollout's
+    (batch) or not at all (none, Dr. GRPO); TRL's scale_rewards."""
+    multi_objective_aggregation: str = "sum_then_normalize"
+    """grpo, rloo: scalarize the K rewards, then take group baselines (sum_then_normalize), or
+    normalize each objective within its group, sum them with the scalarizer's coefficients and
+    normalize the sum over the rollout (normalize_then_sum, GDPO); TRL's names."""
+    kl_in: str = ""
+    """Where the KL to the reference goes: reward (beta times log pi/pi_ref summed over the
+    response, subtracted from its reward) or loss (beta times the k3 estimator per token,
+    added to the loss, as GRPO). Empty: loss for grpo, reward for ppo and rloo (ppo: reward
+    only)."""
+    loss_type: str = "dapo"
+    """grpo: how token losses are averaged (TRL's loss_type): dapo (by the rollout's response
+    tokens per minibatch), bnpo (by the minibatch's tokens), grpo (per response, then over
+    responses), dr_grpo (by responses x max_new_tokens). rloo: TRL's sequence-level ratio,
+    mean over responses."""
     max_grad_norm: float = 1.0
     """Gradient norm clipping."""
     seed: int = 0
@@ -144,11 +174,13 @@ class PPOConfig:
             check_int(name, getattr(self, name), 1)
         check_int("steps", self.steps, 1, MAX_STEPS)
         check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        self._check_algorithm()
         for name in ("prompt_limit", "seed", "checkpoint_every", "sample_every"):
             check_int(name, getattr(self, name), 0)
-        if self.mini_batch_size > self.batch_size:
+        if self.mini_batch_size > self.responses_per_step:
             raise MormError(f"mini_batch_size ({self.mini_batch_size}) must be <= batch_size "
-                            f"({self.batch_size})", field="mini_batch_size")
+                            + (f"x group_size ({self.responses_per_step})" if self.grouped
+                               else f"({self.batch_size})"), field="mini_batch_size")
         for name in ("lr", "target_kl", "temperature", "cliprange", "cliprange_value",
                      "max_grad_norm", "lagrange_lr"):
             check_number(name, getattr(self, name), low=0.0, low_open=True)
@@ -170,6 +202,33 @@ class PPOConfig:
         _check_weights("weights", self.weights)
         self._check_schedule()
         self._check_constraints()
+
+    @property
+    def grouped(self) -> bool:
+        """True for the group methods (grpo, rloo)."""
+        return self.algorithm in GROUP_ALGORITHMS
+
+    @property
+    def responses_per_step(self) -> int:
+        """Responses a rollout samples: batch_size, times group_size for the group methods."""
+        return self.batch_size * (self.group_size if self.grouped else 1)
+
+    def _check_algorithm(self) -> None:
+        for name, allowed in (("algorithm", ALGORITHMS), ("scale_rewards", ("group", "batch",
+                              "none")), ("multi_objective_aggregation", AGGREGATIONS),
+                              ("kl_in", ("", "reward", "loss")), ("loss_type", LOSS_TYPES)):
+            if getattr(self, name) not in allowed:
+                raise MormError(f"{name} must be one of {', '.join(a for a in allowed if a)}, "
+                                f"got {getattr(self, name)!r}", field=name)
+        check_int("group_size", self.group_size, 1, MAX_BATCH)
+        if self.grouped and self.group_size < 2:
+            raise MormError(f"{self.algorithm} compares responses to the same prompt: "
+                            f"group_size must be >= 2, got {self.group_size}", field="group_size")
+        if not self.kl_in:
+            object.__setattr__(self, "kl_in", "loss" if self.algorithm == "grpo" else "reward")
+        if self.algorithm == "ppo" and self.kl_in != "reward":
+            raise MormError("ppo puts the KL penalty in the per-token reward: kl_in must be "
+                            "reward", field="kl_in")
 
     def _check_schedule(self) -> None:
         if not isinstance(self.weight_schedule, list):

@@ -1,4 +1,5 @@
-"""The PPO job: `PPOJob`, kind "ppo".
+"""The RL fine-tuning job (PPO, GRPO or RLOO, per its config's ``algorithm``): `PPOJob`, kind
+"ppo".
 
 The spec carries a `PPOConfig` as a dict (validated on construction). The run lives in
 ``<workspace>/runs/ppo/<name>``, not in the job's staging folder (which is deleted when a job
@@ -109,8 +110,10 @@ def run_ppo(spec: PPOJob, ctx: JobContext) -> dict:
         (folder / SAMPLES).unlink(missing_ok=True)  # left by an earlier, finished run
     else:
         _keep_samples_before(folder / SAMPLES, resumed)
-    ctx.log(f"PPO of {cfg.policy} against {cfg.reward_model or '(no reward model)'}: "
-            f"{cfg.steps} steps of {cfg.batch_size} prompts, {cfg.scalarizer} scalarization, "
+    group = f" x {cfg.group_size} responses" if cfg.grouped else ""
+    ctx.log(f"{cfg.algorithm.upper()} of {cfg.policy} against "
+            f"{cfg.reward_model or '(no reward model)'}: {cfg.steps} steps of "
+            f"{cfg.batch_size} prompts{group}, {cfg.scalarizer} scalarization, "
             f"{'LoRA' if cfg.lora else 'full fine-tune'}, device {cfg.device}")
 
     def samples(step: int, rows: list[dict]) -> None:
