@@ -165,3 +165,19 @@ def test_part_refusals(parts_ws):
     with pytest.raises(MormError, match="is a composite; compose from its parts"):
         compose(ws, "x", ["h=c"], reference="ref")
     assert not (ws.root / "reward_models" / "x").exists()
+
+
+def test_cli_compose(parts_ws, capsys, tmp_path):
+    from morm_explorer.cli import main
+
+    root = ["--workspace", str(parts_ws.root)]
+    file = code_file(tmp_path)
+    argv = [*root, "rm", "compose", "combo", "--part", "helpful=rm-a", "--part",
+            "refuses=rule:refusal", "--part", f"words=py:{file}:words", "--reference", "ref",
+            "--device", "cpu"]
+    assert main(argv) == 2
+    assert "needs consent (--allow-code" in capsys.readouterr().err
+    assert main([*argv, "--allow-code"]) == 0
+    assert "composed" in capsys.readouterr().out
+    assert main([*root, "rm", "list"]) == 0
+    assert "source: helpful=rm-a, refuses=rule:refusal, words=py:" in capsys.readouterr().out

@@ -249,3 +249,25 @@ def test_auto_map_loads_only_with_the_flag(ws, folders, tmp_path):
     with pytest.raises(MormError, match="cannot load reward model"):
         add_external(ws, "x", ExternalConfig(model=str(folder), trust_remote_code=True),
                      reference="ref")
+
+
+def test_cli_add_list_score_and_no_export(ws, folders, capsys, tmp_path):
+    from morm_explorer.cli import main
+
+    add_reference(ws)
+    root = ["--workspace", str(ws.root)]
+    assert main([*root, "rm", "add", "ext", "--model", folders["llama"], "--objective",
+                 "helpful", "--reference", "ref", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "registered" in out and "helpful from" in out and "chat template" in out
+    assert main([*root, "rm", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "ext" in out and "external" in out and f"source: {folders['llama']}" in out
+    assert main([*root, "score", "--model", "ext", "--candidates", "ref", "--device",
+                 "cpu"]) == 0
+    assert "scored 12 candidates of 'ref' with 'ext'" in capsys.readouterr().out
+    assert main([*root, "rm", "export", "ext", "--out", str(tmp_path / "out")]) == 2
+    assert "export writes models trained here" in capsys.readouterr().err
+    assert main([*root, "rm", "add", "x", "--model", folders["bert3"], "--objectives",
+                 "a,b", "--reference", "ref"]) == 2
+    assert "--objectives has 2 names for the model's 3 outputs" in capsys.readouterr().err

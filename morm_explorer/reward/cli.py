@@ -16,7 +16,8 @@ import types
 import typing
 
 from morm_explorer.errors import MormError
-from morm_explorer.reward.config import CHOICES, TrainConfig
+from morm_explorer.reward.config import CHOICES, TrainConfig, read_config
+from morm_explorer.reward.manifest import model_kind
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -179,6 +180,11 @@ def cmd_export(args) -> int:
 
     ws = _workspace(args)
     path = model_path(args.model, ws)
+    kind = model_kind(read_config(path))
+    if kind != "trained":
+        raise MormError(f"{path.name} is a{'n' if kind == 'external' else ''} {kind} reward "
+                        "model: export writes models trained here (an external model already "
+                        "is a transformers folder)")
     if args.export_as == "reward-function":
         return _export_function(args, ws, path)
     if args.preset or args.standardize is not None:
@@ -222,6 +228,10 @@ def cmd_list(args) -> int:
     if not rows:
         print("no reward models yet: train one with `morm rm train`")
     for r in rows:
+        if r["kind"] != "trained":  # external or composite: no training to report
+            print(f"{r['name']:28s} {r['kind']:10s} {', '.join(r['objectives'])}")
+            print("\n".join([f"  source: {r['source']}", *evaluation_lines(r)[1:]]))
+            continue
         acc = ", ".join(f"{o} {a:.2f}" for o, a in r["accuracy"].items())
         print(f"{r['name']:28s} {r['architecture']:10s} {r['mode']:6s} {acc}")
         print("\n".join(evaluation_lines(r)))
@@ -229,7 +239,8 @@ def cmd_list(args) -> int:
 
 
 def add_rm_commands(groups: argparse._SubParsersAction) -> None:
-    rm = groups.add_parser("rm", help="reward models: train, eval, list, export")
+    rm = groups.add_parser("rm", help="reward models: train, add, compose, eval, list, "
+                           "export")
     sub = rm.add_subparsers(dest="command", metavar="ACTION", required=True)
     p = sub.add_parser("train", help="train a multi-head or separate reward model")
     add_config_flags(p)
@@ -244,6 +255,10 @@ def add_rm_commands(groups: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="workspace dataset name or preference file")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_eval)
+
+    from morm_explorer.reward.external_cli import add_external_commands
+
+    add_external_commands(sub)
 
     p = sub.add_parser("list", help="reward models in the workspace, with their training data "
                        "and stored evaluations")
