@@ -11,6 +11,7 @@ import importlib.util
 import json
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -241,3 +242,17 @@ def test_grpo_logs_the_project_scores(exported, tiny_rm, tmp_path):
         assert log["rewards/helpful/mean"] == pytest.approx(expected[:, 0].mean(), abs=1e-5)
         assert log["rewards/harmless/mean"] == pytest.approx(expected[:, 1].mean(), abs=1e-5)
         assert log["reward"] == pytest.approx((expected @ [0.7, 0.3]).mean(), abs=1e-5)
+
+
+def test_loading_reads_the_backbone_beside_the_model_and_leaves_the_working_directory(
+        exported, tmp_path, monkeypatch):
+    """The exported config names its backbone relative to the model folder; the loader reads it
+    from there, from any working directory, and never changes the process's directory."""
+    assert json.loads((exported / "model" / "config.json").read_text()
+                      )["model"]["backbone"] == "../backbone"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    module = load_module(exported)
+    module.helpful(["Hi?"], ["Hello."])
+    assert Path.cwd() == elsewhere

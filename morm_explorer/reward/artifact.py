@@ -172,6 +172,15 @@ def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], file: P
     module.load_state_dict({k[len(prefix):]: v for k, v in state.items()}, strict=False)
 
 
+def _backbone_name(name: str, folder: Path) -> str:
+    """A backbone named by a relative path (``./x``, ``../x``) that exists beside the model
+    folder is read from there, wherever the process runs (an exported folder names its copy of
+    the backbone so); other names resolve as the trainer resolved them."""
+    if name.startswith(("./", "../")) and (folder / name).is_dir():
+        return str((folder / name).resolve())
+    return name
+
+
 def load_reward_model(path: str | Path, device: str = "cpu"
                       ) -> RewardModel | ExternalRewardModel | CompositeRewardModel:
     """Rebuild a saved model; it scores exactly as the model that was saved. An external
@@ -195,9 +204,10 @@ def load_reward_model(path: str | Path, device: str = "cpu"
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
+    backbone = _backbone_name(mcfg.backbone, path)
     backbones = []
     for i in range(n_backbones):
-        b = Backbone(mcfg.backbone, config.get("pooling", mcfg.pooling), mcfg.max_length)
+        b = Backbone(backbone, config.get("pooling", mcfg.pooling), mcfg.max_length)
         b.tokenizer = tokenizer if i == 0 else b.tokenizer
         if config.get("backbone_trained"):
             file = path / f"backbone-{i}.safetensors"

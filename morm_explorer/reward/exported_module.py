@@ -66,14 +66,8 @@ def load_model():
 
             device = DEVICE or (f"cuda:{torch.cuda.current_device()}"
                                 if torch.cuda.is_available() else "cpu")
-            # model/config.json names the backbone "./backbone", which the loader resolves
-            # from the working directory: this folder, for the time of the load.
-            cwd = os.getcwd()
-            os.chdir(HERE)
-            try:
-                _model = load_reward_model(HERE / "model", device=device)
-            finally:
-                os.chdir(cwd)
+            # model/config.json names the backbone "../backbone": the folder beside it.
+            _model = load_reward_model(HERE / "model", device=device)
     return _model
 
 

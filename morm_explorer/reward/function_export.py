@@ -106,7 +106,8 @@ def _module_text(model_name: str, objectives: list[str], names: dict[str, str],
 
 def _copy_model(model: RewardModel, source: Path, folder: Path) -> None:
     """The model folder and its backbone under ``folder``, safetensors only (see the module
-    docstring); the copied config.json names the backbone ``./backbone``."""
+    docstring); the copied config.json names the backbone ``../backbone``, which the loader
+    reads beside the model folder."""
     config = read_config(source)
     b = model.backbones[0]
     architectures = b.model.config.architectures
@@ -128,7 +129,7 @@ def _copy_model(model: RewardModel, source: Path, folder: Path) -> None:
     if trained:
         for i in range(len(model.backbones)):
             shutil.copy2(source / f"backbone-{i}.safetensors", target)
-    config["model"]["backbone"] = "./backbone"
+    config["model"]["backbone"] = "../backbone"
     config["backbone_trained"] = trained
     atomic_write_text(target / "config.json", json.dumps(config, indent=2, default=float))
 
