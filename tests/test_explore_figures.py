@@ -178,7 +178,8 @@ def test_ternary_map():
     custom = np.asarray(grid_trace.customdata)  # (G, 2 + 3): row, value, hover values
     np.testing.assert_array_equal(custom[:, 0], np.arange(len(grid)))
     np.testing.assert_array_equal(custom[:, 4], extra["honest"])
-    assert "honest: %{customdata[4]" in grid_trace.hovertemplate
+    assert "%{meta[6]}: %{customdata[4]" in grid_trace.hovertemplate
+    assert list(grid_trace.meta) == [*OBJS, "mean helpful", *OBJS]  # the names, by index
     assert grid_trace.marker.colorbar.title.text == "mean helpful"
     t = fig.layout.ternary
     assert [t.aaxis.title.text, t.baxis.title.text, t.caxis.title.text] == OBJS

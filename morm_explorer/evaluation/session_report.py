@@ -15,6 +15,7 @@ from morm_explorer.evaluation.agreement import results
 from morm_explorer.evaluation.report import _e, _table, write_page
 from morm_explorer.evaluation.sessions import get_session, load_votes, progress
 from morm_explorer.ui.reward_figures import LAYOUT, PALETTE
+from morm_explorer.ui.text import plotly_text
 from morm_explorer.workspace import Workspace
 
 MAX_COMMENTS = 30
@@ -32,7 +33,8 @@ def win_rates_figure(wins: pd.DataFrame) -> go.Figure:
         if low and high:
             err = dict(type="data", symmetric=False, array=part[high] - part["win_rate"],
                        arrayminus=part["win_rate"] - part[low])
-        fig.add_bar(x=part["objective"], y=part["win_rate"], name=f"{pol} over {opp}",
+        fig.add_bar(x=[plotly_text(o) for o in part["objective"]], y=part["win_rate"],
+                    name=f"{plotly_text(pol)} over {plotly_text(opp)}",
                     error_y=err, marker_color=PALETTE[i % len(PALETTE)])
     fig.add_hline(y=0.5, line_dash="dot", line_color="#868e96")
     fig.update_layout(**LAYOUT, barmode="group", title="Win rates per objective (ties count "

@@ -3,13 +3,13 @@
 Each builder takes the plain tables of `morm_explorer.evaluation.stats` (`policy_summary`,
 `win_rates`, `slices`, `soup_curve`) or the comparison's tidy frame and returns a Figure; nothing
 here touches Streamlit. Colour encodes the policy (the baseline first, in grey), in every figure
-in the same order. Labels that come from users (policy names) are HTML-escaped, since plotly
-renders a subset of HTML in text.
+in the same order. Names that come from users (policies, objectives, categories) pass through
+`plotly_text` and stay out of hover templates (``meta`` holds them), since plotly renders a
+subset of HTML in text and fills ``%{...}`` in templates.
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from morm_explorer.ui.reward_figures import LAYOUT, LAYOUT_XTITLE
+from morm_explorer.ui.text import plotly_text
 
 POLICY_COLORS = ["#495057", "#AE3EC9", "#1098AD", "#FD7E14", "#74B816", "#D6336C"]
 FRONT_COLOR = "#E03131"
@@ -70,19 +71,20 @@ def objective_space_figure(summary: pd.DataFrame, x: str, y: str, *,
     # close policies do not print over each other; the weights go to the legend and hover.
     places = ["top center", "bottom center", "middle right", "middle left"]
     order = {p: i for i, p in enumerate(summary.sort_values(x).index)}
-    for policy, row in summary.iterrows():
-        label = html.escape(str(policy))
-        weights = html.escape((labels or {}).get(policy, ""))
+    for policy in summary.index:
+        label = plotly_text(policy)
+        weights = plotly_text((labels or {}).get(policy, ""))
         one = summary.loc[[policy]]
         fig.add_scatter(x=one[x], y=one[y], mode="markers+text",
                         name=f"{label} ({weights})" if weights else label,
+                        meta=[label, weights],
                         marker=dict(size=13, color=colors[policy], line_width=1),
                         error_x=_err(one, x), error_y=_err(one, y), text=[label],
                         textposition=places[order[policy] % len(places)],
-                        hovertemplate=f"{label} {weights}: ({row[x]:.3f}, {row[y]:.3f})"
+                        hovertemplate="%{meta[0]} %{meta[1]}: (%{x:.3f}, %{y:.3f})"
                                       "<extra></extra>")
     fig.update_layout(**{**LAYOUT_XTITLE, "height": 420}, title="Policies in objective space",
-                      xaxis_title=f"mean {x}", yaxis_title=f"mean {y}")
+                      xaxis_title=f"mean {plotly_text(x)}", yaxis_title=f"mean {plotly_text(y)}")
     return fig
 
 
@@ -100,8 +102,9 @@ def mean_scores_figure(summary: pd.DataFrame, objectives: list[str],
     for c, (_, table, objs) in enumerate(panels, start=1):
         for policy in table.index:
             row = table.loc[[policy]]
-            fig.add_bar(x=objs, y=[row[o].iloc[0] for o in objs], name=html.escape(policy),
-                        marker_color=colors.get(policy, SOUP_COLOR), legendgroup=policy,
+            fig.add_bar(x=[plotly_text(o) for o in objs], y=[row[o].iloc[0] for o in objs],
+                        name=plotly_text(policy), legendgroup=plotly_text(policy),
+                        marker_color=colors.get(policy, SOUP_COLOR),
                         showlegend=c == 1, error_y=_stack_err(row, objs),
                         row=1, col=c)
     fig.update_layout(**{**LAYOUT, "margin": dict(t=80, b=30, l=40, r=10)}, barmode="group",
@@ -129,7 +132,8 @@ def win_rates_figure(wins: pd.DataFrame, baseline: str, policies: Sequence[str],
         if table is None or table.empty:
             continue
         for policy, g in table.groupby("policy", sort=False):
-            fig.add_bar(x=g["objective"], y=g["rate"], name=html.escape(policy) + source,
+            fig.add_bar(x=[plotly_text(o) for o in g["objective"]], y=g["rate"],
+                        name=plotly_text(policy) + source,
                         marker_color=colors.get(policy, SOUP_COLOR),
                         marker_pattern_shape="/" if source else "",
                         marker_opacity=0.55 if source else 1.0,
@@ -143,7 +147,7 @@ def win_rates_figure(wins: pd.DataFrame, baseline: str, policies: Sequence[str],
                         "%{customdata[3]} prompts)<extra></extra>")
     fig.add_hline(y=0.5, line_dash="dot", line_color="#868E96")  # as good as the baseline
     fig.update_layout(**LAYOUT, barmode="group", yaxis=dict(range=[0, 1.05], tickformat=".0%"),
-                      title=f"Win rate against {html.escape(baseline)} (paired bootstrap 95% CI)")
+                      title=f"Win rate against {plotly_text(baseline)} (paired bootstrap 95% CI)")
     return fig
 
 
@@ -152,28 +156,30 @@ def kl_length_figure(frame: pd.DataFrame, summary: pd.DataFrame, objective: str,
     """Left: each policy's mean score on ``objective`` against its mean KL from the base (what
     the score cost). Right: every sample's score against its length in tokens, with a least-
     squares line per policy: a slope that rises with length shows a verbosity bias."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"{objective} vs KL from the base",
-                                                        f"{objective} vs response length"])
+    shown = plotly_text(objective)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"{shown} vs KL from the base",
+                                                        f"{shown} vs response length"])
     colors = policy_colors(list(summary.index))
     col = prefix + objective
     for policy in summary.index:
         one, c = summary.loc[[policy]], colors[policy]
-        name = html.escape(policy)
+        name = plotly_text(policy)
         if "kl" in one:
             fig.add_scatter(x=one["kl"], y=one[objective], mode="markers", name=name,
-                            legendgroup=policy, marker=dict(size=12, color=c),
+                            legendgroup=name, marker=dict(size=12, color=c),
                             error_x=_err(one, "kl"), error_y=_err(one, objective), row=1, col=1)
         rows = frame[frame["policy"] == policy]
         fig.add_scatter(x=rows["n_tokens"], y=rows[col], mode="markers", name=name,
-                        legendgroup=policy, showlegend="kl" not in one,
+                        legendgroup=name, showlegend="kl" not in one,
                         marker=dict(size=5, color=c, opacity=0.5), row=1, col=2)
         ok = rows[["n_tokens", col]].dropna()
         if len(ok) >= 2 and ok["n_tokens"].nunique() > 1:
             slope, icept = np.polyfit(ok["n_tokens"].astype(float), ok[col], 1)
             xs = np.array([ok["n_tokens"].min(), ok["n_tokens"].max()], dtype=float)
-            fig.add_scatter(x=xs, y=icept + slope * xs, mode="lines", legendgroup=policy,
+            fig.add_scatter(x=xs, y=icept + slope * xs, mode="lines", legendgroup=name,
                             showlegend=False, line=dict(color=c, width=1.5),
-                            hovertemplate=f"{name}: slope {slope:.3g} per token<extra></extra>",
+                            meta=[name, f"{slope:.3g}"],
+                            hovertemplate="%{meta[0]}: slope %{meta[1]} per token<extra></extra>",
                             row=1, col=2)
     fig.update_xaxes(title_text="mean KL (nats)", row=1, col=1)
     fig.update_xaxes(title_text="tokens", row=1, col=2)
@@ -190,8 +196,9 @@ def slices_figure(slice_summary: pd.DataFrame, objective: str, by: str = "catego
     colors = policy_colors(list(pd.unique(table["policy"])))
     fig = go.Figure()
     for policy, g in table.groupby("policy", sort=False):
-        fig.add_bar(x=g[by].astype(str), y=g[objective], name=html.escape(policy),
-                    marker_color=colors[policy], error_y=_err(g, objective))
-    fig.update_layout(**LAYOUT_XTITLE, barmode="group", xaxis_title=by,
-                      title=f"Mean {objective} per {by} (95% CI)")
+        fig.add_bar(x=[plotly_text(v) for v in g[by].astype(str)], y=g[objective],
+                    name=plotly_text(policy), marker_color=colors[policy],
+                    error_y=_err(g, objective))
+    fig.update_layout(**LAYOUT_XTITLE, barmode="group", xaxis_title=plotly_text(by),
+                      title=f"Mean {plotly_text(objective)} per {plotly_text(by)} (95% CI)")
     return fig

@@ -16,7 +16,9 @@ Conventions the page relies on:
   state across reruns.
 - Display downsampling keeps every front point and winner plus a sample of the rest drawn from
   one seeded priority per row, so the background stays put while the weights move.
-- Hover text is plain text: whitespace collapsed, cut to ``HOVER_CHARS``, ``& < >`` escaped.
+- Hover text is plain text: whitespace collapsed, cut to ``HOVER_CHARS``, then `plotly_text`.
+  Every name shown (objectives, sources, labels) passes through `plotly_text` too; hover
+  templates hold no such name: a trace's ``meta`` does, and the template reads ``%{meta[i]}``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from morm_explorer.ui.reward_figures import LAYOUT, LAYOUT_XTITLE, PALETTE, objective_color
+from morm_explorer.ui.text import plotly_text
 
 CANDIDATES = "candidates"
 FRONT = "Pareto front"
@@ -57,12 +60,12 @@ _STYLE_3D = {"rest": dict(size=2, opacity=0.35),
 
 def _escape_hover(text: object, limit: int = HOVER_CHARS) -> str:
     """Plain text for a plotly hover label, which renders a subset of HTML: whitespace runs
-    become one space, text over ``limit`` characters is cut with an ellipsis, then ``&``, ``<``
-    and ``>`` are escaped (model outputs may contain markup such as ``<script>``)."""
+    become one space, text over ``limit`` characters is cut with an ellipsis, then it goes
+    through `plotly_text` (model outputs may contain markup such as ``<script>``)."""
     s = " ".join(str(text)[: limit * 4].split())  # only the head is ever shown
     if len(s) > limit:
         s = s[: limit - 1].rstrip() + "…"
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return plotly_text(s)
 
 
 def _check_scores(scores: np.ndarray, objectives: Sequence[str]) -> np.ndarray:
@@ -160,9 +163,10 @@ def _split(s: np.ndarray, front: np.ndarray, winners: np.ndarray, hover: Sequenc
     return traces, suffix
 
 
-def _template(axes: Sequence[str], refs: Sequence[str], with_text: bool) -> str:
-    lines = ["row %{customdata}"] + [f"{_escape_hover(a)}: %{{{r}:.3f}}" for a, r in
-                                     zip(axes, refs, strict=True)]
+def _template(refs: Sequence[str], with_text: bool) -> str:
+    """The hover template of a marker trace whose ``meta`` is its axes' names, in order."""
+    lines = ["row %{customdata}"] + [f"%{{meta[{i}]}}: %{{{r}:.3f}}"
+                                     for i, r in enumerate(refs)]
     return "<br>".join(lines + (["%{text}"] if with_text else []))
 
 
@@ -186,13 +190,15 @@ def scatter_2d(scores: np.ndarray, objectives: list[str], x: str, y: str, *, fro
         fig.add_scatter(x=s[line, cx], y=s[line, cy], mode="lines", name=FRONT_LINE,
                         uid=FRONT_LINE, customdata=line, hoverinfo="skip",
                         line=dict(color=EDGE_COLOR, width=1.5, dash="dot", shape="vh"))
-    template = _template([x, y], ["x", "y"], hover is not None or color is not None)
+    template = _template(["x", "y"], hover is not None or color is not None)
+    tx, ty = plotly_text(x), plotly_text(y)
     for name, role, rows, text, colors in traces:
         marker = {**_STYLE_2D[role], **({"color": colors} if colors is not None else {})}
         fig.add_scatter(x=s[rows, cx], y=s[rows, cy], mode="markers", name=name, uid=name,
-                        customdata=rows, text=text, marker=marker, hovertemplate=template)
-    fig.update_layout(title=f"{y} vs {x}{suffix}", xaxis_title=x, yaxis_title=y,
-                      dragmode="lasso", uirevision=f"2d|{x}|{y}", legend_itemsizing="constant",
+                        customdata=rows, text=text, marker=marker, meta=[tx, ty],
+                        hovertemplate=template)
+    fig.update_layout(title=f"{ty} vs {tx}{suffix}", xaxis_title=tx, yaxis_title=ty,
+                      dragmode="lasso", uirevision=f"2d|{tx}|{ty}", legend_itemsizing="constant",
                       **{**LAYOUT_XTITLE, "height": 480})
     return fig
 
@@ -206,15 +212,17 @@ def scatter_3d(scores: np.ndarray, objectives: list[str], axes: tuple[str, str, 
     s = _check_scores(scores, objectives)
     cols = _columns(objectives, list(axes))
     traces, suffix = _split(s, front, winners, hover, color, max_points, seed)
-    template = _template(axes, ["x", "y", "z"], hover is not None or color is not None)
+    template = _template(["x", "y", "z"], hover is not None or color is not None)
+    shown = [plotly_text(a) for a in axes]
     fig = go.Figure()
     for name, role, rows, text, colors in traces:
         marker = {**_STYLE_3D[role], **({"color": colors} if colors is not None else {})}
         fig.add_scatter3d(x=s[rows, cols[0]], y=s[rows, cols[1]], z=s[rows, cols[2]],
                           mode="markers", name=name, uid=name, customdata=rows, text=text,
-                          marker=marker, hovertemplate=template)
-    fig.update_layout(title=f"{' / '.join(axes)}{suffix}", uirevision="3d|" + "|".join(axes),
-                      scene=dict(xaxis_title=axes[0], yaxis_title=axes[1], zaxis_title=axes[2]),
+                          marker=marker, meta=shown, hovertemplate=template)
+    fig.update_layout(title=f"{' / '.join(shown)}{suffix}", uirevision="3d|" + "|".join(shown),
+                      scene=dict(xaxis_title=shown[0], yaxis_title=shown[1],
+                                 zaxis_title=shown[2]),
                       legend_itemsizing="constant", **{**LAYOUT, "height": 560})
     return fig
 
@@ -225,7 +233,8 @@ def ternary_map(grid: np.ndarray, values: np.ndarray, corners: tuple[str, str, s
     """The weight simplex of three objectives: one marker per weight vector of ``grid`` (G, 3)
     (rows sum to 1, column i the weight of ``corners[i]``), coloured by ``values`` (G,), with
     ``current`` (3,) as a star. ``hover_values`` (name -> (G,)) are shown on hover;
-    ``customdata`` is (G, 2 + M): grid row, value, then the hover values in order."""
+    ``customdata`` is (G, 2 + M): grid row, value, then the hover values in order; ``meta`` the
+    names the hover shows: the corners, ``value_label``, then the hover values' names."""
     g, v = np.asarray(grid, dtype=float), np.asarray(values, dtype=float)
     if g.ndim != 2 or g.shape[1] != 3 or v.shape != (len(g),) or len(corners) != 3:
         raise ValueError(f"need grid (G, 3), values (G,) and 3 corners; got grid {g.shape}, "
@@ -238,23 +247,27 @@ def ternary_map(grid: np.ndarray, values: np.ndarray, corners: tuple[str, str, s
         raise ValueError(f"hover_values {bad} must each have shape ({len(g)},)")
     custom = np.column_stack([np.arange(len(g)), v, *extra.values()])  # (G, 2 + M)
     names = [_escape_hover(c) for c in corners]
-    weights = ", ".join(f"{c} %{{{r}:.2f}}" for c, r in zip(names, "abc", strict=True))
-    template = "<br>".join([weights, f"{_escape_hover(value_label)}: %{{customdata[1]:.3f}}"]
-                           + [f"{_escape_hover(k)}: %{{customdata[{i + 2}]:.3f}}"
-                              for i, k in enumerate(extra)]) + "<extra></extra>"
+    label = plotly_text(value_label)
+    meta = [*names, label, *(_escape_hover(k) for k in extra)]
+    weights = ", ".join(f"%{{meta[{i}]}} %{{{r}:.2f}}" for i, r in enumerate("abc"))
+    template = "<br>".join([weights, "%{meta[3]}: %{customdata[1]:.3f}"]
+                           + [f"%{{meta[{i + 4}]}}: %{{customdata[{i + 2}]:.3f}}"
+                              for i in range(len(extra))]) + "<extra></extra>"
     size = float(np.clip(140 / np.sqrt(max(len(g), 1)), 4, 14))  # denser grids, smaller marks
     fig = go.Figure(go.Scatterternary(
-        a=g[:, 0], b=g[:, 1], c=g[:, 2], mode="markers", name=value_label, customdata=custom,
-        hovertemplate=template, marker=dict(color=v, colorscale="Viridis", size=size,
-                                            symbol="hexagon", colorbar=dict(title=value_label))))
+        a=g[:, 0], b=g[:, 1], c=g[:, 2], mode="markers", name=label, customdata=custom,
+        meta=meta, hovertemplate=template,
+        marker=dict(color=v, colorscale="Viridis", size=size, symbol="hexagon",
+                    colorbar=dict(title=label))))
     if current is not None:
         w = np.asarray(current, dtype=float).reshape(3)
         fig.add_scatterternary(a=[w[0]], b=[w[1]], c=[w[2]], mode="markers", name=CURRENT,
-                               hovertemplate=CURRENT + ": " + weights + "<extra></extra>",
+                               meta=meta, hovertemplate=CURRENT + ": " + weights
+                               + "<extra></extra>",
                                marker=dict(symbol="star", size=22, color=WINNER_COLOR,
                                            line=dict(color=EDGE_COLOR, width=1.5)))
-    axis = [dict(title=dict(text=c), min=0, ticks="outside") for c in corners]
-    fig.update_layout(title=f"{value_label} over the weights", showlegend=False,
+    axis = [dict(title=dict(text=plotly_text(c)), min=0, ticks="outside") for c in corners]
+    fig.update_layout(title=f"{label} over the weights", showlegend=False,
                       ternary=dict(sum=1, aaxis=axis[0], baxis=axis[1], caxis=axis[2]),
                       **{**LAYOUT, "height": 460, "margin": dict(t=60, b=40, l=50, r=50)})
     return fig
@@ -270,7 +283,7 @@ def parallel_coordinates(scores: np.ndarray, objectives: list[str], *,
     shown = _display_rows(len(s), hl, max_points, seed)
     shown = np.concatenate([shown[~hl[shown]], shown[hl[shown]]])
     low, high = (s.min(axis=0), s.max(axis=0)) if len(s) else (np.zeros(len(objectives)),) * 2
-    dims = [dict(label=o, values=s[shown, k], range=[low[k], high[k]])
+    dims = [dict(label=plotly_text(o), values=s[shown, k], range=[low[k], high[k]])
             for k, o in enumerate(objectives)]
     line = dict(color=hl[shown].astype(int), colorscale=[[0, OTHERS_COLOR], [1, WINNER_COLOR]],
                 cmin=0, cmax=1, showscale=False)
@@ -294,7 +307,7 @@ def score_distributions(scores: np.ndarray, objectives: list[str], *,
     Bins are counted here, so the figure carries 2 * K * bins numbers, not N scores."""
     s = _check_scores(scores, objectives)
     w = _mask(winners, len(s), "winners") if winners is not None else None
-    titles = [f"{o}: {_mean_std(s[:, k])}" + (f"<br>winners {_mean_std(s[w, k])}"
+    titles = [f"{plotly_text(o)}: {_mean_std(s[:, k])}" + (f"<br>winners {_mean_std(s[w, k])}"
                                                if w is not None else "")
               for k, o in enumerate(objectives)]
     fig = make_subplots(rows=1, cols=len(objectives), subplot_titles=titles,
@@ -326,10 +339,10 @@ def winner_shift_bar(before: np.ndarray, after: np.ndarray, objectives: list[str
         raise ValueError(f"before and after must have shape ({len(objectives)},), "
                          f"got {b.shape} and {a.shape}")
     colors = [objective_color(o, objectives) for o in objectives]
+    shown = [plotly_text(o) for o in objectives]
     fig = go.Figure()
-    fig.add_bar(x=objectives, y=b, name="previous weights", marker_color=colors,
-                marker_opacity=0.4)
-    fig.add_bar(x=objectives, y=a, name=CURRENT, marker_color=colors, textposition="outside",
+    fig.add_bar(x=shown, y=b, name="previous weights", marker_color=colors, marker_opacity=0.4)
+    fig.add_bar(x=shown, y=a, name=CURRENT, marker_color=colors, textposition="outside",
                 text=[f"{d:+.2f}" if np.isfinite(d) else "" for d in a - b], cliponaxis=False)
     fig.update_layout(title="Winners' mean score: previous vs current weights", barmode="group",
                       **{**LAYOUT, "height": 260})

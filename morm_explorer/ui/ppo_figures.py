@@ -1,6 +1,7 @@
 """Plotly figures of PPO runs, from a job's wide metrics frame (index: step; columns: metric keys
 such as ``objective/scores/harmless``, ``objective/kl``, ``lagrange/harmless``). Pure functions of
-their inputs; nothing here touches Streamlit."""
+their inputs; nothing here touches Streamlit. Objective and run names pass through `plotly_text`,
+so they show as written."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from morm_explorer.ui.reward_figures import LAYOUT, LAYOUT_XTITLE, PALETTE, objective_color
+from morm_explorer.ui.text import plotly_text
 
 SCORE = "objective/scores/"
 WEIGHT = "scalarization/weight/"
@@ -34,13 +36,14 @@ def scores_figure(metrics: pd.DataFrame, smooth: int = 1, title: str = "Reward-m
     objs = objectives_in(metrics)
     for obj in objs:
         y = _smooth(metrics[SCORE + obj], smooth)
-        fig.add_scatter(x=metrics.index, y=y, name=obj, mode="lines+markers",
+        fig.add_scatter(x=metrics.index, y=y, name=plotly_text(obj), mode="lines+markers",
                         line_color=objective_color(obj, objs), marker_size=4)
     if "objective/rlhf_reward" in metrics:
         fig.add_scatter(x=metrics.index, y=_smooth(metrics["objective/rlhf_reward"], smooth),
                         name="RLHF reward (scalarized - KL)", mode="lines",
                         line=dict(color="#495057", dash="dot"))
-    fig.update_layout(**LAYOUT_XTITLE, title=title, xaxis_title="step", yaxis_title="mean score")
+    fig.update_layout(**LAYOUT_XTITLE, title=plotly_text(title), xaxis_title="step",
+                      yaxis_title="mean score")
     return fig
 
 
@@ -72,10 +75,11 @@ def weights_figure(metrics: pd.DataFrame) -> go.Figure:
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     objs = objectives_in(metrics, WEIGHT)
     for obj in objs:
-        fig.add_scatter(x=metrics.index, y=metrics[WEIGHT + obj], name=f"w {obj}",
+        fig.add_scatter(x=metrics.index, y=metrics[WEIGHT + obj], name=f"w {plotly_text(obj)}",
                         mode="lines", line_color=objective_color(obj, objs))
     for obj in objectives_in(metrics, LAGRANGE):
-        fig.add_scatter(x=metrics.index, y=metrics[LAGRANGE + obj], name=f"λ {obj}",
+        fig.add_scatter(x=metrics.index, y=metrics[LAGRANGE + obj],
+                        name=f"λ {plotly_text(obj)}",
                         mode="lines", line=dict(dash="dash", color=objective_color(obj, objs)),
                         secondary_y=True)
     fig.update_layout(**LAYOUT_XTITLE, title="Weights and Lagrange multipliers", xaxis_title="step")
@@ -87,10 +91,11 @@ def weights_figure(metrics: pd.DataFrame) -> go.Figure:
 def runs_scores_figure(finals: Mapping[str, Mapping[str, float]],
                        objectives: Sequence[str]) -> go.Figure:
     """Grouped bars: the final mean score per objective of several runs."""
+    runs = [plotly_text(r) for r in finals]
     fig = go.Figure()
     for obj in objectives:
-        fig.add_bar(x=list(finals), y=[finals[r].get(obj, np.nan) for r in finals], name=obj,
-                    marker_color=objective_color(obj, list(objectives)))
+        fig.add_bar(x=runs, y=[finals[r].get(obj, np.nan) for r in finals],
+                    name=plotly_text(obj), marker_color=objective_color(obj, list(objectives)))
     fig.update_layout(**LAYOUT, barmode="group", title="Final scores per run",
                       yaxis_title="mean score (last steps)")
     return fig

@@ -1,6 +1,7 @@
 """Plotly figures of reward models: held-out accuracy, training curves, head correlation,
 calibration and the single-vs-multi comparison. Each builder takes plain data (the frames of
 `morm_explorer.reward.report.load_model_report`, or a job's wide metrics) and returns a Figure.
+Objective names pass through `plotly_text`, so they show as written.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+
+from morm_explorer.ui.text import plotly_text
 
 # One color per objective across every figure; objectives not named here take the palette.
 OBJECTIVE_COLORS = {"helpful": "#4C6EF5", "harmless": "#37B24D", "honest": "#F59F00",
@@ -43,15 +46,16 @@ def accuracy_figure(accuracy: pd.DataFrame) -> go.Figure:
     against the hidden true ordering where the data has one (built-in data)."""
     objs = list(accuracy.index)
     colors = [objective_color(o, objs) for o in objs]
+    shown = [plotly_text(o) for o in objs]
     fig = go.Figure()
-    fig.add_bar(x=objs, y=accuracy["accuracy"], name="vs labels (95% CI)", marker_color=colors,
+    fig.add_bar(x=shown, y=accuracy["accuracy"], name="vs labels (95% CI)", marker_color=colors,
                 error_y=_errors(accuracy["accuracy"], accuracy["ci_low"], accuracy["ci_high"]),
                 text=[f"{a:.0%}" for a in accuracy["accuracy"]], textposition="inside",
                 insidetextanchor="start",
                 customdata=accuracy["n"],
                 hovertemplate="%{x}: %{y:.1%} on %{customdata} pairs<extra></extra>")
     if "truth_accuracy" in accuracy and accuracy["truth_accuracy"].notna().any():
-        fig.add_bar(x=objs, y=accuracy["truth_accuracy"], name="vs true ordering",
+        fig.add_bar(x=shown, y=accuracy["truth_accuracy"], name="vs true ordering",
                     marker_color=colors, marker_opacity=0.45, marker_pattern_shape="/",
                     hovertemplate="%{x}: %{y:.1%} vs true scores<extra></extra>")
     _chance_line(fig)
@@ -78,13 +82,14 @@ def curves_figure(frame: pd.DataFrame, title: str = "Training curves",
         if col not in frame:
             continue
         y = frame[col].dropna()
-        name, line = styles.get(col, (col.split("/", 1)[1],
+        name, line = styles.get(col, (plotly_text(col.split("/", 1)[1]),
                                       dict(color=objective_color(col[5:], objs), width=2)))
         fig.add_scatter(x=y.index, y=y.values, mode="lines", name=name, line=line)
     if not fig.data:
         fig.add_annotation(text="no metrics yet", showarrow=False, x=0.5, y=0.5,
                            xref="paper", yref="paper")
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="loss", **LAYOUT_XTITLE)
+    fig.update_layout(title=plotly_text(title), xaxis_title="step", yaxis_title="loss",
+                      **LAYOUT_XTITLE)
     return fig
 
 
@@ -92,7 +97,8 @@ def correlation_figure(corr: pd.DataFrame) -> go.Figure:
     """Pearson correlation of the heads' rewards over held-out responses: near 1 means two
     heads rank responses alike; negative means they trade off."""
     text = corr.map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
-    fig = go.Figure(go.Heatmap(z=corr.values, x=list(corr.columns), y=list(corr.index),
+    fig = go.Figure(go.Heatmap(z=corr.values, x=[plotly_text(o) for o in corr.columns],
+                               y=[plotly_text(o) for o in corr.index],
                                text=text.values, texttemplate="%{text}", colorscale="RdBu",
                                zmin=-1, zmax=1, zmid=0, colorbar=dict(title="r")))
     fig.update_layout(title="Head correlation (held-out responses)", yaxis_autorange="reversed",
@@ -113,13 +119,14 @@ def calibration_figure(calibration: dict[str, pd.DataFrame],
         if table.empty:
             continue
         size = 6 + 14 * np.sqrt(table["count"] / table["count"].max())
-        name = obj if not ece or obj not in ece else f"{obj} (ECE {ece[obj]:.3f})"
+        shown = plotly_text(obj)
+        name = shown if not ece or obj not in ece else f"{shown} (ECE {ece[obj]:.3f})"
         fig.add_scatter(x=table["predicted"], y=table["observed"], mode="lines+markers",
                         name=name, marker=dict(size=size, color=objective_color(obj, objs)),
                         line=dict(color=objective_color(obj, objs), width=1.5),
-                        customdata=table["count"],
+                        customdata=table["count"], meta=[shown],
                         hovertemplate="predicted %{x:.2f}, observed %{y:.2f}, "
-                                      "%{customdata} pairs<extra>" + obj + "</extra>")
+                                      "%{customdata} pairs<extra>%{meta[0]}</extra>")
     fig.update_layout(title="Calibration (held-out pairs)",
                       xaxis=dict(title="predicted P(a preferred)", range=[-0.03, 1.03]),
                       yaxis=dict(title="observed share a preferred", range=[-0.03, 1.03]),
@@ -131,13 +138,14 @@ def single_vs_multi_figure(table: pd.DataFrame) -> go.Figure:
     """Held-out accuracy on each objective's labels: that objective's head against one single
     RM trained on the overall label, with 95% intervals."""
     objs = list(table.index)
+    shown = [plotly_text(o) for o in objs]
     fig = go.Figure()
-    fig.add_bar(x=objs, y=table["multi_head"], name="its head (multi-objective)",
+    fig.add_bar(x=shown, y=table["multi_head"], name="its head (multi-objective)",
                 marker_color=[objective_color(o, objs) for o in objs],
                 error_y=_errors(table["multi_head"], table["multi_low"], table["multi_high"]),
                 text=[f"{v:.0%}" for v in table["multi_head"]], textposition="inside",
                 insidetextanchor="start")
-    fig.add_bar(x=objs, y=table["single"], name="single overall RM",
+    fig.add_bar(x=shown, y=table["single"], name="single overall RM",
                 marker_color=OBJECTIVE_COLORS["overall"],
                 error_y=_errors(table["single"], table["single_low"], table["single_high"]),
                 text=[f"{v:.0%}" for v in table["single"]], textposition="inside",
