@@ -22,6 +22,7 @@ from morm_explorer.ui import reward_figures as rfig
 from morm_explorer.ui.text import plain
 from morm_explorer.workspace import sanitize_name
 from pages.common import job_page, presenting
+from pages.reward_add import add_form, compose_form, manifest_summary
 
 KIND = TrainRewardModelJob.kind
 RECENT = 20  # training jobs listed (and polled for)
@@ -238,6 +239,12 @@ if not presenting():  # presentation mode: results only, no training controls
             st.fragment(job_panel, run_every=2.0 if active else None)(job_id, active)
 
 
+    with st.expander("Add an existing model", icon=":material/add:"):
+        add_form(ws)
+    with st.expander("Compose a reward from parts", icon=":material/join:"):
+        compose_form(ws, models)
+
+
 # -- trained models ------------------------------------------------------------------------
 @st.cache_data(show_spinner=False, max_entries=32)
 def model_report(path: str, created_at: float) -> dict:
@@ -246,6 +253,8 @@ def model_report(path: str, created_at: float) -> dict:
 
 st.divider()
 st.subheader("Trained models")
+if notice := st.session_state.pop("rm_notice", None):
+    st.success(plain(notice))
 if not models:
     st.info("No trained reward models yet: start a training job above, or run "
             "`morm rm train --dataset demo-preferences`.")
@@ -269,6 +278,9 @@ except MormError as e:
     st.error(plain(e))
     st.stop()
 
+if by_name[model_name]["kind"] != "trained":  # external or composite: its manifest
+    manifest_summary(report)
+    st.stop()
 s, acc, svm = report["summary"], report["accuracy"], report["single_vs_multi"]
 st.markdown(
     f"{plain(s['backbone'])} backbone ({s['mode']}) · {s['architecture'].replace('_', '-')}, "

@@ -216,7 +216,10 @@ def compose(ws: Workspace, name: str, parts: list[str], *, allow_code: bool = Fa
     """Make composite reward model ``name`` from ``parts`` (``OBJECTIVE=SPEC`` texts): check
     every part, score the reference set for the statistics, then write the manifest (all or
     nothing). ``time_limit``: seconds per batch of a Python part."""
+    from morm_explorer.jobs.context import detect_device
+
     target = check_free(ws, name, overwrite)
+    device = detect_device() if device == "auto" else device
     parsed = [parse_part(ws, p) for p in parts]
     _check_parts(parsed)
     check_number("time_limit", time_limit, low=0, low_open=True, high=3600)

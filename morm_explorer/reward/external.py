@@ -38,7 +38,13 @@ from morm_explorer.data.schema import is_valid_objective
 from morm_explorer.errors import MormError
 from morm_explorer.reward.backbone import is_decoder_config
 from morm_explorer.reward.config import _DictMixin, check_stats
-from morm_explorer.reward.manifest import check_free, manifest, nan_stats, reference_texts
+from morm_explorer.reward.manifest import (
+    check_free,
+    manifest,
+    nan_stats,
+    reference_texts,
+    write_manifest,
+)
 from morm_explorer.tensor_files import check_model_folder, model_shapes
 from morm_explorer.workspace import Workspace
 
@@ -296,9 +302,10 @@ def add_external(ws: Workspace, name: str, cfg: ExternalConfig, *, reference: st
                  device: str = "cpu", overwrite: bool = False, progress=None) -> Path:
     """Register ``cfg.model`` as reward model ``name``: load it, name its outputs, score the
     reference set for the statistics, then write the manifest (all or nothing)."""
-    from morm_explorer.reward.manifest import write_manifest
+    from morm_explorer.jobs.context import detect_device
 
     check_free(ws, name, overwrite)
+    device = detect_device() if device == "auto" else device
     source = resolve_source(cfg)
     ref = reference_texts(ws, reference)  # before the model loads: a bad name fails fast
     model, tokenizer = open_model(source, cfg.trust_remote_code, device)
