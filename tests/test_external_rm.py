@@ -17,6 +17,7 @@ from morm_explorer.reward.artifact import load_reward_model
 from morm_explorer.reward.external import ExternalConfig, ExternalRewardModel, add_external
 from morm_explorer.reward.report import list_reward_models, load_model_report
 from morm_explorer.scoring import model_fingerprint, score_candidate_set
+from tests.conftest import good_pair
 
 PROMPTS = ["How do I boil an egg?", "hello world", "Tell me about the sun, please.", "yes"]
 RESPONSES = ["Put it in boiling water for nine minutes.", "hello!", "It is hot.",
@@ -266,6 +267,12 @@ def test_cli_add_list_score_and_no_export(ws, folders, capsys, tmp_path):
     assert main([*root, "score", "--model", "ext", "--candidates", "ref", "--device",
                  "cpu"]) == 0
     assert "scored 12 candidates of 'ref' with 'ext'" in capsys.readouterr().out
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(good_pair(i)) + "\n" for i in range(6)))
+    assert main([*root, "rm", "eval", "ext", "--data", str(pairs)]) == 0
+    assert "helpful" in capsys.readouterr().out  # the pairs' helpful labels, 6 decided
+    assert main([*root, "rm", "list"]) == 0
+    assert "evaluated on" in capsys.readouterr().out
     assert main([*root, "rm", "export", "ext", "--out", str(tmp_path / "out")]) == 2
     assert "export writes models trained here" in capsys.readouterr().err
     assert main([*root, "rm", "add", "x", "--model", folders["bert3"], "--objectives",

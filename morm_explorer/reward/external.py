@@ -340,6 +340,8 @@ def load_external(path: Path, config: dict, device: str = "cpu") -> ExternalRewa
         raise MormError("an external model's manifest needs source.model and "
                         "model.objectives", file=file, field="source")
     check_stats(config.get("stats"), objectives, file)
+    max_length = config.get("max_length", 1024)
+    check_int("max_length", max_length, 8)
     source = {**source, "local": bool(source.get("local"))}
     trust = source.get("trust_remote_code") is True
     model, tokenizer = open_model(source, trust, device)
@@ -347,6 +349,6 @@ def load_external(path: Path, config: dict, device: str = "cpu") -> ExternalRewa
         raise MormError(f"{describe(source)} now has {model.config.num_labels} outputs; the "
                         f"manifest names {len(objectives)}: register it again with "
                         "`morm rm add --overwrite`", file=file)
-    rm = ExternalRewardModel(model, tokenizer, objectives, int(config.get("max_length", 1024)))
+    rm = ExternalRewardModel(model, tokenizer, objectives, max_length)
     rm.stats, rm.artifact_config = config.get("stats"), config
     return rm
