@@ -1,5 +1,6 @@
-"""Fine-tune: launch short multi-objective PPO runs with the weights chosen on Explore, watch
-per-objective scores, KL, entropy and the Lagrange multipliers live, and list past runs.
+"""Fine-tune: launch short multi-objective RL runs (PPO, GRPO or RLOO) with the weights chosen
+on Explore, watch per-objective scores, KL, entropy and the Lagrange multipliers live, and list
+past runs.
 Also launches weight sweeps and rewarded soups (interpolations of two fine-tuned policies)."""
 
 import json
@@ -11,7 +12,7 @@ import streamlit as st
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.backend import retry
 from morm_explorer.policy.cost import estimate_ppo
-from morm_explorer.policy.ppo_config import PPOConfig
+from morm_explorer.policy.ppo_config import AGGREGATIONS, ALGORITHMS, PPOConfig
 from morm_explorer.policy.ppo_jobs import PPOJob, run_history, runs_without_jobs, trained_policies
 from morm_explorer.policy.soup import SoupJob
 from morm_explorer.reward.report import list_reward_models
@@ -22,9 +23,10 @@ from pages.common import job_page, presenting
 
 ws, backend = job_page(
     "Fine-tune",
-    "Short PPO runs against a multi-objective reward model: rewards are scored per "
-    "objective, standardized, and scalarized with your weights; the value head keeps one "
-    "value per objective. Constraints (objective ≥ τ) get a Lagrange multiplier each.")
+    "Short RL runs (PPO, GRPO or RLOO) against a multi-objective reward model: rewards are "
+    "scored per objective, standardized, and scalarized with your weights; PPO's value head "
+    "keeps one value per objective, GRPO and RLOO compare each response with the others to "
+    "its prompt. Constraints (objective ≥ τ) get a Lagrange multiplier each.")
 DEFAULT = PPOConfig()
 models = sorted(list_reward_models(ws), key=lambda m: -m["created_at"])
 by_name = {m["name"]: m for m in models}
@@ -70,6 +72,20 @@ def launch_form() -> None:
                                   key=f"ft_wend_{o}") for i, o in enumerate(objectives)}
     scalarizer = st.radio("Scalarizer", ["weighted_sum", "chebyshev", "min"], key="ft_scal",
                           horizontal=True)
+    algorithm = st.radio("Algorithm", ALGORITHMS, key="ft_algo", horizontal=True,
+                         help="ppo: a value head per objective and GAE; grpo (group mean "
+                              "baseline) and rloo (leave-one-out baseline) sample several "
+                              "responses per prompt and need no value head")
+    group = {}
+    if algorithm != "ppo":
+        g1, g2 = st.columns(2)
+        group = {"group_size": int(g1.number_input("Responses per prompt", 2, 64,
+                                                   DEFAULT.group_size, key="ft_group")),
+                 "multi_objective_aggregation": g2.radio(
+                     "Objectives combined", AGGREGATIONS, key="ft_agg",
+                     help="sum_then_normalize: scalarize, then compare within the group; "
+                          "normalize_then_sum (GDPO): standardize each objective within the "
+                          "group, then combine")}
     standardize = st.toggle("Standardize rewards", value=True, key="ft_std",
                             help="z-scores with the reward model's stored statistics")
     constrained = st.multiselect("Constraints: objective ≥ τ (Lagrange multipliers)",
@@ -81,7 +97,7 @@ def launch_form() -> None:
         steps = c1.number_input("Steps", 1, 10_000, DEFAULT.steps, key="ft_steps")
         batch = c2.number_input("Prompts per step", 1, 512, DEFAULT.batch_size, key="ft_batch")
         mini = c1.number_input("Minibatch", 1, 512, DEFAULT.mini_batch_size, key="ft_mini")
-        epochs = c2.number_input("PPO epochs", 1, 16, DEFAULT.ppo_epochs, key="ft_epochs")
+        epochs = c2.number_input("Epochs per rollout", 1, 16, DEFAULT.ppo_epochs, key="ft_epochs")
         lr = c1.number_input("Learning rate", 1e-7, 1e-2, DEFAULT.lr, format="%.1e",
                              key="ft_lr")
         new_tokens = c2.number_input("Max new tokens", 4, 1024, DEFAULT.max_new_tokens,
@@ -112,9 +128,11 @@ def launch_form() -> None:
             weight_schedule=[{"step": 0, "weights": weights},
                              {"step": int(steps), "weights": end}] if schedule else [],
             constraints=constraints, steps=int(steps), batch_size=int(batch),
-            mini_batch_size=int(min(mini, batch)), ppo_epochs=int(epochs), lr=float(lr),
+            mini_batch_size=int(min(mini, batch * group.get("group_size", 1))),
+            ppo_epochs=int(epochs), lr=float(lr),
             lora=lora, kl_coef=float(kl), adaptive_kl=adaptive, target_kl=float(target_kl),
-            max_new_tokens=int(new_tokens), temperature=float(temperature), seed=int(seed))
+            max_new_tokens=int(new_tokens), temperature=float(temperature), seed=int(seed),
+            algorithm=algorithm, **group)
     except MormError as e:
         st.error(plain(e))
         cfg = None

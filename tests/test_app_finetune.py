@@ -105,3 +105,23 @@ def test_a_run_made_inside_another_job_shows_its_curves_from_its_run_folder(rm_w
     assert len(at.get("plotly_chart")) >= 2
     frames = [d.value for d in at.dataframe if "prompt" in d.value.columns]
     assert [f["prompt"].tolist() for f in frames] == [["<b>p</b>"]]  # text, as it is
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo", "rloo"])
+def test_launch_each_algorithm(rm_ws, algorithm):
+    at = open_page()
+    assert at.radio(key="ft_algo").value == "ppo"
+    at.radio(key="ft_algo").set_value(algorithm).run()
+    if algorithm != "ppo":
+        at.number_input(key="ft_group").set_value(3).run()
+        at.radio(key="ft_agg").set_value("normalize_then_sum").run()
+        assert any("x 24 responses" in c.value for c in at.caption)  # 8 prompts x 3
+    at.text_input(key="ft_name").input(f"run-{algorithm}").run()
+    at.button(key="ft_launch").click().run()
+    assert not at.exception
+    (job,) = JobStore(rm_ws).list(kind="ppo")
+    cfg = PPOConfig.from_dict(job.spec["config"])
+    assert cfg.name == f"run-{algorithm}" and cfg.algorithm == algorithm
+    if algorithm != "ppo":
+        assert cfg.group_size == 3 and cfg.multi_objective_aggregation == "normalize_then_sum"
+        assert cfg.kl_in == ("loss" if algorithm == "grpo" else "reward")

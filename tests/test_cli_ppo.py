@@ -56,3 +56,22 @@ def test_retry_refuses_a_job_that_did_not_fail(tmp_path):
     job_id = json.loads(morm("jobs", "list", "--json", ws=ws, check=True).stdout)[0]["id"]
     proc = morm("jobs", "retry", job_id, ws=ws)
     assert proc.returncode == 2 and "only a failed or cancelled job" in proc.stderr
+
+
+def test_rl_train_runs_each_group_method_inline(tmp_path, tiny_rm):
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_rm, ws / "reward_models" / "rm")
+    policy = _save_tiny(tmp_path / "policy")
+    for algorithm in ("grpo", "rloo"):
+        proc = morm("rl", "train", "--algorithm", algorithm, "--name", algorithm, "--policy",
+                    policy, "--reward_model", "rm", "--steps", 1, "--batch_size", 2,
+                    "--group_size", 2, "--mini_batch_size", 4, "--max_new_tokens", 4,
+                    "--device", "cpu", "--prompt_limit", 4,
+                    "--multi_objective_aggregation", "normalize_then_sum", ws=ws, check=True)
+        assert "succeeded" in proc.stdout
+        manifest = json.loads((ws / "policies" / algorithm / "morm_ppo.json").read_text())
+        assert manifest["config"]["algorithm"] == algorithm
+        assert "rewards/helpful/mean" in manifest["final_metrics"]
+    proc = morm("rl", "train", "--algorithm", "dpo", "--reward_model", "rm", "--submit",
+                ws=tmp_path / "ws2")
+    assert proc.returncode == 2 and "algorithm must be one of ppo, grpo, rloo" in proc.stderr

@@ -1,6 +1,8 @@
-"""`morm ppo ...`: PPO runs, weight sweeps and rewarded soups from the command line.
+"""`morm rl train` and `morm ppo ...`: RL runs (PPO, GRPO, RLOO), weight sweeps and rewarded
+soups from the command line.
 
-The flags of `morm ppo train` are the fields of `PPOConfig` (docstrings as help); list fields
+The flags of `morm rl train` and of its PPO alias `morm ppo train` are the fields of
+`PPOConfig` (docstrings as help; ``--algorithm ppo|grpo|rloo``, ppo by default); list fields
 (``weight_schedule``, ``constraints``) take JSON, e.g. ``--constraints
 '[{"objective": "harmless", "threshold": 0}]'``.
 """
@@ -97,6 +99,13 @@ def cmd_list(args) -> int:
 
 
 def add_ppo_commands(groups: argparse._SubParsersAction) -> None:
+    rl = groups.add_parser("rl", help="multi-objective RL fine-tuning: PPO, GRPO or RLOO")
+    p = rl.add_subparsers(dest="command", metavar="ACTION", required=True).add_parser(
+        "train", help="one run: --algorithm ppo, grpo or rloo (morm ppo train: ppo's default)")
+    add_ppo_flags(p)
+    p.add_argument("--overwrite", action="store_true", help="replace policies/<name>")
+    p.add_argument("--submit", action="store_true", help="run as a job on the worker")
+    p.set_defaults(func=cmd_train)
     ppo = groups.add_parser("ppo", help="multi-objective PPO: train, sweep, soup, list")
     sub = ppo.add_subparsers(dest="command", metavar="ACTION", required=True)
     for name, func, help_ in (("train", cmd_train, "one PPO run"),
