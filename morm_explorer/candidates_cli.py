@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -103,15 +104,22 @@ def cmd_sample(args) -> int:
     from morm_explorer.jobs.cli import submit_job
     from morm_explorer.jobs.context import detect_device
     from morm_explorer.policy.jobs import SampleCandidatesJob, sample_candidates
+    from morm_explorer.policy.source import check_policy_source, remember_policy
 
     sampling = {k: getattr(args, k) for k in ("n", "temperature", "top_p", "max_new_tokens",
                                               "seed", "batch_size")}
     spec = SampleCandidatesJob(name=args.name, policy=args.policy, prompts=args.prompts,
                                limit=args.limit, sampling=sampling, device=args.device,
-                               overwrite=args.overwrite)
+                               overwrite=args.overwrite,
+                               trust_remote_code=args.trust_remote_code)
     ws = _ws(args)
+    source = check_policy_source(args.policy, args.revision, args.trust_remote_code,
+                                 workspace=ws)  # before anything is queued or loaded
+    spec = dataclasses.replace(spec, policy=source.ref)
     if args.submit:
-        return submit_job(ws, spec)
+        rc = submit_job(ws, spec)
+        remember_policy(ws, source)  # offered by the app's pickers from now on
+        return rc
     device = detect_device() if args.device == "auto" else args.device
     t0 = time.perf_counter()
 
@@ -119,6 +127,7 @@ def cmd_sample(args) -> int:
         print(f"\r  {done}/{total}", end="", file=sys.stderr, flush=True)
 
     info = sample_candidates(ws, spec, device=device, progress=progress)
+    remember_policy(ws, source)
     print(f"\nsaved candidate set {info.name!r}: {info.n_candidates} candidates, "
           f"{info.n_prompts} prompts in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -225,8 +234,12 @@ def add_candidate_commands(groups: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="sample N responses per prompt from a policy "
                        "(default SmolLM2-135M-Instruct) into a candidate set")
     p.add_argument("--name", required=True, help="candidate set name")
-    p.add_argument("--policy", default="smollm2", help="HF causal LM name or folder "
+    p.add_argument("--policy", default="smollm2", help="a causal LM: smollm2 (built in), a "
+                   "policy fine-tuned in the workspace, a local folder or a hub name "
                    "(default: %(default)s)")
+    p.add_argument("--revision", help="branch, tag or commit of a hub model (default: main)")
+    p.add_argument("--trust-remote-code", action="store_true", help="run the model's own "
+                   "code (its config's auto_map); only for code you have read and trust")
     p.add_argument("--prompts", default="demo", help="'demo' (the built-in prompt set) or a "
                    "JSONL/CSV/Parquet file with a prompt column (default: %(default)s)")
     p.add_argument("--limit", type=int, default=0, help="first this many prompts (0: all)")

@@ -25,6 +25,7 @@ from morm_explorer.reward.report import judge_training_note, list_reward_models
 from morm_explorer.ui.text import plain
 from morm_explorer.workspace import sanitize_name
 from pages.common import job_page, presenting, show_trust
+from pages.policy_picker import checked_policy, other_inputs, policy_options, remember
 
 PER_PAGE = 8
 ws, backend = job_page(
@@ -34,10 +35,22 @@ ws, backend = job_page(
     "against?")
 
 
-def saved_policies() -> list[str]:
-    root = ws.root / "policies"
-    return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()) \
-        if root.is_dir() else []
+def add_policy_form(options: dict, chosen: list[str]) -> None:
+    """Add a local folder or hub name to the policies compared, once it is checked."""
+    with st.container(border=True):
+        st.caption("Add a policy that is not listed: a local folder or hub name")
+        name, revision, trust = other_inputs("cmp_add")
+        if st.button("Add", key="cmp_add", disabled=not name):
+            source = checked_policy(ws, name, revision, trust)
+            if source is not None:
+                remember(ws, source)  # an option of the multiselect from now on
+                st.session_state["cmp_pols_next"] = [
+                    *(p for p in chosen if p != source.ref), source.ref][-4:]
+                st.rerun()
+    needs = [p for p in chosen if options[p].trust_remote_code]
+    if needs:
+        st.caption(f"Remote code is allowed for this comparison, as {plain(', '.join(needs))} "
+                   "needs it.")
 
 
 def job_status(job_id: str) -> None:
@@ -66,9 +79,15 @@ if not presenting():
         if not models:
             st.info("Train a reward model first.")
         else:
+            options = policy_options(ws)
+            if "cmp_pols_next" in st.session_state:  # a policy was just added
+                st.session_state["cmp_pols"] = st.session_state.pop("cmp_pols_next")
+                st.session_state["cmp_add_other"] = ""
+            st.session_state["cmp_pols"] = [p for p in st.session_state.get(
+                "cmp_pols", list(options)[:2]) if p in options][:4]
             pols = st.multiselect("Policies (2 to 4; the first is the baseline)",
-                                  ["smollm2", *saved_policies()], max_selections=4,
-                                  default=["smollm2", *saved_policies()][:2], key="cmp_pols")
+                                  list(options), max_selections=4, key="cmp_pols")
+            add_policy_form(options, pols)
             c1, c2 = st.columns(2)
             rm = c1.selectbox("Reward model (the one they were trained against)", models,
                               key="cmp_rm")
@@ -84,11 +103,17 @@ if not presenting():
             name = st.text_input("Name", f"cmp-{time.strftime('%m%d-%H%M')}", key="cmp_name")
             if st.button("Compare as a job", type="primary", disabled=len(pols) < 2,
                          key="cmp_launch"):
+                sources = [checked_policy(ws, p, "", options[p].trust_remote_code)
+                           for p in pols]  # a refused one shows why, and nothing is queued
                 try:
-                    job = CompareJob(name=sanitize_name(name), policies=pols, prompts=prompts,
-                                     limit=int(limit), reward_model=rm,
+                    if None in sources:
+                        raise MormError("nothing was queued: choose other policies")
+                    job = CompareJob(name=sanitize_name(name), policies=[s.ref for s in sources],
+                                     prompts=prompts, limit=int(limit), reward_model=rm,
                                      judge_model="" if judge == "(none)" else judge,
-                                     sampling={"n": int(n), "max_new_tokens": int(tokens)})
+                                     sampling={"n": int(n), "max_new_tokens": int(tokens)},
+                                     trust_remote_code=any(s.trust_remote_code
+                                                           for s in sources))
                     st.session_state["cmp_job"] = backend.submit(job)
                 except MormError as e:
                     st.error(plain(e))

@@ -114,7 +114,7 @@ if not presenting():
         with t1:
             import_tab(ws)
         with t2:
-            sample_tab(launch)
+            sample_tab(ws, launch)
 if not set_name:
     st.stop()
 

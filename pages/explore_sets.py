@@ -3,6 +3,7 @@
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
@@ -13,6 +14,7 @@ from morm_explorer.jobs.spec import JobSpec
 from morm_explorer.policy.jobs import SampleCandidatesJob
 from morm_explorer.ui.text import plain
 from morm_explorer.workspace import Workspace, sanitize_name
+from pages.policy_picker import checked_policy, pick_policy, remember
 
 
 def import_tab(ws: Workspace) -> None:
@@ -36,14 +38,16 @@ def import_tab(ws: Workspace) -> None:
         st.rerun()
 
 
-def sample_tab(launch: Callable[[JobSpec], None]) -> None:
-    """Sample a new set from a policy, as a job submitted with ``launch``."""
+def sample_tab(ws: Workspace, launch: Callable[[JobSpec], None]) -> None:
+    """Sample a new set from a policy, as a job submitted with ``launch`` once the policy is
+    checked."""
+    policy, revision, trust = pick_policy(
+        ws, "Policy", "explore_policy",
+        help="smollm2 is SmolLM2-135M-Instruct, shipped with the app; policies fine-tuned "
+             "here and the folders and hub names added before are listed too.")
     with st.form("explore_sample"):
-        a, b, c = st.columns(3)
+        a, c = st.columns(2)
         name = a.text_input("Name of the new set", value="smollm2-demo")
-        policy = b.text_input("Policy", value="smollm2",
-                              help="Any Hugging Face causal LM name or folder; smollm2 is "
-                                   "SmolLM2-135M-Instruct, shipped with the app.")
         prompts = c.text_input("Prompts", value="demo",
                                help="'demo' (72 built-in prompts) or a JSONL/CSV/Parquet file "
                                     "on this machine with a prompt column.")
@@ -56,11 +60,17 @@ def sample_tab(launch: Callable[[JobSpec], None]) -> None:
         limit = st.number_input("Use the first K prompts (0: all)", 0, 100_000, 0)
         if st.form_submit_button("Sample as a job", type="primary"):
             try:
-                launch(SampleCandidatesJob(
+                spec = SampleCandidatesJob(
                     name=sanitize_name(name), policy=policy, prompts=prompts, limit=int(limit),
                     sampling={"n": int(n), "temperature": float(temperature),
                               "top_p": float(top_p), "max_new_tokens": int(max_new),
-                              "seed": int(seed)}))
+                              "seed": int(seed)})
+                source = checked_policy(ws, policy, revision, trust)
+                if source is None:  # why is shown; nothing is queued
+                    return
+                launch(replace(spec, policy=source.ref,
+                               trust_remote_code=source.trust_remote_code))
+                remember(ws, source)
             except MormError as err:
                 st.error(plain(err))
                 return

@@ -20,6 +20,7 @@ from morm_explorer.ui import ppo_figures as pf
 from morm_explorer.ui.text import plain
 from morm_explorer.workspace import sanitize_name
 from pages.common import job_page, presenting
+from pages.policy_picker import checked_policy, pick_policy, remember
 
 ws, backend = job_page(
     "Fine-tune",
@@ -53,10 +54,10 @@ def launch_form() -> None:
     st.subheader("New run")
     rm = st.selectbox("Reward model", list(by_name), key="ft_model")
     objectives = list(by_name[rm]["objectives"])
-    policies = ["smollm2", *saved_policies()]
-    policy = st.selectbox("Base policy", policies, key="ft_policy",
-                          help="smollm2 is SmolLM2-135M-Instruct, shipped with the app; "
-                               "fine-tuned policies of earlier runs are listed too.")
+    policy, revision, _ = pick_policy(
+        ws, "Base policy", "ft_policy", remote_code=False,
+        help="smollm2 is SmolLM2-135M-Instruct, shipped with the app; fine-tuned policies of "
+             "earlier runs and the folders and hub names added before are listed too.")
     st.markdown("**Weights** (seeded from Explore's sliders)")
     for o in objectives:
         st.session_state.setdefault(f"ft_w_{o}", float(st.session_state.get(
@@ -141,11 +142,16 @@ def launch_form() -> None:
         st.caption(estimate_ppo(cfg, "cuda" if "cuda" in devices else "cpu").sentence())
     if st.button("Launch", type="primary", disabled=cfg is None, key="ft_launch",
                  icon=":material/rocket_launch:"):
+        source = checked_policy(ws, policy, revision)
+        if source is None:
+            return
         try:
-            st.session_state["ft_job"] = backend.submit(PPOJob(config=cfg.to_dict()))
+            st.session_state["ft_job"] = backend.submit(PPOJob(config={
+                **cfg.to_dict(), "policy": source.ref}))
         except MormError as e:
             st.error(plain(e))
         else:
+            remember(ws, source)
             st.rerun()
 
 

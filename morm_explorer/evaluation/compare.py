@@ -64,7 +64,8 @@ class CompareJob(JobSpec):
     name: str = ""
     """name of the comparison (also of its candidate set, compare-<name>)"""
     policies: list[str] = field(default_factory=list)
-    """2-4 policies (workspace policy names, folders, or smollm2); the first is the baseline"""
+    """2-4 policies (smollm2, workspace policy names, folders, hub names as org/name or
+    org/name@revision); the first is the baseline"""
     prompts: str = "demo"
     """'demo' or a prompt file"""
     limit: int = 0
@@ -82,6 +83,8 @@ class CompareJob(JobSpec):
     """auto, cpu or cuda"""
     overwrite: bool = False
     """replace a comparison of the same name"""
+    trust_remote_code: bool = False
+    """run the policies' own code (a config's auto_map): only for code you trust"""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", sanitize_name(self.name))
@@ -104,6 +107,9 @@ class CompareJob(JobSpec):
         if self.device not in ("auto", "cpu", "cuda"):
             raise MormError(f"device must be auto, cpu or cuda, got {self.device!r}",
                             field="device")
+        if not isinstance(self.trust_remote_code, bool):
+            raise MormError("trust_remote_code must be true or false",
+                            field="trust_remote_code")
 
 
 def policy_labels(refs: list[str]) -> list[str]:
@@ -148,12 +154,12 @@ def policy_provenance(ws: Workspace, ref: str) -> dict[str, Any]:
 
 def _sample_policy(ws: Workspace, ref: str, label: str, prompts: list[dict],
                    config: SamplingConfig, device: str,
-                   check_cancelled: Callable[[], None] | None):
+                   check_cancelled: Callable[[], None] | None, trust: bool = False):
     """(candidate records, their log p under the policy, its tokenizer) for one policy."""
     from morm_explorer.policy.generate import sample
     from morm_explorer.policy.load import load_policy
 
-    model, tokenizer = load_policy(ref, workspace=ws, device=device)
+    model, tokenizer = load_policy(ref, workspace=ws, device=device, trust_remote_code=trust)
     outs = sample(model, tokenizer, [p["prompt"] for p in prompts], config,
                   check_cancelled=check_cancelled)
     records = [{**p, "response": s["response"], "source": label,
@@ -181,14 +187,15 @@ def _sample_all(ws: Workspace, spec: CompareJob, labels: list[str], prompts: lis
     from morm_explorer.policy.load import load_policy
 
     config = SamplingConfig.from_dict(spec.sampling)
-    base, base_tok = load_policy(base_ref, workspace=ws, device=device)
+    base, base_tok = load_policy(base_ref, workspace=ws, device=device,
+                                 trust_remote_code=spec.trust_remote_code)
     records: list[dict] = []
     kl: list[float] = []
     for i, (ref, label) in enumerate(zip(spec.policies, labels, strict=True)):
         if check_cancelled is not None:
             check_cancelled()
         rows, logp, tok = _sample_policy(ws, ref, label, prompts, config, device,
-                                         check_cancelled)
+                                         check_cancelled, spec.trust_remote_code)
         if tok.get_vocab() != base_tok.get_vocab():
             raise MormError(f"{label} and the base policy {base_ref} have different "
                             "tokenizers; KL needs policies fine-tuned from that base",

@@ -36,6 +36,32 @@ def _config(args):
     return PPOConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PPOConfig)})
 
 
+def _checked(args, ref: str):
+    """The policy ``ref`` checked before any job is queued (a `PolicySource`)."""
+    from morm_explorer.policy.source import check_policy_source
+
+    return check_policy_source(ref, workspace=_ws(args))
+
+
+def _launch(args, spec, sources) -> int:
+    """Submit ``spec`` or run it here; once it is queued (or has succeeded here), its policies
+    (``sources``) are offered by the app's pickers too."""
+    from morm_explorer.policy.source import remember_policy
+
+    rc = _submit(args, spec) if args.submit else _run_inline(args, spec)
+    if rc == 0:
+        for source in sources:
+            remember_policy(_ws(args), source)
+    return rc
+
+
+def _train_or_sweep(args, spec) -> int:
+    """Launch a PPO or sweep job with its base policy checked and given as its reference."""
+    source = _checked(args, spec.config["policy"])
+    spec = dataclasses.replace(spec, config={**spec.config, "policy": source.ref})
+    return _launch(args, spec, [source])
+
+
 def _ws(args):
     from morm_explorer.workspace import Workspace
 
@@ -66,16 +92,16 @@ def _run_inline(args, spec) -> int:
 def cmd_train(args) -> int:
     from morm_explorer.policy.ppo_jobs import PPOJob
 
-    spec = PPOJob(config=_config(args).to_dict(), overwrite=args.overwrite)
-    return _submit(args, spec) if args.submit else _run_inline(args, spec)
+    return _train_or_sweep(args, PPOJob(config=_config(args).to_dict(),
+                                        overwrite=args.overwrite))
 
 
 def cmd_sweep(args) -> int:
     from morm_explorer.policy.sweep import SweepJob
 
-    spec = SweepJob(config=_config(args).to_dict(), objectives=args.objectives.split(","),
-                    grid_steps=args.grid_steps, parallel=args.parallel)
-    return _submit(args, spec) if args.submit else _run_inline(args, spec)
+    return _train_or_sweep(args, SweepJob(
+        config=_config(args).to_dict(), objectives=args.objectives.split(","),
+        grid_steps=args.grid_steps, parallel=args.parallel))
 
 
 def cmd_soup(args) -> int:
@@ -86,7 +112,8 @@ def cmd_soup(args) -> int:
                    reward_model=args.reward_model, prompts=args.prompts, limit=args.limit,
                    sampling={"n": args.n, "max_new_tokens": args.max_new_tokens,
                              "seed": args.seed}, device=args.device, overwrite=args.overwrite)
-    return _submit(args, spec) if args.submit else _run_inline(args, spec)
+    a, b = _checked(args, spec.policy_a), _checked(args, spec.policy_b)
+    return _launch(args, dataclasses.replace(spec, policy_a=a.ref, policy_b=b.ref), [a, b])
 
 
 def cmd_list(args) -> int:

@@ -30,7 +30,10 @@ class SampleCandidatesJob(JobSpec):
     name: str = ""
     """name of the candidate set to create"""
     policy: str = "smollm2"
-    """Hugging Face causal LM name or folder (alias: smollm2, the default policy)"""
+    """Hugging Face causal LM name (org/name@revision for a revision) or folder (alias:
+    smollm2, the default policy)"""
+    trust_remote_code: bool = False
+    """run the model's own code (its config's auto_map): only for code you trust"""
     prompts: str = DEMO_PROMPTS
     """'demo' (the built-in prompt set) or a JSONL/CSV/Parquet file with a prompt column"""
     limit: int = 0
@@ -46,6 +49,9 @@ class SampleCandidatesJob(JobSpec):
         sanitize_name(self.name)
         SamplingConfig.from_dict(self.sampling)  # raises MormError naming the bad field
         check_int("limit", self.limit, 0)
+        if not isinstance(self.trust_remote_code, bool):
+            raise MormError(f"trust_remote_code must be true or false, got "
+                            f"{self.trust_remote_code!r}", field="trust_remote_code")
         if self.device not in ("auto", "cpu", "cuda"):
             raise MormError(f"device must be auto, cpu or cuda, got {self.device!r}",
                             field="device")
@@ -91,7 +97,8 @@ def sample_candidates(ws: Workspace, spec: SampleCandidatesJob, device: str = "c
     log(f"sampling {config.n} responses to each of {len(prompts)} prompts from {spec.policy} "
         f"on {device} (temperature {config.temperature}, top-p {config.top_p}, "
         f"seed {config.seed})")
-    model, tokenizer = load_policy(spec.policy, workspace=ws, device=device)
+    model, tokenizer = load_policy(spec.policy, workspace=ws, device=device,
+                                   trust_remote_code=spec.trust_remote_code)
     outputs = sample(model, tokenizer, [p["prompt"] for p in prompts], config,
                      progress=progress, check_cancelled=check_cancelled)
     source = canonical_name(spec.policy).rstrip("/").split("/")[-1]

@@ -5,9 +5,10 @@ package. transformers dequantizes a GGUF on every load (~10 s on 2 CPU cores), s
 converted once into a plain safetensors folder, ``<workspace>/models/smollm2-135m-instruct``,
 and loaded from there afterwards (< 1 s). The folder is written beside its final place and
 renamed into it, under a lock file, so a crash or a second converter never leaves half a
-model under the real name. Any other name is a local model folder or a hub name, loaded as it
-is. Sampling lives in `morm_explorer.policy.generate`; no remote code runs unless the caller
-passes ``trust_remote_code=True``.
+model under the real name. Any other name is a local model folder or a hub name
+(``org/name@revision`` for a revision), loaded as it is; `morm_explorer.policy.source` checks
+one before a job is queued. Sampling lives in `morm_explorer.policy.generate`; no remote code
+runs unless the caller passes ``trust_remote_code=True``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from transformers import (
 
 from morm_explorer.errors import MormError
 from morm_explorer.models import SMOLLM2, canonical_name, resolve_folder_or_hub, smollm2_gguf
+from morm_explorer.policy.source import split_ref
 from morm_explorer.tensor_files import check_model_folder, model_shapes
 from morm_explorer.workspace import Workspace, atomic_write_text, replace_dir
 
@@ -186,15 +188,19 @@ def load_policy(
     """
     dev = _resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, dev)
-    path = resolve_policy(name, workspace)
+    path, revision = resolve_policy(name, workspace), None
+    if not Path(path).exists():  # a hub name, perhaps with @revision
+        path, revision = split_ref(path)
     try:
         if Path(path).is_dir():  # damaged weights are named before transformers reads them
             check_model_folder(path, model_shapes(path, AutoModelForCausalLM,
                                                   trust_remote_code=trust_remote_code),
                                "its config.json")
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision,
+                                                  trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
+            path, revision=revision, dtype=torch_dtype, use_safetensors=True,
+            trust_remote_code=trust_remote_code)
     except MormError as e:
         raise MormError(f"cannot load policy {name!r}: {e.message}", file=e.file) from e
     except (OSError, ValueError, KeyError, SafetensorError) as e:
