@@ -946,6 +946,91 @@ for _damage, _msg in [
         timeout=30)
 
 
+# -- policies named for a job: checked before anything is queued (policy.source) ---------------
+def _named_policy(damage: str) -> Callable[[Env], str]:
+    """A policy reference: a copy of the tiny policy folder with ``damage``, or the folder
+    missing, or (``name: ...``) a name as it is."""
+    def make(env: Env) -> str:
+        from tests.test_policy import _save_tiny
+
+        if damage.startswith("name: "):
+            return damage.removeprefix("name: ")
+        dest = env.tmp / "models" / "pol"
+        if damage == "missing folder":
+            return str(dest)
+        _save_tiny(dest)
+        config = json.loads((dest / "config.json").read_text())
+        if damage == "no config.json":
+            (dest / "config.json").unlink()
+        elif damage == "a BERT config":
+            (dest / "config.json").write_text(json.dumps({
+                "model_type": "bert", "architectures": ["BertForMaskedLM"], "hidden_size": 32,
+                "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}))
+        elif damage == "auto_map without the flag":
+            (dest / "my_model.py").write_text("raise SystemExit('remote code ran')\n")
+            (dest / "config.json").write_text(json.dumps({**config, "model_type": "mine",
+                "auto_map": {"AutoModelForCausalLM": "my_model.MyModel"}}))
+        elif damage == "no tokenizer":
+            for f in ("tokenizer.json", "tokenizer_config.json"):
+                (dest / f).unlink(missing_ok=True)
+        elif damage == "pickle weights only":
+            (dest / "model.safetensors").rename(dest / "pytorch_model.bin")
+        return str(dest)
+    return make
+
+
+def _check_source(damage: str, revision: str | None = None):
+    def act(env):
+        from morm_explorer.policy.source import check_policy_source
+
+        check_policy_source(_named_policy(damage)(env), revision, workspace=env.ws)
+    return act
+
+
+POLICY_SOURCES = [  # (damage, revision, message fragment, a folder is built)
+    ("missing folder", None, "no such folder", False),
+    ("no config.json", None, "not a model folder: no config.json", True),
+    ("a BERT config", None, "not a causal LM: its config.json names BertForMaskedLM", True),
+    ("auto_map without the flag", None, "which is run only with trust_remote_code", True),
+    ("no tokenizer", None, "no tokenizer: the folder holds none of", True),
+    ("pickle weights only", None, "only pytorch_model.bin, pickle files", True),
+    ("name: no-such-org/no-such-model", None, "HF_HUB_OFFLINE is set, so nothing is "
+     "downloaded", False),
+    ("name: no-such-policy", None, "no policy fine-tuned here", False),
+    ("name: org/<script>alert(1)</script>", None, "no such folder", False),
+    ("name: <b>model</b>", None, "neither a local folder nor a hub name", False),
+    ("name: org/x\x00y", None, "neither a local folder nor a hub name", False),
+    ("name: " + "x" * 5000, None, "policy must be at most 4096 characters", False),
+    ("name: ~no-such-user-here/m", None, "no such folder", False),
+    ("name: org/model", "../../etc/passwd", "revision must be a branch, tag or commit", False),
+    ("name: org/model@v1", "v2", "two revisions given", False),
+    ("name: smollm2", "v1", "is the built-in policy", False),
+    ("tiny folder with a revision", "main", "is a local folder", True),
+]
+for _damage, _rev, _msg, _slow in POLICY_SOURCES:
+    _label = _damage[:40] + (f" @ {_rev}" if _rev else "")
+    case("policy.source.check_policy_source", _label, _check_source(_damage, _rev), _msg,
+         slow=_slow)
+for _damage, _flag, _msg in [
+    ("missing folder", "--policy", "no such folder"),
+    ("a BERT config", "--policy", "not a causal LM"),
+    ("auto_map without the flag", "--policy", "which is run only with trust_remote_code"),
+    ("name: no-such-org/no-such-model", "--policy", "HF_HUB_OFFLINE is set"),
+]:
+    case("cli: morm cands sample", f"--policy {_damage[:30]}", lambda e, d=_damage: [
+        "cands", "sample", "--name", "s", "--policy", _named_policy(d)(e)], _msg,
+        slow=_damage in ("a BERT config", "auto_map without the flag"))
+    case("cli: morm ppo train", f"--policy {_damage[:30]}", lambda e, d=_damage: [
+        "ppo", "train", "--name", "r", "--policy", _named_policy(d)(e)], _msg,
+        slow=_damage in ("a BERT config", "auto_map without the flag"))
+case("cli: morm cands sample", "--revision ../x", [
+    "cands", "sample", "--name", "s", "--policy", "org/model", "--revision", "../x"],
+     "revision must be a branch")
+case("cli: morm ppo soup", "--policy-b missing", [
+    "ppo", "soup", "--name", "s", "--policy-a", "smollm2", "--policy-b", "no-such-policy",
+    "--reward-model", "rm"], "no policy fine-tuned here")
+
+
 # -- rating votes ----------------------------------------------------------------------------
 def _session(env: Env) -> None:
     from morm_explorer.data.candidates import from_records, save_candidate_set
