@@ -1076,6 +1076,136 @@ for _name in ["../../etc/passwd", "/abs/path", "..", "", "x" * 200, EVIL]:
          .create_session(e.ws, n, "cs", objectives=["helpful"]), "name", setup=_session)
 
 
+# -- reward models not trained here: external classifiers and composites (reward.external,
+# reward.composite); the reference set 'ref' is in the workspace before the snapshot ----------
+def _reference(env: Env) -> None:
+    from tests.test_external_rm import add_reference
+
+    add_reference(env.ws)
+
+
+def _classifier(env: Env, damage: str) -> str:
+    """A tiny BERT classifier folder (3 outputs where the damage needs them) with ``damage``."""
+    from tests.test_external_rm import LABELS3, save_bert
+
+    dest = env.tmp / "models" / "cls"
+    if damage == "3 labels that are no objective names":
+        return save_bert(dest, 3, {0: "very good", 1: "bad!", 2: "ok"})
+    save_bert(dest, 3, LABELS3) if damage == "3 outputs, 2 --objectives" else save_bert(dest)
+    if damage == "folder without safetensors":
+        (dest / "model.safetensors").rename(dest / "pytorch_model.bin")
+    elif damage == "auto_map without --trust-remote-code":
+        (dest / "modeling_x.py").write_text("raise SystemExit('remote code ran')\n")
+        config = json.loads((dest / "config.json").read_text())
+        (dest / "config.json").write_text(json.dumps(
+            {**config, "auto_map": {"AutoModelForSequenceClassification": "modeling_x.X"}}))
+    return str(dest)
+
+
+def _add_external(damage: str):
+    def act(env):
+        from morm_explorer.reward.external import ExternalConfig, add_external
+
+        objectives = ("a", "b") if damage == "3 outputs, 2 --objectives" else ()
+        add_external(env.ws, "ext", ExternalConfig(model=_classifier(env, damage),
+                                                   objectives=objectives), reference="ref")
+    return act
+
+
+for _damage, _msg in [
+    ("folder without safetensors", "no safetensors weights in the folder"),
+    ("auto_map without --trust-remote-code", "config.json has auto_map"),
+    ("3 outputs, 2 --objectives", "--objectives has 2 names for the model's 3 outputs"),
+    ("3 labels that are no objective names", "are not 3 distinct objective names"),
+]:
+    case("reward.external.add_external", _damage, _add_external(_damage), _msg,
+         setup=_reference, slow=True)
+    case("cli: morm rm add", _damage, lambda e, d=_damage: [
+        "rm", "add", "ext", "--model", _classifier(e, d), "--reference", "ref", "--device",
+        "cpu", *(["--objectives", "a,b"] if d == "3 outputs, 2 --objectives" else [])],
+        _msg, setup=_reference, slow=True)
+
+REWARD_FUNCTIONS = """
+import math, time
+def raises(prompts, completions, **kwargs):
+    raise ValueError("no score for you")
+def short(prompts, completions, **kwargs):
+    return [1.0] * (len(completions) - 1)
+def nan(prompts, completions, **kwargs):
+    return [math.nan] * len(completions)
+def slow(prompts, completions, **kwargs):
+    time.sleep(60)
+"""
+
+
+def _compose(function: str, allow_code: bool = True):
+    def act(env):
+        from morm_explorer.reward.composite import compose
+
+        file = env.file("funcs.py", REWARD_FUNCTIONS)
+        compose(env.ws, "combo", [f"f=py:{file}:{function}"], reference="ref",
+                allow_code=allow_code, time_limit=1.0)
+    return act
+
+
+for _id, _act, _msg in [
+    ("reward function raises", _compose("raises"), "part 'f' (funcs.py:raises) raised "
+                                                   "ValueError: no score for you"),
+    ("reward function returns the wrong length", _compose("short"),
+     "part 'f' (funcs.py:short) returned 11 values for a batch of 12 completions"),
+    ("reward function returns NaN", _compose("nan"),
+     "part 'f' (funcs.py:nan) returned nan for completion 0"),
+    ("reward function takes too long", _compose("slow"),
+     "part 'f' (funcs.py:slow) ran past its time limit of 1 s"),
+    ("code part without --allow-code", _compose("short", allow_code=False),
+     "needs consent (--allow-code"),
+    ("unknown rule", lambda e: __import__("morm_explorer.reward.composite", fromlist=["x"])
+     .compose(e.ws, "combo", ["f=rule:size"], reference="ref"), "unknown rule 'size'"),
+    ("catastrophic pattern", lambda e: __import__("morm_explorer.reward.composite",
+                                                  fromlist=["x"])
+     .compose(e.ws, "combo", ["f=rule:regex=" + "x" * 600], reference="ref"),
+     "a pattern of 1 to 500 characters"),
+]:
+    case("reward.composite.compose", _id, _act, _msg, setup=_reference, timeout=60)
+case("cli: morm rm compose", "reward function raises", lambda e: [
+    "rm", "compose", "combo", "--part", f"f=py:{e.file('funcs.py', REWARD_FUNCTIONS)}:raises",
+    "--allow-code", "--reference", "ref", "--device", "cpu"],
+    "raised ValueError: no score for you", setup=_reference)
+case("cli: morm rm compose", "code part without --allow-code", lambda e: [
+    "rm", "compose", "combo", "--part", f"f=py:{e.file('funcs.py', REWARD_FUNCTIONS)}:nan",
+    "--reference", "ref"], "needs consent (--allow-code", setup=_reference)
+
+
+def _manifest(env: Env, damage: str) -> Path:
+    """A manifest folder written by hand, with ``damage``."""
+    dest = env.tmp / "models" / "manifest"
+    dest.mkdir(parents=True)
+    config = {"format": "morm-reward-model", "kind": "external",
+              "model": {"objectives": ["reward"], "architecture": "external", "backbone": "x"},
+              "source": {"model": str(env.tmp / "gone"), "local": True}, "stats": None}
+    if damage == "unknown kind":
+        config["kind"] = "plugin"
+    elif damage == "composite with code and no consent":
+        file = env.file("funcs.py", REWARD_FUNCTIONS)
+        config.update(kind="composite", allow_code=False, parts=[{
+            "objective": "reward", "kind": "py", "spec": f"py:{file}:nan", "file": str(file),
+            "sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "function": "nan"}])
+    elif damage == "composite part outside the workspace":
+        config.update(kind="composite", parts=[{"objective": "reward", "kind": "model",
+                                                "spec": "..", "model": "../../etc"}])
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
+
+
+for _damage, _msg in [("external model whose folder is gone", "not a model folder"),
+                      ("unknown kind", "unknown kind 'plugin'"),
+                      ("composite with code and no consent", "needs consent"),
+                      ("composite part outside the workspace", "a part is not valid")]:
+    case("reward.artifact.load_reward_model", _damage, lambda e, d=_damage: __import__(
+        "morm_explorer.reward.artifact", fromlist=["x"]).load_reward_model(_manifest(e, d)),
+        _msg)
+
+
 # -- the runner ----------------------------------------------------------------------------
 def _params():
     out = []
