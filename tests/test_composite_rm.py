@@ -181,3 +181,23 @@ def test_cli_compose(parts_ws, capsys, tmp_path):
     assert "composed" in capsys.readouterr().out
     assert main([*root, "rm", "list"]) == 0
     assert "source: helpful=rm-a, refuses=rule:refusal, words=py:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ppo_job_with_a_composite_reward(parts_ws, tmp_path):
+    """A PPO run rewarded by a composite of an external model and a rule: the job loads it by
+    name through the one loader and logs one score per objective."""
+    from morm_explorer.jobs.store import JobStore
+    from morm_explorer.jobs.worker import run_inline
+    from morm_explorer.policy.ppo_jobs import PPOJob
+    from tests.test_policy import _save_tiny
+
+    compose(parts_ws, "combo", ["helpful=rm-a", "brevity=rule:length"], reference="ref")
+    config = dict(name="p", policy=_save_tiny(tmp_path / "policy"), reward_model="combo",
+                  steps=2, batch_size=4, mini_batch_size=2, max_new_tokens=6, lr=1e-2,
+                  device="cpu", checkpoint_every=0, sample_every=0)
+    info = run_inline(parts_ws, PPOJob(config=config))
+    assert info.status == "succeeded", info.error
+    metrics = JobStore(parts_ws).metrics(info.id, wide=True)
+    assert len(metrics) == 2
+    assert {"objective/scores/helpful", "objective/scores/brevity"} <= set(metrics)
