@@ -244,7 +244,8 @@ def _lora_policy(tiny_dir):
 
 def test_lora_reference_is_the_base_model(tiny_dir):
     from morm_explorer.policy.load import load_policy
-    from morm_explorer.policy.ppo import build_policy, forward, reference_logits
+    from morm_explorer.policy.ppo import build_policy
+    from morm_explorer.policy.ppo_rollout import forward, reference_logits
 
     cfg, model, tok, roll = _lora_policy(tiny_dir)
     base, _ = load_policy(tiny_dir)
@@ -259,11 +260,46 @@ def test_lora_reference_is_the_base_model(tiny_dir):
     assert not any(p.requires_grad for p in full_ref.parameters())
 
 
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.8)])
+def test_sampling_pass_gives_the_old_logprobs_of_a_forward_pass(tiny_dir, temperature, top_p):
+    """The rollout's log-probs, entropies and hidden states, taken from generate's raw logits
+    (KV cache), are what a teacher-forced `forward` of the same policy gives: top-p shapes
+    the sampling only, never the log-probabilities."""
+    from morm_explorer.policy import ppo_core as core
+    from morm_explorer.policy.generate import _eos_ids
+    from morm_explorer.policy.ppo import build_policy
+    from morm_explorer.policy.ppo_rollout import forward, generate
+
+    cfg = _cfg(tiny_dir, lora=True, max_new_tokens=8, temperature=temperature, top_p=top_p)
+    model, _, tok = build_policy(cfg, None)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    roll = generate(model, tok, ["hello world", "how do i boil an egg ?", "yes"], cfg,
+                    _eos_ids(model, tok), hidden=True)
+    with torch.no_grad():
+        logits, hidden = forward(model, roll, slice(None), temperature)
+    m = roll.mask.bool()  # after an eos, generate pads: those positions are never read
+    assert roll.logprobs.dtype == torch.float32 and roll.hidden is not None
+    assert torch.allclose(roll.logprobs[m],
+                          core.logprobs_from_logits(logits, roll.responses)[m], atol=1e-5)
+    assert torch.allclose(roll.entropy[m], core.entropy_from_logits(logits)[m], atol=1e-5)
+    assert torch.allclose(roll.hidden[m], hidden[m], atol=1e-5)
+    # the LM head on the response positions only: the same logits as on the whole sequence
+    ids, attn = roll.query_responses, roll.attention_mask
+    full = model(input_ids=ids, attention_mask=attn,
+                 position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).logits
+    P = roll.context_length
+    assert torch.allclose(logits, full[:, P - 1:-1].detach() / temperature, atol=1e-6)
+
+
 def test_saved_policy_merged_or_adapter(tiny_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from morm_explorer.policy.ppo import forward
     from morm_explorer.policy.ppo_checkpoint import save_policy
+    from morm_explorer.policy.ppo_rollout import forward
 
     cfg, model, tok, roll = _lora_policy(tiny_dir)
     with torch.no_grad():

@@ -110,6 +110,17 @@ def test_logprobs_and_entropy_against_torch():
     labels = torch.randint(0, 11, (3, 5), generator=gen)
     direct = torch.log_softmax(logits, -1).gather(-1, labels[..., None])[..., 0]
     assert torch.allclose(core.logprobs_from_logits(logits, labels), direct)
+    # the same gradient as the full log-softmax, and float32 results from bfloat16 logits
+    x = logits.clone().requires_grad_(True)
+    core.logprobs_from_logits(x, labels).sum().backward()
+    y = logits.clone().requires_grad_(True)
+    torch.log_softmax(y, -1).gather(-1, labels[..., None]).sum().backward()
+    assert torch.allclose(x.grad, y.grad, atol=1e-6)
+    half = logits.bfloat16()
+    lp = core.logprobs_from_logits(half, labels)
+    assert lp.dtype == torch.float32
+    assert torch.allclose(lp, torch.log_softmax(half.float(), -1).gather(
+        -1, labels[..., None])[..., 0], atol=1e-6)
     ent = torch.distributions.Categorical(logits=logits).entropy()
     assert torch.allclose(core.entropy_from_logits(logits), ent, atol=1e-6)
 

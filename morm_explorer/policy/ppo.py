@@ -64,7 +64,7 @@ from morm_explorer.policy.ppo_checkpoint import (
     save_policy,
 )
 from morm_explorer.policy.ppo_config import PPOConfig
-from morm_explorer.policy.ppo_rollout import forward, generate, reference_logits
+from morm_explorer.policy.ppo_rollout import generate, reference_logits
 from morm_explorer.policy.rl_reward import RewardFn, load_reward, score_rollout
 from morm_explorer.report_to import report_metrics
 from morm_explorer.workspace import Workspace
@@ -217,17 +217,17 @@ def _train(config: PPOConfig, run_dir: Path, workspace: Workspace | None, hooks:
         batch = [prompts[i]["prompt"] for i in _prompt_rows(len(prompts), B, config.seed, step)]
         queries = [p for p in batch for _ in range(G)]  # (N,) a group's G rows in a run
 
-        # 1. rollout: responses, then old log-probs (and values), and the reference's log-probs
+        # 1. rollout: responses with the old log-probs (and hidden states for the values) of
+        # the sampling pass, which ran this very policy; then the reference's log-probs
         model.eval()  # and it stays so: no dropout, old and new log-probs agree at the start
-        roll = generate(model, tokenizer, queries, config, eos_ids, hooks.check_cancelled)
+        roll = generate(model, tokenizer, queries, config, eos_ids, hooks.check_cancelled,
+                        hidden=value_head is not None)
         mask, responses = roll.mask, roll.responses  # (N, T)
+        old_logprobs = roll.logprobs  # (N, T)
+        entropy = core.masked_mean(roll.entropy, mask)
         hooks.check_cancelled()
         with torch.no_grad():
-            logits, hidden = forward(model, roll, slice(None), config.temperature)
-            old_logprobs = core.logprobs_from_logits(logits, responses)  # (N, T)
-            entropy = core.masked_mean(core.entropy_from_logits(logits), mask)
-            old_values = value_head(hidden) if value_head is not None else None  # (N, T, K)
-            del logits, hidden
+            old_values = value_head(roll.hidden) if value_head is not None else None  # (N,T,K)
             ref_logprobs = core.logprobs_from_logits(
                 reference_logits(model, ref, roll, config.temperature), responses)
         t_rollout = time.perf_counter() - t0

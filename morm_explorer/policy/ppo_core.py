@@ -54,9 +54,12 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
 
 
 def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log p(label) (B, T) under logits (B, T, V): log_softmax gathered at the labels."""
-    logp = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
-    return logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    """log p(label) (B, T) under logits (B, T, V): the label's logit minus the logsumexp over
+    the vocabulary, in float32, one row at a time, so no (B, T, V) log-softmax is ever held
+    (nor kept for the backward pass); TRL's `selective_log_softmax`."""
+    picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1).float()  # (B, T)
+    lse = torch.stack([torch.logsumexp(row.float(), dim=-1) for row in logits])  # (B, T)
+    return picked - lse
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
