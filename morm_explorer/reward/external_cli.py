@@ -80,7 +80,7 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
 
 def add_external_commands(sub: argparse._SubParsersAction) -> None:
     from morm_explorer.reward.cli import add_config_flags
-    from morm_explorer.reward.external import ExternalConfig
+    from morm_explorer.reward.external_config import ExternalConfig
 
     p = sub.add_parser("add", help="register an existing AutoModelForSequenceClassification "
                        "(a hub name or a folder; encoder or decoder) as a reward model, one "
