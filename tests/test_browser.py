@@ -8,6 +8,7 @@ images (docs/screenshots/<page>.png)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -297,3 +298,73 @@ def test_evaluate_a_vote_through_a_session_link(page, app_server, browser_ws):
         "alice", "a", "tie")
     assert_no_exception(page, app_server)
     screenshot(page, "evaluate", top=True)
+
+
+# -- an external reward model, added on Reward models and used on Explore ------------------------
+# Last in the module: it adds a reward model to the shared workspace, which then becomes the
+# newest model (the default pick on Explore), so no earlier test sees it.
+EXTERNAL_RM = "browser-external"
+EXTERNAL_OBJECTIVES = ["fluency", "safety"]  # two labels: Explore's Pareto fronts need K >= 2
+
+
+def test_an_added_external_model_scores_the_demo_set_on_explore(page, app_server, browser_ws,
+                                                                 tmp_path):
+    from morm_explorer.objectives import standardize
+    from morm_explorer.reward.artifact import load_reward_model
+    from morm_explorer.scoring import read_cached_scores
+    from tests.test_external_rm import save_bert
+
+    folder = save_bert(tmp_path / "bert2", num_labels=2, seed=3)  # random weights
+    open_app(page, app_server, "reward_models")
+    form = page.locator('[data-testid="stExpander"]').filter(has_text="Add an existing model")
+    form.locator("summary").click()
+    for label, value in {"Model": folder, "Name": EXTERNAL_RM,
+                         "Objectives, in output order": ", ".join(EXTERNAL_OBJECTIVES)}.items():
+        box = form.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+        wait_idle(page)
+    expect(form.locator('[data-testid="stSelectbox"]').filter(  # the demo's set comes first
+        has_text="Reference set (score statistics)").locator("input")).to_have_value(
+        DEMO_CANDIDATE_SET)
+    form.get_by_role("button", name="Add the model").click()
+    expect(page.locator('[data-testid="stAlert"]').filter(
+        has_text=f"Added {EXTERNAL_RM} from")).to_be_visible(timeout=120_000)
+    assert_no_exception(page, app_server)
+
+    path = browser_ws / "reward_models" / EXTERNAL_RM
+    config = json.loads((path / "config.json").read_text())
+    assert config["kind"] == "external"
+    assert config["model"]["objectives"] == EXTERNAL_OBJECTIVES
+    assert config["source"]["model"] == folder
+    assert config["reference_set"]["name"] == DEMO_CANDIDATE_SET
+
+    # Explore: pick the model; the page scores the demo candidates with it, then shows them.
+    ws = Workspace(browser_ws)
+    cset = load_candidate_set(ws, DEMO_CANDIDATE_SET)
+    assert read_cached_scores(ws, EXTERNAL_RM, cset) is None
+    open_app(page, app_server, "explore")
+    choose(page, "Reward model", EXTERNAL_RM)
+    for objective in EXTERNAL_OBJECTIVES:
+        expect(page.get_by_role("slider", name=objective)).to_be_visible(timeout=120_000)
+    wait_idle(page)
+    expect(page.locator('[data-testid="stSelectbox"]').filter(has_text="Candidate set")
+           .locator("input")).to_have_value(re.compile(f"^{DEMO_CANDIDATE_SET} "))
+    assert read_cached_scores(ws, EXTERNAL_RM, cset) is not None
+
+    # The winners by hand: argmax of the mean z-score (sliders at 0.5 each, standardized with
+    # the statistics the model got on the reference set, which is this set).
+    frame = cset.frame
+    model = load_reward_model(path)
+    raw = model.score(list(frame["prompt"]), list(frame["response"]))  # (N, K)
+    z = standardize(raw, model.stats)
+    winners = expected_winners(frame, z, (0.5, 0.5))
+    table = winners_table(page)
+    expect(table.locator("table")).to_have_attribute("aria-rowcount", str(len(winners) + 1))
+    rows = visible_rows(table)
+    assert rows and all(rows[p] == ("", winners[p]) for p in rows)
+    utility = pd.Series(z.mean(1), index=frame.index)
+    best = frame.index.get_indexer(utility.groupby(frame["prompt_id"]).idxmax())
+    shown = float(metric(page, f"{EXTERNAL_OBJECTIVES[0]} (winners' mean)").inner_text())
+    assert shown == pytest.approx(raw[best, 0].mean(), abs=1.5e-3)
+    assert_no_exception(page, app_server)
