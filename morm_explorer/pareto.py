@@ -28,6 +28,12 @@ def nondominated(scores: np.ndarray, groups: np.ndarray | None = None) -> np.nda
     s = _check(scores)
     if len(s) == 0:
         return np.zeros(0, dtype=bool)
+    if s.shape[1] == 1:  # one objective (moocore wants two): the front is the best score
+        codes = (np.zeros(len(s), dtype=int) if groups is None
+                 else np.unique(np.asarray(groups), return_inverse=True)[1].ravel())
+        best = np.full(codes.max() + 1, -np.inf)
+        np.maximum.at(best, codes, s[:, 0])
+        return s[:, 0] == best[codes]
     if groups is None:
         return moocore.is_nondominated(s, maximise=True, keep_weakly=True)
     codes = np.unique(np.asarray(groups), return_inverse=True)[1]

@@ -103,3 +103,17 @@ def test_pages_that_pick_a_reward_model(ext_ws, page, key):
     assert not at.error, [e.value for e in at.error]
     if key:
         assert at.selectbox(key=key).value == "ext"
+
+
+def test_explore_scores_with_a_one_output_model(ws, tmp_path, no_worker):
+    """The commonest external model has one output: Explore draws its one-objective front (the
+    best candidate of each prompt) instead of failing in the Pareto code."""
+    add_reference(ws)
+    one = save_bert(tmp_path / "bert1", 1, seed=3)
+    add_external(ws, "one", ExternalConfig(model=one, objective="quality"), reference="ref")
+    at = open_app_page("pages/explore.py", timeout=120)
+    at.selectbox(key="explore_model").set_value("one").run()
+    at.selectbox(key="explore_set").set_value("ref").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert {s.key for s in at.slider} >= {"explore_w_quality"}

@@ -40,6 +40,18 @@ def test_within_groups():
     assert nondominated(s, groups).tolist() == [False, False, True, True]
 
 
+def test_one_objective():
+    """A reward model with one output: the front is every candidate with the best score (of
+    its group), ties included; ranks and hypervolume as with more objectives."""
+    s = np.array([[1.0], [3.0], [3.0], [2.0], [0.5]])
+    np.testing.assert_array_equal(nondominated(s), loop_nondominated(s))
+    assert nondominated(s).tolist() == [False, True, True, False, False]
+    groups = np.array(["p1", "p1", "p2", "p2", "p3"])
+    assert nondominated(s, groups).tolist() == [False, True, True, False, True]
+    assert pareto_ranks(s).tolist() == [2, 0, 0, 1, 3]
+    assert hypervolume(s, np.array([0.0])) == pytest.approx(3.0)
+
+
 def test_hypervolume_hand_computed():
     s = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]])
     # union of rectangles from (0, 0): 1*3 + 1*2 + 1*1 = 6
