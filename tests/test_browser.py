@@ -113,8 +113,11 @@ def page(browser, app_server, request):
 
 
 def expect(locator):
+    """Playwright's expect, waiting as long as the page's own actions do (its default, 5 s,
+    is too short for a page that reruns on a busy machine)."""
     from playwright.sync_api import expect as playwright_expect
 
+    playwright_expect.set_options(timeout=RUN_TIMEOUT_MS)
     return playwright_expect(locator)
 
 
@@ -304,7 +307,7 @@ def test_evaluate_a_vote_through_a_session_link(page, app_server, browser_ws):
 # Last in the module: it adds a reward model to the shared workspace, which then becomes the
 # newest model (the default pick on Explore), so no earlier test sees it.
 EXTERNAL_RM = "browser-external"
-EXTERNAL_OBJECTIVES = ["fluency", "safety"]  # two labels: Explore's Pareto fronts need K >= 2
+EXTERNAL_OBJECTIVES = ["fluency", "safety"]  # two labels, as a multi-attribute model has
 
 
 def test_an_added_external_model_scores_the_demo_set_on_explore(page, app_server, browser_ws,
