@@ -25,6 +25,7 @@ from morm_explorer.demo_data import (
 )
 from morm_explorer.demo_jobs import demo_data_line
 from morm_explorer.errors import MormError
+from morm_explorer.ui.text import plain
 
 N_HH = 12  # rows per HH-RLHF subset and split
 N_DEMO = N_HH // 2  # demo pairs per subset: the judge's sample takes its own from the rest
@@ -344,7 +345,7 @@ def test_the_reward_model_and_the_overview_say_it_was_real_data(ws, fake_hub, hu
     assert data.source in line
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()  # opens Overview
     assert not at.exception
-    assert any(c.value == line for c in at.caption)
+    assert any(c.value == plain(line) for c in at.caption)  # shown as text, escaped
     data_step = walkthrough(ws)[0]  # the walk-through shows the data the model learned from
     assert data_step.facts["records"] == 2 * N_DEMO and data_step.facts["conflict"] is None
 
