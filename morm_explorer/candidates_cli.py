@@ -208,8 +208,7 @@ def _write_table(frame, path: str) -> None:
 
 
 def add_candidate_commands(groups: argparse._SubParsersAction) -> None:
-    from morm_explorer.data.readers import FORMATS, MAX_FILE_BYTES
-    from morm_explorer.data.schema import MAX_TEXT_CHARS
+    from morm_explorer.data.readers import FORMATS, add_size_flags
 
     cands = groups.add_parser("cands", help="candidate sets: import, sample, list, show, delete")
     sub = cands.add_subparsers(dest="command", metavar="ACTION", required=True)
@@ -220,13 +219,7 @@ def add_candidate_commands(groups: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="candidate set name in the workspace")
     p.add_argument("--format", dest="fmt", choices=[f for f in FORMATS if f != "hf"])
     p.add_argument("--source", help="source of rows without one (default: the file name)")
-    p.add_argument("--max-chars", type=int, default=MAX_TEXT_CHARS,
-                   help="longest prompt or response accepted; a line longer than such a row "
-                   "can be is a bad row, read no further (default: %(default)s)")
-    p.add_argument("--max-bytes", type=int, default=MAX_FILE_BYTES,
-                   help="most bytes of data read from the file, counted after decompressing a "
-                   ".gz (Parquet: the uncompressed table); past it the file is refused, which "
-                   "stops a decompression bomb (default: %(default)s, 4 GiB)")
+    add_size_flags(p)
     p.add_argument("--drop-bad", action="store_true", help="drop bad rows instead of stopping")
     p.add_argument("--overwrite", action="store_true", help="replace a set of that name")
     p.set_defaults(func=cmd_import)

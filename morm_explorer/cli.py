@@ -24,8 +24,7 @@ def _workspace(args):
 
 
 def _add_load_options(p: argparse.ArgumentParser) -> None:
-    from morm_explorer.data.readers import FORMATS, MAX_FILE_BYTES
-    from morm_explorer.data.schema import MAX_TEXT_CHARS
+    from morm_explorer.data.readers import FORMATS, add_size_flags
 
     p.add_argument("file", help="a JSONL/CSV/Parquet file, an HF dataset folder (save_to_disk) "
                    "or a hub name hf:OWNER/NAME (e.g. hf:Anthropic/hh-rlhf)")
@@ -42,13 +41,7 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="keep a random sample of this many rows")
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample "
                    "(default: %(default)s)")
-    p.add_argument("--max-chars", type=int, default=MAX_TEXT_CHARS,
-                   help="longest prompt or response accepted; a line longer than such a record "
-                   "can be is a bad row, read no further (default: %(default)s)")
-    p.add_argument("--max-bytes", type=int, default=MAX_FILE_BYTES,
-                   help="most bytes of data read from a file, counted after decompressing a "
-                   ".gz (Parquet: the uncompressed table); past it the file is refused, which "
-                   "stops a decompression bomb (default: %(default)s, 4 GiB)")
+    add_size_flags(p, "record")
 
 
 def _load_kwargs(args) -> dict:

@@ -52,6 +52,18 @@ _CSV_LIMIT_LOCK = threading.Lock()
 _LONE_CR = re.compile(rb"(?<=\r)(?!\n)")  # a line end of old Mac files, as newline="" reads it
 
 
+def add_size_flags(parser, row: str = "row") -> None:
+    """``--max-chars`` and ``--max-bytes`` of a command that reads a file (one wording for
+    every such command)."""
+    parser.add_argument("--max-chars", type=int, default=MAX_TEXT_CHARS,
+                        help=f"longest prompt or response accepted; a line longer than such a "
+                        f"{row} can be is a bad row, read no further (default: %(default)s)")
+    parser.add_argument("--max-bytes", type=int, default=MAX_FILE_BYTES,
+                        help="most bytes of data read from a file, counted after decompressing "
+                        "a .gz (Parquet: the uncompressed table); past it the file is refused, "
+                        "which stops a decompression bomb (default: %(default)s, 4 GiB)")
+
+
 def detect_format(path: str | Path) -> str:
     """The file format from the path: a folder is an HF dataset, else by suffix."""
     p = Path(path)
