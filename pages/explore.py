@@ -185,8 +185,11 @@ def apply_preset() -> None:
         st.session_state[f"explore_tau_{c['objective']}"] = float(c["threshold"])
 
 
+# Widget values are dropped when the user opens another page; a plain key keeps the weights
+# for the next visit and for Fine-tune, which starts from them.
+saved = st.session_state.get("explore_weights") or {}
 for o in objectives:
-    st.session_state.setdefault(wkey(o), round(1.0 / K, 2))
+    st.session_state.setdefault(wkey(o), saved.get(o, round(1.0 / K, 2)))
 with st.sidebar:
     st.subheader("Scalarization")
     presets = {p.name: p for p in builtin_presets(objectives)}
@@ -197,6 +200,8 @@ with st.sidebar:
     pc2.button("Apply", on_click=apply_preset, key="explore_apply", width="stretch")
     for o in objectives:
         st.slider(plain(o), 0.0, 1.0, step=0.05, key=wkey(o))
+    st.session_state["explore_weights"] = {**saved, **{o: st.session_state[wkey(o)]
+                                                       for o in objectives}}
     simplex = st.toggle("Normalize weights to sum 1", value=True, key="explore_simplex")
     method = st.radio("Scalarizer", list(SCALARIZER_NAMES), key="explore_method",
                       format_func=SCALARIZER_NAMES.get)

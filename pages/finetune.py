@@ -59,6 +59,14 @@ def launch_form() -> None:
         help="smollm2 is SmolLM2-135M-Instruct, shipped with the app; fine-tuned policies of "
              "earlier runs and the folders and hub names added before are listed too.")
     st.markdown("**Weights** (seeded from Explore's sliders)")
+    # Explore keeps its sliders' values in "explore_weights"; when they moved since this form
+    # was seeded, the form takes them again (its own values otherwise stay as the user set them).
+    seed = {o: float(w) for o, w in (st.session_state.get("explore_weights") or {}).items()
+            if o in objectives}
+    if seed and st.session_state.get("ft_weights_seed") != seed:
+        for o, w in seed.items():
+            st.session_state[f"ft_w_{o}"] = w
+        st.session_state["ft_weights_seed"] = seed
     for o in objectives:
         st.session_state.setdefault(f"ft_w_{o}", float(st.session_state.get(
             f"explore_w_{o}", round(1.0 / len(objectives), 2))))

@@ -191,3 +191,25 @@ def test_a_set_far_from_the_training_texts_is_flagged(ws, tiny_rm):
     msgs = trust_messages(at)
     assert not [w for w in msgs["warning"] if far in w]
     assert f"0% {far} training texts." in msgs["caption"]
+
+
+def test_the_sliders_survive_other_pages_and_seed_fine_tune(known):
+    """Widget values go when another page opens; Explore keeps its weights for its next visit
+    and for Fine-tune, which starts from them (and takes them again when they move)."""
+    at = open_page("rm3")
+    set_weights(at, helpful=0.0, harmless=1.0, honest=0.35)
+    at.switch_page("pages/home.py").run()  # a page in between drops Explore's widget state
+    at.switch_page("pages/finetune.py").run()
+    at.selectbox(key="ft_model").set_value("rm3").run()
+    assert not at.exception
+    assert [at.slider(key=f"ft_w_{o}").value for o in ("helpful", "harmless", "honest")] == [
+        0.0, 1.0, 0.35]
+    at.switch_page(PAGE).run()
+    at.selectbox(key="explore_model").set_value("rm3").run()
+    at.selectbox(key="explore_set").set_value("known").run()
+    assert [at.slider(key=f"explore_w_{o}").value for o in ("helpful", "harmless", "honest")
+            ] == [0.0, 1.0, 0.35]
+    set_weights(at, helpful=0.6)
+    at.switch_page("pages/finetune.py").run()
+    at.selectbox(key="ft_model").set_value("rm3").run()
+    assert at.slider(key="ft_w_helpful").value == 0.6
