@@ -324,3 +324,23 @@ def test_wait_times_out_with_a_message(ws):
     with pytest.raises(MormError, match="still queued"):
         backend.wait(job_id, timeout=0.3, poll=0.05)
     assert time.monotonic() - t0 < 2
+
+
+def test_discarding_a_job_clears_the_temporary_entries_it_left_in_its_noted_folders(ws):
+    """A runner killed while saving a checkpoint leaves `.checkpoint.tmp-*` in its run folder;
+    discarding the job (as the reaper does) removes those and nothing else there."""
+    from morm_explorer.jobs.store import JobStore
+
+    store = JobStore(ws)
+    run = ws.root / "runs" / "ppo" / "r"
+    (run / ".checkpoint.tmp-123").mkdir(parents=True)
+    (run / ".checkpoint.tmp-123" / "policy.safetensors").write_bytes(b"half")
+    (run / ".samples.jsonl.tmp-9").write_text("half")
+    (run / "checkpoint").mkdir()
+    (run / "samples.jsonl").write_text("{}\n")
+    store.note_folder("job-1", run)
+    store.staging_dir("job-1").mkdir(parents=True)
+    store.discard_staging("job-1")
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint", "samples.jsonl"]
+    assert not store.job_dir("job-1").exists()
+    store.discard_staging("job-2")  # a job that noted nothing: no error

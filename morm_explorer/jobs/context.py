@@ -107,6 +107,11 @@ class JobContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def writes_into(self, folder: Path) -> None:
+        """Say that the job writes into ``folder`` outside its staging area: if it dies, what
+        it was writing there (``.*.tmp-*``) is removed with its staging folder."""
+        self.store.note_folder(self.job_id, folder)
+
     def check_artifact(self, group: str, name: str, overwrite: bool | None = None) -> Path:
         """Fail early (before the work) if `commit_artifact` would refuse ``group/name``;
         returns the artifact's future folder."""

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 # gap leaves room for a busy disk or a paused laptop without failing healthy jobs.
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 15.0
+FOLDERS = "folders.txt"  # in a job's folder: the folders it writes into (note_folder)
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,25 @@ class JobStore:
     def staging_dir(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "staging"
 
+    def note_folder(self, job_id: str, folder: Path) -> None:
+        """Record that the job writes into ``folder`` outside its staging area (a run folder
+        with checkpoints), so that `discard_staging` can clear what a killed writer left there."""
+        listed = self.job_dir(job_id) / FOLDERS
+        listed.parent.mkdir(parents=True, exist_ok=True)
+        with open(listed, "a", encoding="utf-8") as fh:
+            fh.write(str(Path(folder).resolve()) + "\n")
+
     def discard_staging(self, job_id: str) -> None:
-        """Remove whatever a job wrote but did not commit (its whole job folder)."""
+        """Remove whatever a job wrote but did not commit: its whole job folder, and the
+        temporary entries (``.*.tmp-*``, never published) in the folders it noted."""
+        listed = self.job_dir(job_id) / FOLDERS
+        if listed.is_file():
+            for line in listed.read_text(encoding="utf-8").splitlines():
+                for stale in Path(line).glob(".*.tmp-*") if line.strip() else ():
+                    if stale.is_dir() and not stale.is_symlink():
+                        shutil.rmtree(stale, ignore_errors=True)
+                    else:
+                        stale.unlink(missing_ok=True)
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
     # -- reads ----------------------------------------------------------------------------

@@ -99,6 +99,7 @@ def run_ppo(spec: PPOJob, ctx: JobContext) -> dict:
         cfg = PPOConfig.from_dict({**cfg.to_dict(), "device": ctx.device})
     ws = ctx.store.ws
     folder = run_dir(ws, cfg.name)
+    ctx.writes_into(folder)  # its checkpoints: a kill mid-save leaves a temporary folder
     changed = config_changes(folder, cfg)
     if changed:  # the same name with new settings: a new run, not the old one resumed
         ctx.log(f"discarding the checkpoint in {folder}: it was made with other settings "
