@@ -156,3 +156,42 @@ def test_front_and_hypervolume_of_three_points():
 
 def test_soup_curve_without_a_soup_set_is_none(ws):
     assert soup_curve(ws, "no-such-set", "rm") is None
+
+
+def test_paired_mean_diff_matches_the_hand_computed_mean_and_brackets_it():
+    from morm_explorer.evaluation.stats import paired_mean_diff
+
+    a = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    b = a - np.array([0.5, 1.5, 1.0, 0.8, 1.2, 1.0])
+    d = paired_mean_diff(a, b)
+    assert d.diff == pytest.approx(1.0)
+    assert 0.5 <= d.low < 1.0 < d.high <= 1.5
+    assert d.clear and d.n == 6
+
+
+def test_paired_mean_diff_pairing_removes_shared_prompt_difficulty():
+    from morm_explorer.evaluation.stats import paired_mean_diff
+
+    rng = np.random.default_rng(0)
+    difficulty = rng.normal(0, 5, 40)
+    a = difficulty + 0.3 + rng.normal(0, 0.2, 40)
+    b = difficulty + rng.normal(0, 0.2, 40)
+    assert paired_mean_diff(a, b).clear  # unpaired, the 5.0 spread would swamp 0.3
+    same = paired_mean_diff(b + rng.normal(0, 0.2, 40), b)
+    assert not same.clear and same.low < 0 < same.high
+
+
+def test_paired_mean_diff_edge_cases():
+    import math
+
+    from morm_explorer.evaluation.stats import paired_mean_diff
+
+    assert math.isnan(paired_mean_diff([], []).diff)
+    one = paired_mean_diff([2.0], [1.0])
+    assert one.diff == 1.0 and math.isnan(one.low) and not one.clear
+    const = paired_mean_diff([2.0, 3.0], [1.0, 2.0])
+    assert (const.low, const.high) == (1.0, 1.0) and const.clear
+    nan = paired_mean_diff([1.0, float("nan"), 3.0], [0.0, 1.0, 2.0])
+    assert nan.n == 2
+    with pytest.raises(MormError):
+        paired_mean_diff([1.0, 2.0], [1.0])

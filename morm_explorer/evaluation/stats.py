@@ -84,6 +84,52 @@ def paired_win_rate(a: np.ndarray | list[float], b: np.ndarray | list[float], n_
     return WinRate(win + tie / 2, win, tie, 1.0 - win - tie, low, high, n)
 
 
+class MeanDiff(NamedTuple):
+    """Mean of a - b over paired prompts with its paired-bootstrap interval; ``clear`` when the
+    interval excludes zero (then ``diff``'s sign is the direction of the difference)."""
+
+    diff: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def clear(self) -> bool:
+        return bool(self.n >= 2 and (self.low > 0 or self.high < 0))
+
+
+def _mean_diff_stat(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(a - b, axis=axis)
+
+
+def paired_mean_diff(a: np.ndarray | list[float], b: np.ndarray | list[float],
+                     n_boot: int = 2000, seed: int = 0,
+                     confidence: float = 0.95) -> MeanDiff:
+    """Mean of a[i] - b[i] over prompts i, with the percentile interval of the paired bootstrap
+    (`scipy.stats.bootstrap`, ``paired=True``: prompts resampled with replacement, each keeping
+    its (a, b) pair). The statement "a scores higher than b" is backed when ``low > 0``, "lower"
+    when ``high < 0``; otherwise there is no clear difference. Fewer than two prompts, or
+    differences that are all equal, give NaN bounds (the former) or a zero-width interval."""
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise MormError(f"paired scores must have the same length, got {len(a)} and {len(b)}")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    n = len(a)
+    if n == 0:
+        return MeanDiff(math.nan, math.nan, math.nan, 0)
+    diff = float(np.mean(a - b))
+    if n < 2:
+        return MeanDiff(diff, math.nan, math.nan, n)
+    if np.all(a - b == (a - b)[0]):
+        return MeanDiff(diff, diff, diff, n)
+    res = st.bootstrap((a, b), _mean_diff_stat, n_resamples=n_boot, paired=True,
+                       vectorized=True, confidence_level=confidence, method="percentile",
+                       rng=np.random.default_rng(seed))
+    return MeanDiff(diff, float(res.confidence_interval.low),
+                    float(res.confidence_interval.high), n)
+
+
 def prompt_means(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Mean of ``columns`` over each policy's samples of a prompt: index (policy, prompt_id),
     policies in their order of appearance."""
