@@ -385,9 +385,14 @@ st.dataframe(detail, hide_index=True, width="stretch", key="explore_detail",
                             "dominated_by": st.column_config.TextColumn(
                                 "dominated by", help="candidates of this prompt at least as "
                                 "good on every objective and better on one")})
+# Keyed per set, and labelled by what never changes within it: the browser keeps a keyed
+# selectbox's label text while the same value stays valid, so labels from another set (or a
+# winner mark from other weights) would stay on screen. Whether it wins is said beside it.
 cand = st.selectbox("Read a candidate in full", detail["candidate"].tolist(),
-                    key="explore_read", format_func=lambda i: (
-                        f"#{i} · {frame['source'].iat[i]}"
-                        + (" · winner" if i in set(sel.winners) else "")))
+                    key=f"explore_read_{set_name}_{info.fingerprint}",
+                    format_func=lambda i: f"#{i} · {frame['source'].iat[i]}")
+st.caption(f"#{cand} · source {plain(frame['source'].iat[cand])} · "
+           + ("the winner of its prompt under these weights" if cand in set(sel.winners)
+              else "not its prompt's winner under these weights"))
 with st.container(border=True):
     st.text(frame["response"].iat[cand])

@@ -213,3 +213,42 @@ def test_the_sliders_survive_other_pages_and_seed_fine_tune(known):
     at.switch_page("pages/finetune.py").run()
     at.selectbox(key="ft_model").set_value("rm3").run()
     assert at.slider(key="ft_w_helpful").value == 0.6
+
+
+def reader(at):
+    return next(w for w in at.selectbox if str(w.key).startswith("explore_read_"))
+
+
+def read_caption(at) -> str:
+    return next(c.value for c in at.caption if c.value.startswith("#"))
+
+
+def test_switching_sets_relabels_the_candidate_reader(known):
+    """A candidate's labels (its source, whether it won) come from the set shown: after a
+    switch, "Read a candidate in full" is a new widget (the browser keeps a keyed selectbox's
+    label text while its value stays valid) and says the new set's source and winner."""
+    ws = known
+    recs = [{"prompt_id": f"q{p}", "prompt": f"Other {p}?", "response": f"{src} reply {p}",
+             "source": src, "category": "test"} for p in range(3) for src in ("sft", "base")]
+    cset = from_records(recs)
+    save_candidate_set(ws, "user", cset)
+    # "base" wins every prompt under any weights; "sft" never does
+    values = np.array([[-1.0, -1.0, -1.0] if r["source"] == "sft" else [1.0, 1.0, 1.0]
+                       for r in recs])
+    store_scores(ws, "rm3", cset, values, ["helpful", "harmless", "honest"])
+    at = open_page("rm3")
+    set_weights(at, helpful=1.0, harmless=0.0, honest=0.0)
+    before = reader(at)
+    before.set_value(0).run()  # risky, the winner of p0
+    assert "#0 · source risky · the winner" in read_caption(at)
+    at.selectbox(key="explore_set").set_value("user").run()
+    assert not at.exception
+    after = reader(at)
+    assert after.key != before.key and after.id != before.id
+    assert after.options == ["#1 · base", "#0 · sft"]  # best first; no state-dependent marks
+    after.set_value(0).run()
+    assert "#0 · source sft · not its prompt's winner" in read_caption(at)
+    assert "sft reply 0" in [t.value for t in at.text]
+    # weights that change the winner change the caption, not the selectbox's labels
+    set_weights(at, helpful=0.0, harmless=1.0)
+    assert reader(at).options == ["#1 · base", "#0 · sft"]
