@@ -48,3 +48,16 @@ def test_spec_validation_and_demo_prompts():
     demo = load_prompts("demo", limit=5)
     assert len(demo) == 5 and set(demo[0]) == {"prompt_id", "prompt", "category"}
     assert len(load_prompts("demo")) >= 60
+
+
+def test_the_demo_prompts_split_into_a_training_part_and_a_held_out_part():
+    from morm_explorer.policy.jobs import DEMO_HELDOUT, load_prompts
+
+    every = load_prompts("demo")
+    train, held = load_prompts("demo-train"), load_prompts("demo-heldout")
+    assert len(held) == DEMO_HELDOUT and len(train) + len(held) == len(every)
+    assert not {p["prompt_id"] for p in train} & {p["prompt_id"] for p in held}
+    cats = {p["category"] for p in every}
+    assert {p["category"] for p in held} == cats == {p["category"] for p in train}
+    assert [p["prompt_id"] for p in load_prompts("demo-heldout", 5)] == [
+        p["prompt_id"] for p in held[:5]]

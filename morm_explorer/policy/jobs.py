@@ -19,6 +19,12 @@ from morm_explorer.policy.config import SamplingConfig
 from morm_explorer.workspace import Workspace, sanitize_name
 
 DEMO_PROMPTS = "demo"
+DEMO_TRAIN_PROMPTS = "demo-train"
+"""the demo prompts RL trains on: all but the first `DEMO_HELDOUT` (the demo's runs use these)"""
+DEMO_HELDOUT_PROMPTS = "demo-heldout"
+"""the first `DEMO_HELDOUT` demo prompts, which no demo run trains on (the demo compares on them)"""
+DEMO_HELDOUT = 24  # 4 of each of the 6 categories: the prompts cycle through the categories
+PROMPT_SOURCES = (DEMO_PROMPTS, DEMO_TRAIN_PROMPTS, DEMO_HELDOUT_PROMPTS)
 
 
 @dataclass(frozen=True)
@@ -58,12 +64,17 @@ class SampleCandidatesJob(JobSpec):
 
 
 def load_prompts(source: str, limit: int = 0) -> list[dict]:
-    """The built-in demo prompts or those of a file, the first ``limit`` of them (0: all)."""
-    if source == DEMO_PROMPTS:
+    """The built-in demo prompts (``demo``: all 72; ``demo-train`` and ``demo-heldout``: the
+    two parts that share no prompt) or those of a file, the first ``limit`` of them (0: all)."""
+    if source in PROMPT_SOURCES:
         from morm_explorer.data.demo_candidates import demo_prompts
 
         prompts = [{k: p[k] for k in ("prompt_id", "prompt", "category")}
                    for p in demo_prompts()]
+        if source == DEMO_TRAIN_PROMPTS:
+            prompts = prompts[DEMO_HELDOUT:]
+        elif source == DEMO_HELDOUT_PROMPTS:
+            prompts = prompts[:DEMO_HELDOUT]
     else:
         from morm_explorer.data.candidates import read_prompts
 

@@ -54,7 +54,8 @@ class PPOConfig:
     reward_model: str = ""
     """Reward model: a workspace reward-model name or a model folder."""
     prompts: str = "demo"
-    """'demo' (the built-in prompts) or a JSONL/CSV/Parquet file with a prompt column."""
+    """'demo' (the 72 built-in prompts), 'demo-train' / 'demo-heldout' (its two parts that share no
+    prompt: 48 to train on, 24 to compare on) or a JSONL/CSV/Parquet file with a prompt column."""
     prompt_limit: int = 0
     """Use only the first this many prompts (0: all)."""
     weights: dict[str, float] = field(default_factory=dict)
