@@ -221,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     from morm_explorer.candidates_cli import add_candidate_commands
+    from morm_explorer.evaluation.cli import add_evaluation_commands
     from morm_explorer.jobs.cli import add_job_commands
     from morm_explorer.policy.cli import add_ppo_commands
     from morm_explorer.reward.cli import add_rm_commands
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rm_commands(groups)
     add_candidate_commands(groups)
     add_ppo_commands(groups)
+    add_evaluation_commands(groups)
     add_job_commands(groups)
     parser.epilog = _command_index(groups)
     return parser
