@@ -37,7 +37,7 @@ from morm_explorer.demo_data import (
 )
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.context import JobContext
-from morm_explorer.jobs.spec import JobSpec, register_job
+from morm_explorer.jobs.spec import BACKGROUND_PRIORITY, JobSpec, register_job
 
 RM, JUDGE, SAMPLED, COMPARISON = "demo-rm", "demo-judge", "smollm2-demo", "demo"
 POLICIES = {"demo-helpful": {"helpful": 0.8, "harmless": 0.1, "honest": 0.1},
@@ -53,6 +53,7 @@ class PrepareDemoJob(JobSpec):
     real_pairs: int = DEMO_REAL_PAIRS
     """HH-RLHF training pairs per subset fetched for the reward models (0: built-in data)"""
     backbone: str = "minilm"
+    priority: ClassVar[int] = BACKGROUND_PRIORITY  # what a user launches runs first
     """reward-model backbone"""
     max_length: int = 256
     """tokens per (prompt, response) pair the reward models read"""

@@ -168,6 +168,13 @@ MIGRATIONS: list[str] = [
             ON DELETE CASCADE
     );
     """,
+    # Job priorities (morm_explorer.jobs.spec: a user's work runs before the background demo
+    # build) and who launched a job (a page, the CLI, the demo build).
+    """
+    ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE jobs ADD COLUMN launched_by TEXT;
+    UPDATE jobs SET priority = 0, launched_by = 'demo build' WHERE kind = 'prepare_demo';
+    """,
 ]
 
 

@@ -66,10 +66,12 @@ class StoreBackend:
     metrics, logs and waiting read the same tables whoever runs the jobs. Subclasses define
     `submit`, `get`, `list` and `cancel`."""
 
-    def __init__(self, ws: Workspace, stale_after: float = STALE_AFTER_S) -> None:
+    def __init__(self, ws: Workspace, stale_after: float = STALE_AFTER_S,
+                 launched_by: str | None = None) -> None:
         self.ws = ws
         self.store = JobStore(ws)
         self.stale_after = stale_after
+        self.launched_by = launched_by  # recorded on every job submitted here
 
     def get(self, job_id: str) -> JobInfo:
         raise NotImplementedError
@@ -92,21 +94,24 @@ class StoreBackend:
 class LocalBackend(StoreBackend):
     """Jobs in the workspace database, run by local worker processes (`morm worker`).
 
-    ``start_worker``: start a worker on submit when none is alive. Every read first reaps the
-    jobs of dead workers, so a poll shows a killed worker's job as failed within seconds
-    (on this machine) or ``stale_after`` seconds (elsewhere).
+    ``start_worker``: start a worker on submit when none is alive; ``owner_pid``: the process
+    whose end ends a worker started here (the app's; see `worker.ensure_worker`). Every read
+    first reaps the jobs of dead workers, so a poll shows a killed worker's job as failed within
+    seconds (on this machine) or ``stale_after`` seconds (elsewhere).
     """
 
     def __init__(self, ws: Workspace, start_worker: bool = True,
-                 stale_after: float = STALE_AFTER_S) -> None:
-        super().__init__(ws, stale_after)
+                 stale_after: float = STALE_AFTER_S, launched_by: str | None = None,
+                 owner_pid: int | None = None) -> None:
+        super().__init__(ws, stale_after, launched_by)
         self.start_worker = start_worker
+        self.owner_pid = owner_pid
 
     def __repr__(self) -> str:
         return f"LocalBackend({str(self.ws.root)!r})"
 
     def submit(self, spec: JobSpec) -> str:
-        job_id = self.store.submit(spec)
+        job_id = self.store.submit(spec, launched_by=self.launched_by)
         if self.start_worker:
             self.ensure_worker()
         return job_id
@@ -116,11 +121,13 @@ class LocalBackend(StoreBackend):
         # Imported here: `python -m morm_explorer.jobs.worker` must not find it imported.
         from morm_explorer.jobs.worker import ensure_worker
 
-        # A worker started on demand leaves after 10 idle minutes rather than outliving the
-        # app; the next submit starts another. `morm worker` run by hand stays until stopped.
-        # $MORM_WORKER_IDLE_EXIT shortens the wait (tests: a worker must not outlive its test)
+        # A worker started on demand leaves after 10 idle minutes, and with its owner (the app)
+        # when it has one; the next submit starts another. `morm worker` run by hand stays
+        # until stopped. $MORM_WORKER_IDLE_EXIT shortens the wait (tests: a worker must not
+        # outlive its test).
         idle = float(os.environ.get("MORM_WORKER_IDLE_EXIT") or AUTO_IDLE_EXIT_S)
-        return ensure_worker(self.ws, stale_after=self.stale_after, idle_exit=idle)
+        return ensure_worker(self.ws, stale_after=self.stale_after, idle_exit=idle,
+                             owner_pid=self.owner_pid)
 
     def workers(self) -> list[WorkerInfo]:
         """The live workers."""
@@ -157,21 +164,25 @@ def retry(backend: JobBackend, job_id: str) -> str:
     return backend.submit(spec_from_dict(info.kind, info.spec))
 
 
-def get_backend(ws: Workspace, start_worker: bool = True, backend: str | None = None
-                ) -> JobBackend:
+def get_backend(ws: Workspace, start_worker: bool = True, backend: str | None = None,
+                launched_by: str | None = None, owner_pid: int | None = None) -> JobBackend:
     """The backend for ``ws``: ``backend`` ("local" or "ray") if given, else
     ``$MORM_BACKEND``, else "ray" when ``$RAY_ADDRESS`` is set, else "local".
 
-    ``start_worker`` applies to the local backend only. The Ray backend connects to
+    ``launched_by`` is recorded on the jobs submitted through it. ``start_worker`` and
+    ``owner_pid`` apply to the local backend only. The Ray backend connects to
     ``$RAY_ADDRESS`` on first use, not here.
     """
     name = backend or os.environ.get("MORM_BACKEND", "").strip() or (
         "ray" if os.environ.get("RAY_ADDRESS", "").strip() else "local")
     if name == "local":
-        return LocalBackend(ws, start_worker=start_worker)
+        return LocalBackend(ws, start_worker=start_worker, launched_by=launched_by,
+                            owner_pid=owner_pid)
     if name == "ray":
         from morm_explorer.jobs.ray_backend import RayBackend
 
-        return RayBackend(ws)
+        ray = RayBackend(ws)
+        ray.launched_by = launched_by
+        return ray
     raise MormError(f"unknown job backend {name!r} (from MORM_BACKEND or the backend argument)"
                     f"; expected one of {', '.join(BACKENDS)}", field="backend")

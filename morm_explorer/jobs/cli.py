@@ -32,7 +32,7 @@ def _backend(args: argparse.Namespace, start_worker: bool = False) -> JobBackend
     """The workspace's backend: local, or Ray when $MORM_BACKEND or $RAY_ADDRESS says so."""
     from morm_explorer.jobs.backend import get_backend
 
-    return get_backend(_workspace(args), start_worker=start_worker)
+    return get_backend(_workspace(args), start_worker=start_worker, launched_by="CLI")
 
 
 def submit_job(ws: Workspace, spec: JobSpec, where: str = "") -> int:
@@ -40,7 +40,7 @@ def submit_job(ws: Workspace, spec: JobSpec, where: str = "") -> int:
     (``morm jobs show``, or ``where`` too when given); returns the exit code, 0."""
     from morm_explorer.jobs.backend import get_backend
 
-    job_id = get_backend(ws).submit(spec)
+    job_id = get_backend(ws, launched_by="CLI").submit(spec)
     print(f"submitted job {job_id}; follow it with `morm jobs show {job_id}`"
           + (f" or {where}" if where else ""))
     return 0
@@ -84,6 +84,7 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
           f"finished {_fmt_time(j.finished_at)}")
     print(f"  worker {j.worker_id or '-'}, runner pid {j.pid or '-'}, device {j.device or '-'}, "
           f"attempts {j.attempts}" + (", cancel requested" if j.cancel_requested else ""))
+    print(f"  launched by {j.launched_by or '-'}, priority {j.priority}")
     print(f"  spec {json.dumps(j.spec)}")
     if j.error:
         print(f"  error: {j.error}")

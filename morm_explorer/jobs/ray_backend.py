@@ -155,7 +155,7 @@ class RayBackend(StoreBackend):
                             field="num_gpus")
         client = self.client  # unreachable: fail before anything is queued
         gpus = self.gpus_for(spec) if num_gpus is None else num_gpus
-        job_id = self.store.submit(spec, reserved_for=RAY_WORKER)
+        job_id = self.store.submit(spec, reserved_for=RAY_WORKER, launched_by=self.launched_by)
         root = str(self.ws.root.resolve())
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         runtime_env = {**self.runtime_env, "env_vars": {

@@ -6,7 +6,9 @@ The worker side (`run_child`) watches three things every `CHECK_S`: a message fr
 killer), and the job's ``cancel_requested`` flag. On a cancel the runner first gets
 `CANCEL_GRACE_S` to stop by itself (it raises `JobCancelled` at its next check), then SIGTERM,
 then SIGKILL after `TERM_GRACE_S`: at most ~3.5 s from request to stop, whatever the runner
-is doing. However the job ends, its uncommitted staging folder is removed.
+is doing. A `Stop` set by the worker (a signal, or its app gone) stops the runner at once and
+fails the job or puts it back in the queue. However the job ends, its uncommitted staging
+folder is removed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,24 @@ if TYPE_CHECKING:
 CHECK_S = 0.5
 CANCEL_GRACE_S = 1.5
 TERM_GRACE_S = 1.0
+
+
+class Stop:
+    """A worker's order to stop its running jobs: set once, with why, and whether the jobs go
+    back in the queue (their app stopped: they run again at its next start) or fail."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+        self.requeue = False
+
+    def set(self, reason: str, requeue: bool = False) -> None:
+        if not self.event.is_set():
+            self.reason, self.requeue = reason, requeue
+            self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
 
 
 def execute(store: JobStore, worker_id: str, job_id: str) -> dict[str, Any]:
@@ -137,7 +157,7 @@ def _crash_message(proc: mp.process.BaseProcess) -> dict[str, Any]:
 
 
 def _watch(store: JobStore, hb: _Heartbeat, job_id: str, proc: mp.process.BaseProcess,
-           conn: Connection) -> dict[str, Any]:
+           conn: Connection, stop: Stop | None) -> dict[str, Any]:
     deadline = None
     while True:
         if conn.poll(CHECK_S):
@@ -150,9 +170,12 @@ def _watch(store: JobStore, hb: _Heartbeat, job_id: str, proc: mp.process.BasePr
             return msg
         if not proc.is_alive():
             break
-        if hb.lost.is_set():
+        if hb.is_lost(job_id):
             _stop(proc)
             return {"status": "lost"}
+        if stop is not None and stop.is_set():
+            _stop(proc)
+            return {"status": "stopped"}
         if deadline is None:
             if store.cancel_requested(job_id):
                 deadline = time.monotonic() + CANCEL_GRACE_S
@@ -164,8 +187,25 @@ def _watch(store: JobStore, hb: _Heartbeat, job_id: str, proc: mp.process.BasePr
     return _crash_message(proc)
 
 
-def run_child(store: JobStore, hb: _Heartbeat, job: JobInfo) -> str:
-    """Run a claimed job in a spawned child process; returns its final status."""
+def _record_stop(store: JobStore, worker_id: str, job_id: str, stop: Stop) -> str:
+    """Record a job the worker stopped: back in the queue when asked (unless a cancel was
+    pending), else failed; returns its status."""
+    store.discard_staging(job_id)
+    if stop.requeue and store.requeue(
+            job_id, worker_id, f"interrupted ({stop.reason}); it runs again, resuming where it "
+            "can, when a worker starts"):
+        return "queued"
+    if store.cancel_requested(job_id):
+        store.mark_cancelled(job_id, worker_id, f"cancelled ({stop.reason})")
+        return "cancelled"
+    store.fail(job_id, worker_id, f"worker {worker_id} (pid {os.getpid()}) stopped while the "
+               f"job ran ({stop.reason})")
+    return "failed"
+
+
+def run_child(store: JobStore, hb: _Heartbeat, job: JobInfo, stop: Stop | None = None) -> str:
+    """Run a claimed job in a spawned child process; returns its final status ("queued" when
+    ``stop`` put it back in the queue)."""
     worker_id = hb.worker.id
     ctx = mp.get_context("spawn")  # never fork: a forked CUDA or SQLite state is unsafe
     recv, send = ctx.Pipe(duplex=False)
@@ -175,7 +215,7 @@ def run_child(store: JobStore, hb: _Heartbeat, job: JobInfo) -> str:
         proc.start()
         send.close()
         store.set_runner(job.id, pid=proc.pid)
-        msg = _watch(store, hb, job.id, proc, recv)
+        msg = _watch(store, hb, job.id, proc, recv, stop)
     except BaseException as e:  # the worker itself is stopping (WorkerStopped) or broke
         if proc.pid is not None:
             _stop(proc)
@@ -185,4 +225,6 @@ def run_child(store: JobStore, hb: _Heartbeat, job: JobInfo) -> str:
         raise
     finally:
         recv.close()
+    if msg["status"] == "stopped" and stop is not None:
+        return _record_stop(store, worker_id, job.id, stop)
     return record(store, worker_id, job.id, msg)

@@ -35,6 +35,10 @@ JOB_MODULES: list[str] = [
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+# Workers take queued jobs by priority, then in order of submission; a user's job may run
+# beside a background one (see `worker`), so that what a user launches never waits for it.
+USER_PRIORITY = 1
+BACKGROUND_PRIORITY = 0
 
 Runner = Callable[["JobSpec", "JobContext"], dict]
 
@@ -48,6 +52,7 @@ class JobSpec:
     """
 
     kind: ClassVar[str] = ""
+    priority: ClassVar[int] = USER_PRIORITY  # BACKGROUND_PRIORITY for work nobody waits on
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,6 +142,8 @@ class JobInfo:
     attempts: int = 0
     device: str | None = None
     pid: int | None = None
+    priority: int = USER_PRIORITY
+    launched_by: str | None = None  # "Fine-tune page", "CLI", "demo build", ...
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

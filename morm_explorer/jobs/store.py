@@ -181,6 +181,12 @@ class JobStore:
                            (job_id, int(since)))
         return [r[0] for r in rows]
 
+    def log_entries(self, job_id: str) -> list[tuple[float, str]]:
+        """Every log line of a job with its time: (Unix seconds, text)."""
+        rows = self._query("SELECT t, text FROM job_logs WHERE job_id=? ORDER BY seq",
+                           (job_id,))
+        return [(r[0], r[1]) for r in rows]
+
     def workers(self) -> list[WorkerInfo]:
         return [WorkerInfo(**dict(r)) for r in self._query("SELECT * FROM workers")]
 
@@ -190,20 +196,39 @@ class JobStore:
                 if death_reason(w.id, w.pid, w.host, w.heartbeat_at, now, stale_after) is None]
 
     # -- writes by submitters -------------------------------------------------------------
-    def submit(self, spec: JobSpec, reserved_for: str | None = None) -> str:
+    def submit(self, spec: JobSpec, reserved_for: str | None = None,
+               launched_by: str | None = None, priority: int | None = None) -> str:
         """Queue a job; returns its id. The kind must be registered (see `spec.register_job`).
 
         ``reserved_for``: a worker id (e.g. "ray") kept on the queued job, so that workers taking
-        the oldest queued job skip it and only a claim by its id runs it.
+        the oldest queued job skip it and only a claim by its id runs it. ``launched_by``: who
+        asked for it ("Fine-tune page", "CLI", ...), shown in the Jobs view. ``priority``: the
+        spec's class priority unless given (`spec.USER_PRIORITY` or `BACKGROUND_PRIORITY`).
         """
         kind = get_job_kind(spec.kind).kind
+        priority = spec.priority if priority is None else priority
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise MormError(f"priority must be an integer, got {priority!r}", field="priority")
+        if launched_by is not None and not (isinstance(launched_by, str)
+                                            and 0 < len(launched_by) <= 64):
+            raise MormError(f"launched_by must be 1-64 characters of text, got {launched_by!r}",
+                            field="launched_by")
         now = time.time()
         job_id = f"{sanitize_name(kind)}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         with self.ws.transaction() as con:
-            con.execute("INSERT INTO jobs (id, kind, spec, status, created_at, worker_id) "
-                        "VALUES (?,?,?,'queued',?,?)",
-                        (job_id, kind, json.dumps(spec.to_dict()), now, reserved_for))
+            con.execute("INSERT INTO jobs (id, kind, spec, status, created_at, worker_id, "
+                        "priority, launched_by) VALUES (?,?,?,'queued',?,?,?,?)",
+                        (job_id, kind, json.dumps(spec.to_dict()), now, reserved_for, priority,
+                         launched_by))
         return job_id
+
+    def queue(self) -> list[JobInfo]:
+        """The queued jobs in the order workers take them: by priority, then oldest first
+        (jobs reserved for another backend, such as Ray, come last: no local worker takes
+        them)."""
+        rows = self._query("SELECT * FROM jobs WHERE status='queued' ORDER BY worker_id IS NOT "
+                           "NULL, priority DESC, created_at, rowid")
+        return [_row_to_info(r) for r in rows]
 
     def cancel(self, job_id: str) -> JobInfo:
         """Cancel a job: a queued one at once; a running one is stopped by its worker (< 5 s).
@@ -224,9 +249,10 @@ class JobStore:
 
     # -- writes by workers and runners ----------------------------------------------------
     def claim(self, worker_id: str, kinds: Sequence[str] | None = None,
-              job_id: str | None = None) -> JobInfo | None:
-        """Take the oldest queued job (of ``kinds``, or job ``job_id``, when given) for
-        ``worker_id``; None when there is none. Jobs reserved on submit are taken only by id.
+              job_id: str | None = None, min_priority: int | None = None) -> JobInfo | None:
+        """Take the first queued job (of ``kinds``, of at least ``min_priority``, or job
+        ``job_id``, when given) for ``worker_id``, by priority and then oldest first; None when
+        there is none. Jobs reserved on submit are taken only by id.
 
         The select and the update share one BEGIN IMMEDIATE transaction, so two workers can
         never take the same job.
@@ -235,6 +261,9 @@ class JobStore:
         if kinds is not None:
             where += f" AND kind IN ({','.join('?' * len(kinds))})"
             params = list(kinds)
+        if min_priority is not None:
+            where += " AND priority>=?"
+            params.append(int(min_priority))
         if job_id is not None:
             where += " AND id=?"
             params.append(job_id)
@@ -242,8 +271,8 @@ class JobStore:
             where += " AND worker_id IS NULL"
         now = time.time()
         with self.ws.transaction() as con:
-            row = con.execute(f"SELECT id FROM jobs WHERE {where} ORDER BY created_at, rowid "
-                              "LIMIT 1", params).fetchone()
+            row = con.execute(f"SELECT id FROM jobs WHERE {where} ORDER BY priority DESC, "
+                              "created_at, rowid LIMIT 1", params).fetchone()
             if row is None:
                 return None
             con.execute("UPDATE jobs SET status='running', worker_id=?, started_at=?, "
@@ -252,22 +281,24 @@ class JobStore:
             self.write_log(con, row[0], f"claimed by worker {worker_id}")
         return self.get(row[0])
 
-    def heartbeat(self, worker: WorkerInfo, job_id: str | None = None) -> bool:
-        """Register or refresh ``worker`` (and its running job). Returns False when that job
-        is no longer this worker's to run (finished, or reaped while the worker was stalled)."""
+    def heartbeat(self, worker: WorkerInfo, job_ids: Sequence[str] = ()) -> set[str]:
+        """Register or refresh ``worker`` and its running jobs. Returns those of ``job_ids`` that
+        are no longer this worker's to run (finished, or reaped while the worker was stalled)."""
         now = time.time()
+        lost = set()
         with self.ws.transaction() as con:
             con.execute(
                 "INSERT INTO workers VALUES (?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
                 "pid=excluded.pid, heartbeat_at=excluded.heartbeat_at, device=excluded.device, "
                 "job_id=excluded.job_id",
                 (worker.id, worker.pid, worker.host, worker.started_at, now, worker.device,
-                 job_id))
-            if job_id is None:
-                return True
-            cur = con.execute("UPDATE jobs SET heartbeat_at=? WHERE id=? AND worker_id=? AND "
-                              "status='running'", (now, job_id, worker.id))
-            return cur.rowcount == 1
+                 ",".join(job_ids) or None))
+            for job_id in job_ids:
+                cur = con.execute("UPDATE jobs SET heartbeat_at=? WHERE id=? AND worker_id=? "
+                                  "AND status='running'", (now, job_id, worker.id))
+                if cur.rowcount != 1:
+                    lost.add(job_id)
+        return lost
 
     def unregister_worker(self, worker_id: str) -> None:
         with self.ws.transaction() as con:
@@ -315,6 +346,20 @@ class JobStore:
 
     def mark_cancelled(self, job_id: str, worker_id: str, note: str = "cancelled") -> bool:
         return self._final(job_id, worker_id, "cancelled", message=note)
+
+    def requeue(self, job_id: str, worker_id: str, note: str) -> bool:
+        """Put a job this worker runs back in the queue, to be run again (a PPO run resumes
+        from its checkpoint, the demo build skips what it made): what a worker does when its
+        app stops. False when the job was no longer this worker's."""
+        with self.ws.transaction() as con:
+            cur = con.execute(
+                "UPDATE jobs SET status='queued', worker_id=NULL, started_at=NULL, "
+                "heartbeat_at=NULL, pid=NULL, progress=0, message=? WHERE id=? AND "
+                "worker_id=? AND status='running' AND NOT cancel_requested",
+                (str(note), job_id, worker_id))
+            if cur.rowcount:
+                self.write_log(con, job_id, f"back in the queue: {note}")
+            return cur.rowcount == 1
 
     def _final(self, job_id: str, worker_id: str, status: str, *, result: str | None = None,
                error: str | None = None, message: str | None = None) -> bool:
