@@ -74,6 +74,10 @@ def test_compare_run_list_show(compared, capsys):
     assert "scores by the training reward model rm" in out and "held-out judge rm" in out
     assert "win rates against base" in out
     assert ["tuned", "helpful"] in [line.split()[:2] for line in out.splitlines()]
+    rc, out, _ = morm(compared, "compare", "show", "ab", "--by-category", "--examples", 1,
+                      "--objective", "harmless", "--n-boot", 50, capsys=capsys)
+    assert rc == 0 and "\ncategory factual:\n" in out and "] tuned - base on harmless:" in out
+    assert out.count("(tuned, sample ") == 2  # the example prompt's samples, in full
     rc, out, _ = morm(compared, "compare", "show", "ab", "--baseline", "tuned", "--json",
                       "--n-boot", 200, capsys=capsys)
     doc = json.loads(out)
@@ -123,8 +127,10 @@ def test_session_from_a_comparison(compared, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("args,field,msg", [
     (["compare", "show", "nope"], "comparison", "no comparison named 'nope'; saved: ab"),
-    (["compare", "show", "ab", "--baseline", "zz"], "baseline", "not one of the policies"),
+    (["compare", "show", "ab", "--baseline", "zz"], "baseline", "not one of"),
     (["compare", "show", "ab", "--n-boot", "0"], "n_boot", ">= 1"),
+    (["compare", "show", "ab", "--examples", "2", "--objective", "funny"], "objective",
+     "not one of"),
     (["report", "comparison", "ab", "--out", "r.pdf"], "out", "ending in .html"),
     (["report", "comparison", "ab", "--objective", "funny"], "objective", "not one of"),
     (["report", "comparison", "ab", "--examples", "p9"], "examples", "not in the comparison"),

@@ -224,12 +224,42 @@ def print_comparison(cmp, baseline: str | None = None, n_boot: int = 2000,
     return 0
 
 
+def print_details(cmp, baseline: str, objective: str, by_category: bool, examples: int
+                  ) -> None:
+    """Per-category scores, and the ``examples`` prompts where the first other policy differs
+    most from ``baseline`` on ``objective``, every policy's responses in full."""
+    from morm_explorer.evaluation.stats import largest_differences, slices
+
+    if by_category:
+        for category, part in slices(cmp.frame, cmp.objectives).groupby(level=0, sort=False):
+            print(f"\ncategory {category}:\n"
+                  + summary_text(part.droplevel(0), cmp.objectives))
+    if not examples:
+        return
+    other = next(p for p in cmp.policies if p != baseline)
+    diffs = largest_differences(cmp.frame, other, baseline, objective).head(examples)
+    for r in diffs.itertuples():
+        print(f"\n[{r.prompt_id}] {other} - {baseline} on {objective}: {r.diff:+.3f}\n"
+              f"{r.prompt}")
+        rows = cmp.frame[cmp.frame["prompt_id"] == r.prompt_id].rename(
+            columns={f"rm:{objective}": "score"})
+        for s in rows.itertuples():
+            print(f"  ({s.policy}, sample {s.sample}, {objective} {s.score:.3f}) "
+                  f"{s.response}")
+
+
 def cmd_compare_show(args) -> int:
     cmp = comparison(open_workspace(args), args.name)
-    if args.baseline and args.baseline not in cmp.policies:
-        raise MormError(f"baseline {args.baseline!r} is not one of the policies "
-                        f"{cmp.policies}", field="baseline")
-    return print_comparison(cmp, args.baseline, args.n_boot, args.json)
+    for fld, value, allowed in (("baseline", args.baseline, cmp.policies),
+                                ("objective", args.objective, cmp.objectives)):
+        if value and value not in allowed:
+            raise MormError(f"{value!r} is not one of {allowed}", field=fld)
+    check_int("examples", args.examples, 0)
+    rc = print_comparison(cmp, args.baseline, args.n_boot, args.json)
+    if not args.json:
+        print_details(cmp, args.baseline or cmp.baseline, args.objective or cmp.objectives[0],
+                      args.by_category, args.examples)
+    return rc
 
 
 # -- morm report ------------------------------------------------------------------------------
@@ -346,6 +376,11 @@ def add_evaluation_commands(groups: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", help="policy the win rates are against (default: the first)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default: "
                    "%(default)s)")
+    p.add_argument("--by-category", action="store_true", help="the scores per prompt "
+                   "category too")
+    p.add_argument("--examples", type=int, default=0, help="print this many prompts where "
+                   "the policies differ most, with every response (default: %(default)s)")
+    p.add_argument("--objective", help="objective of --examples (default: the first)")
     p.add_argument("--json", action="store_true", help="print the tables as JSON")
     p.set_defaults(func=cmd_compare_show)
     add_session_commands(groups)
