@@ -108,6 +108,9 @@ def cmd_compare_run(args) -> int:
     if args.submit:
         rc = submit_job(ws, spec, where="on the Compare page")
     else:
+        print(f"comparing {len(spec.policies)} policies on {spec.prompts} prompts "
+              f"({spec.limit or 'all'}) x {spec.sampling['n']} samples here; --submit queues "
+              "it as a job instead", flush=True)
         t0 = time.perf_counter()
         info = run_inline(ws, spec)
         print(f"job {info.id} {info.status} in {time.perf_counter() - t0:.1f} s")
