@@ -24,7 +24,7 @@ class Step:
 
 
 def data_step(ws: Workspace, dataset: str) -> Step:
-    from morm_explorer.data.convert import summarize
+    from morm_explorer.data.convert import joint_counts, ratings_to_pairs, summarize
 
     try:
         ds = ws.load_dataset(dataset)
@@ -36,9 +36,12 @@ def data_step(ws: Workspace, dataset: str) -> Step:
     conflict = float(d.loc[pair]) if pair else None
     if conflict is not None and np.isnan(conflict):  # no pair is labelled on both (HH-RLHF)
         conflict = None
+    # the share's base: the pairs both objectives decide (no tie), and what part of all pairs
+    counts = joint_counts(ds.records if ds.kind == "pairwise" else ratings_to_pairs(ds.records),
+                          *pair) if pair else None
     return Step("Preference data", True, {
         "records": s.n_records, "prompts": s.n_prompts, "objectives": list(d.index),
-        "conflict": conflict, "pair": pair})
+        "conflict": conflict, "pair": pair, "counts": counts})
 
 
 def reward_step(ws: Workspace, model: str) -> Step:
@@ -80,27 +83,66 @@ def explore_step(ws: Workspace, model: str, candidates: str,
         sels[lead] = ex.select(Choice.of(p.weights, standardized=ex.can_standardize))
     a, b = (sels[x] for x in presets)
     changed = np.flatnonzero(a.winners != b.winners)
-    example = None
-    if len(changed):
-        i = changed[0]
-        f = ex.frame
-        example = {"prompt": f["prompt"].iat[a.winners[i]],
-                   presets[0]: f["response"].iat[a.winners[i]],
-                   presets[1]: f["response"].iat[b.winners[i]]}
+    f = ex.frame
+    length = f["response"].str.len().to_numpy()
+    i = example_prompt(changed, length[a.winners], length[b.winners])
+    example = None if i is None else {
+        "prompt": f["prompt"].iat[a.winners[i]],
+        presets[0]: f["response"].iat[a.winners[i]],
+        presets[1]: f["response"].iat[b.winners[i]]}
     means = {lead: dict(zip(ex.objectives, ex.raw[s.winners].mean(0).round(3).tolist(),
                             strict=True)) for lead, s in sels.items()}
     return Step("Explore", True, {"prompts": len(a.winners), "changed": int(len(changed)),
-                                  "means": means, "example": example})
+                                  "means": means, "example": example,
+                                  "n_examples": int(np.sum(length[b.winners[changed]]
+                                                           >= length[a.winners[changed]]))})
+
+
+def example_prompt(changed: np.ndarray, first_len: np.ndarray,
+                   second_len: np.ndarray) -> int | None:
+    """The prompt to show where two leanings pick different answers: the first of ``changed``
+    where the second leaning's pick (harmless) is not the shorter answer, so the example shows
+    a trade-off of content and not a length preference (a reward head that likes short answers
+    would make "leaning harmless" just "shorter"). None when every change is such a case.
+    ``first_len`` and ``second_len``: (P,) lengths of each prompt's two picks."""
+    ok = [int(i) for i in changed if second_len[i] >= first_len[i]]
+    return ok[0] if ok else None
 
 
 def policies_step(ws: Workspace) -> Step:
+    """The fine-tuned policies, and where a comparison holds two of them (or one and its
+    base), their per-objective differences with paired-bootstrap intervals: ``pair`` (a, b)
+    and ``differences`` (rows of `stats.mean_differences`; a difference is "clear" only when
+    its interval excludes zero)."""
     from morm_explorer.policy.ppo_jobs import trained_policies
 
+    trained = trained_policies(ws)
     rows = [{"policy": name, "weights": cfg.get("weights"), "steps": cfg.get("steps"),
-             "base": cfg.get("policy")} for name, cfg in trained_policies(ws)]
+             "base": cfg.get("policy")} for name, cfg in trained]
     if not rows:
         return Step("Fine-tuned policies", False, note="no PPO run has finished yet")
-    return Step("Fine-tuned policies", True, {"policies": rows})
+    return Step("Fine-tuned policies", True, {"policies": rows,
+                                              **_differences(ws, [n for n, _ in trained])})
+
+
+def _differences(ws: Workspace, trained: list[str]) -> dict[str, Any]:
+    from morm_explorer.evaluation.compare import list_comparisons, load_comparison
+    from morm_explorer.evaluation.stats import mean_differences
+
+    for c in list_comparisons(ws):
+        tuned = [p for p in c["policies"] if p in trained]
+        if not tuned or len(c["policies"]) < 2:
+            continue
+        a, b = (tuned[:2] if len(tuned) >= 2 else
+                (tuned[0], next(p for p in c["policies"] if p != tuned[0])))
+        try:
+            cmp = load_comparison(ws, c["name"])
+        except MormError:
+            continue
+        table = mean_differences(cmp.frame, a, b, cmp.objectives)
+        return {"comparison": c["name"], "pair": (a, b),
+                "differences": table.to_dict("records")}
+    return {}
 
 
 def compare_step(ws: Workspace) -> Step:

@@ -16,6 +16,7 @@ from morm_explorer.evaluation.compare import CompareJob, list_comparisons, load_
 from morm_explorer.evaluation.report import comparison_figures, comparison_report
 from morm_explorer.evaluation.stats import (
     largest_differences,
+    mean_differences,
     policy_summary,
     slices,
     soup_curve,
@@ -163,6 +164,15 @@ def figures_and_wins(name: str, created_at: float, baseline: str, objective: str
             win_rates(c.frame, baseline, c.objectives))
 
 
+@st.cache_data(max_entries=16, show_spinner="Bootstrapping the differences ...")
+def differences(name: str, created_at: float, baseline: str) -> pd.DataFrame:
+    c = comparison(name, created_at)
+    parts = [mean_differences(c.frame, p, baseline, c.objectives).assign(policy=p)
+             for p in c.policies if p != baseline]
+    cols = ["policy", "objective", "diff", "low", "high", "n", "verdict"]
+    return pd.concat(parts)[cols] if parts else pd.DataFrame(columns=cols)
+
+
 figures, wins = figures_and_wins(name, by_name[name]["created_at"], baseline, objective,
                                  soup_name, soup)
 tabs = st.tabs([plain(title) for title in figures])
@@ -187,6 +197,13 @@ st.subheader(f"Win rates against {plain(baseline)}")
 st.caption("Per prompt, each policy's samples are averaged; win = higher score (a tie counts "
            "half); 95% intervals from a paired bootstrap over prompts.")
 st.dataframe(wins.round(3), hide_index=True, width="stretch", key="cmp_wins")
+st.subheader(f"Differences from {plain(baseline)}")
+st.caption("Each policy's mean score minus the baseline's, per objective, over the prompts "
+           "both answered, with a paired-bootstrap 95% interval over prompts. A policy is said "
+           "to score higher or lower only when the interval excludes zero; otherwise: no clear "
+           "difference.")
+st.dataframe(differences(name, by_name[name]["created_at"], baseline).round(3),
+             hide_index=True, width="stretch", key="cmp_diffs")
 if frame["category"].nunique() > 1:
     st.subheader("Per category")
     st.dataframe(slices(frame, objectives).round(3), width="stretch", key="cmp_slices")
@@ -245,7 +262,7 @@ if st.session_state.get("cmp_report", (None,))[0] == name:
     st.download_button("Download the report (one HTML file, no server needed)",
                        st.session_state["cmp_report"][1], file_name=f"{name}-report.html",
                        mime="text/html", key="cmp_download", icon=":material/download:")
-summary_note = pd.Timestamp(cmp.created_at, unit="s").strftime("%Y-%m-%d %H:%M")
+summary_note = time.strftime("%Y-%m-%d %H:%M", time.localtime(cmp.created_at))
 st.caption(f"Comparison run {summary_note}; reward model "
            f"{plain(cmp.manifest['reward_model']['name'])}"
            + (f", judge {plain(cmp.manifest['judge_model']['name'])}" if cmp.judge_objectives

@@ -24,7 +24,7 @@ from morm_explorer.evaluation.sessions import (
     close_session,
     create_session,
     list_sessions,
-    progress,
+    progress_shown,
 )
 from morm_explorer.reward.report import list_reward_models
 from morm_explorer.ui.text import plain
@@ -100,8 +100,8 @@ with rate_tab:
     rater_panel(ws, info)
 
 with results_tab:
-    prog = progress(ws, name)
-    st.dataframe(prog, hide_index=True, width="stretch", key="eval_progress")
+    st.dataframe(progress_shown(ws, name), hide_index=True, width="stretch",
+                 key="eval_progress")
     rm = st.selectbox("Compare raters with the reward model", ["(none)"] +
                       [m["name"] for m in models], key="eval_rm")
     try:

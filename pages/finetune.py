@@ -42,6 +42,13 @@ def saved_policies() -> list[str]:
         if root.is_dir() else []
 
 
+def cell(v: object) -> str:
+    """A table cell as text: numbers to 3 decimals, "—" for none."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "—"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
 def fmt_seconds(s: float | None) -> str:
     if s is None:
         return "–"
@@ -257,7 +264,8 @@ with live_col:
                          f"({len(folder_runs)})", expanded=not runs):
             folder_run_panel(st.selectbox("Finished run", folder_runs, key="ft_folder_run"))
     if not runs:
-        st.caption("No PPO run yet: launch one on the left, or `morm ppo train --submit`.")
+        st.caption("No RL run yet." if presenting() else
+                   "No RL run yet: launch one on the left, or `morm rl train --submit`.")
     else:
         ids = {j.id: j for j in runs}
         if st.session_state.get("ft_job_next") in ids:  # a run just resumed
@@ -267,7 +275,7 @@ with live_col:
         # no status in the label: a selectbox keeps an option's first label while it runs
         job_id = st.selectbox("Run", list(ids), key="ft_job", format_func=lambda i: (
             f"{ids[i].spec.get('config', {}).get('name', '?')} · "
-            f"{pd.Timestamp(ids[i].created_at, unit='s').strftime('%m-%d %H:%M')}"))
+            f"{time.strftime('%m-%d %H:%M', time.localtime(ids[i].created_at))}"))
         active = not ids[job_id].done
         st.fragment(run_panel, run_every=2.0 if active else None)(job_id, active)
         table = pd.DataFrame([{
@@ -277,10 +285,11 @@ with live_col:
             "steps": j.spec.get("config", {}).get("steps"),
             **{k.removeprefix("objective/scores/"): v for k, v in
                (j.result or {}).get("final", {}).items() if k.startswith("objective/scores/")},
-            "created": pd.Timestamp(j.created_at, unit="s").strftime("%m-%d %H:%M"),
+            "created": time.strftime("%m-%d %H:%M", time.localtime(j.created_at)),
         } for j in runs])
-        st.markdown("**Past runs**")
-        st.dataframe(table, hide_index=True, width="stretch", key="ft_runs")
+        st.markdown("**Past runs** (final mean scores per objective; — where a run has none)")
+        st.dataframe(table.astype(object).map(cell), hide_index=True, width="stretch",
+                     key="ft_runs")
 
 # -- soups -----------------------------------------------------------------------------------
 def soup_form() -> None:

@@ -1,5 +1,7 @@
 """Overview: what MORM Explorer is for, and what the workspace holds."""
 
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -65,7 +67,7 @@ if datasets:
         pd.DataFrame(
             [{"name": d.name, "kind": d.kind, "records": d.n_records,
               "objectives": ", ".join(d.objectives), "source": d.source,
-              "created": pd.Timestamp(d.created_at, unit="s").strftime("%Y-%m-%d %H:%M")}
+              "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(d.created_at))}
              for d in datasets]
         ),
         hide_index=True, width="stretch",

@@ -213,7 +213,7 @@ if not presenting():  # presentation mode: results only, no training controls
         now = time.time()
         rows = [{"model": j.spec.get("config", {}).get("name", "?"), "status": j.status,
                  "progress": j.progress, "message": j.message,
-                 "created": pd.Timestamp(j.created_at, unit="s").strftime("%m-%d %H:%M"),
+                 "created": time.strftime("%m-%d %H:%M", time.localtime(j.created_at)),
                  "elapsed": fmt_seconds(j.elapsed(now)), "id": j.id} for j in jobs]
         st.markdown("**Recent training jobs**")
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="rm_jobs_table",
@@ -233,7 +233,7 @@ if not presenting():  # presentation mode: results only, no training controls
                 st.session_state["rm_job"] = recent[0].id
             job_id = st.selectbox("Job", list(by_id), key="rm_job", format_func=lambda i: (
                 f"{by_id[i].spec.get('config', {}).get('name', '?')} · "
-                f"{pd.Timestamp(by_id[i].created_at, unit='s').strftime('%m-%d %H:%M:%S')}"))
+                f"{time.strftime('%m-%d %H:%M:%S', time.localtime(by_id[i].created_at))}"))
             active = any(not j.done for j in recent)
             # Poll the store every 2 s while a job is queued or running; the script never waits.
             st.fragment(job_panel, run_every=2.0 if active else None)(job_id, active)
@@ -271,7 +271,7 @@ if (pick := st.session_state.pop("rm_select_next", None)) in by_name:
     st.session_state["rm_model"] = pick
 model_name = st.selectbox("Model", list(by_name), key="rm_model", format_func=lambda n: (
     f"{n} · {', '.join(by_name[n]['objectives'])} · "
-    f"{pd.Timestamp(by_name[n]['created_at'], unit='s').strftime('%Y-%m-%d %H:%M')}"))
+    f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(by_name[n]['created_at']))}"))
 try:
     report = model_report(by_name[model_name]["path"], by_name[model_name]["created_at"])
 except MormError as e:

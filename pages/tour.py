@@ -7,6 +7,7 @@ import streamlit as st
 from morm_explorer.errors import MormError
 from morm_explorer.evaluation.compare import load_comparison
 from morm_explorer.evaluation.report import comparison_figures
+from morm_explorer.evaluation.stats import difference_sentence
 from morm_explorer.ui.text import plain
 from morm_explorer.walkthrough import walkthrough
 from pages.common import workspace
@@ -39,8 +40,13 @@ if header(1, data):
     st.markdown(f"**{f['records']:,}** preference pairs over **{f['prompts']:,}** prompts, "
                 f"labelled separately for {plain(', '.join(f['objectives']))}.")
     if f["conflict"] is not None:
+        c = f["counts"]
         st.metric("Pairs where helpful and harmless prefer opposite answers",
                   f"{f['conflict']:.0%}", help="Of the pairs both objectives decide.")
+        st.caption(f"Of the {c['decided']:,} pairs that both helpful and harmless decide (no "
+                   f"tie on either): {c['decided'] / max(c['pairs'], 1):.0%} of all "
+                   f"{c['pairs']:,} pairs. The others are labelled for one objective only "
+                   "or tie on one.")
 st.page_link(links[0], label="See the data", icon=":material/table_view:")
 
 if header(2, reward):
@@ -67,10 +73,18 @@ if header(3, explore):
     f = explore.facts
     st.markdown(f"Best-of-N on {f['prompts']} prompts: leaning on helpfulness or on "
                 f"harmlessness changes the chosen answer on **{f['changed']}** of them.")
-    st.dataframe(pd.DataFrame(f["means"]).T.rename_axis("weights lean on"), width="stretch",
-                 key="tour_means")
+    means = pd.DataFrame(f["means"]).T
+    means.index = [f"weights leaning {plain(lead)}" for lead in means.index]
+    means.columns = [f"{plain(o)} score" for o in means.columns]
+    st.dataframe(means, width="stretch", key="tour_means",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                for c in means.columns})
+    st.caption("Mean reward-model score, per objective, of the answers best-of-N picks under "
+               "each leaning: the raw output of that objective's head (a logit, no unit; "
+               "higher means better on that objective). Compare within a column, not across.")
     if f["example"]:
-        st.caption("One prompt where the choice differs:")
+        st.caption("One prompt where the choice differs, and not because the harmless-leaning "
+                   "pick is the shorter answer:")
         with st.container(border=True):
             st.text(f["example"]["prompt"])
             a, b = st.columns(2)
@@ -78,13 +92,26 @@ if header(3, explore):
             a.text(f["example"]["helpful"])
             b.caption("leaning harmless")
             b.text(f["example"]["harmless"])
+    elif f["changed"]:
+        st.caption("Where the choice differs, the harmless-leaning pick is always the shorter "
+                   "answer here: a length preference, so no example is shown.")
 st.page_link(links[2], label="Move the weights yourself", icon=":material/tune:")
 
 if header(4, policies):
-    st.markdown("Short PPO runs with different weights give policies that make different "
-                "trade-offs:")
-    st.dataframe(pd.DataFrame(policies.facts["policies"]).astype(str), hide_index=True,
+    f = policies.facts
+    st.markdown("Short PPO runs with different weights:")
+    st.dataframe(pd.DataFrame(f["policies"]).astype(str), hide_index=True,
                  width="stretch", key="tour_policies")
+    if f.get("differences"):
+        a, b = f["pair"]
+        st.markdown(f"Do they make different trade-offs? In the comparison "
+                    f"{plain(f['comparison'])}, per objective (a difference is stated only "
+                    "when its paired-bootstrap 95% interval over prompts excludes zero):")
+        st.markdown("\n".join(f"- {plain(difference_sentence(a, b, row))}"
+                              for row in f["differences"]))
+    else:
+        st.caption("Whether their trade-offs differ is measured by the comparison of step 5, "
+                   "which is not there yet.")
 st.page_link(links[3], label="Fine-tune", icon=":material/rocket_launch:")
 
 if header(5, compare):

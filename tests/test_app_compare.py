@@ -102,3 +102,15 @@ def test_a_judge_trained_on_other_data_is_said_to_be_disjoint(compared):
         "The judge was trained on judge-pairs (synth --seed 8); the reward model on pairs.jsonl")
     assert "disjoint from the reward model's" in notes[0]
     assert not [w for w in at.warning if "The judge was trained on" in w.value.replace("\\", "")]
+
+
+def test_differences_are_stated_only_when_their_interval_excludes_zero(compared):
+    at = open_page()
+    assert not at.exception
+    diffs = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
+    assert set(diffs["policy"]) == {"tuned"} and len(diffs) == 2  # helpful, harmless
+    for row in diffs.itertuples():
+        clear = row.low > 0 or row.high < 0
+        assert row.verdict == (("tuned higher" if row.diff > 0 else "base higher") if clear
+                               else "no clear difference")
+    assert any("only when the interval excludes zero" in c.value for c in at.caption)

@@ -154,6 +154,10 @@ def test_the_owner_sees_results_and_exports(cands):
         vote(cands, "s", 1, rater, {"helpful": answer})
     at = open_page()
     assert any("win_rate" in d.value.columns for d in at.dataframe)
+    prog = next(d.value for d in at.dataframe if "last vote" in d.value.columns)
+    assert "last_vote_at" not in prog.columns
+    assert all(v == "—" or len(v) == len("2026-01-31 12:00") for v in prog["last vote"])
+    assert (prog["last vote"] != "—").sum() == 2  # ann and bob voted
     assert {b.label for b in at.get("download_button")} >= {"votes.csv", "pairs.jsonl"}
 
 

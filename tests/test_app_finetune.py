@@ -125,3 +125,22 @@ def test_launch_each_algorithm(rm_ws, algorithm):
     if algorithm != "ppo":
         assert cfg.group_size == 3 and cfg.multi_objective_aggregation == "normalize_then_sum"
         assert cfg.kl_in == ("loss" if algorithm == "grpo" else "reward")
+
+
+def test_past_runs_show_no_none_and_the_estimate_counts_the_workspace_runs(rm_ws):
+    store = JobStore(rm_ws)
+    done = store.submit(PPOJob(config=PPOConfig(name="done-one", reward_model="rm").to_dict()))
+    assert store.claim("w", job_id=done) is not None
+    store.finish(done, "w", {"steps": 20, "final": {"objective/scores/helpful": 0.25}})
+    cfg = PPOConfig(name="queued-one", reward_model="rm", weights={"helpful": 1.0})
+    store.submit(PPOJob(config=cfg.to_dict()))  # no result yet: no final scores
+    at = open_page()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe if "run" in d.value.columns
+                 and "created" in d.value.columns).set_index("run")
+    cells = table.astype(str).to_numpy().ravel().tolist()
+    assert "None" not in cells and "nan" not in cells
+    assert table.loc["done-one", "helpful"] == "0.250"
+    assert table.loc["queued-one", "helpful"] == "—" and table.loc["queued-one", "steps"] == "20"
+    estimate = next(c.value for c in at.caption if c.value.startswith("Estimate:"))
+    assert "about" in estimate and "on cpu" in estimate

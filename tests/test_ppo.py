@@ -426,3 +426,24 @@ def test_ppo_benchmark_smallest_run(tmp_path):
     assert res["summary"]["tokens_per_s_median"] > 0 and len(res["history"]) == 2
     assert set(res["summary"]["first_vs_last"]) >= {"objective/scores/brevity",
                                                     "objective/scores/diversity", "objective/kl"}
+
+
+def test_progress_says_what_the_run_is_doing(tiny_dir, tmp_path):
+    """Loading, then per step sampling, updating and its result (KL as k3, never negative),
+    checkpoints and the final save: a long step never leaves "loading" on screen."""
+    from morm_explorer.policy.ppo import Hooks
+
+    seen: list[tuple[float, str]] = []
+    _train(_cfg(tiny_dir, steps=2, batch_size=4, mini_batch_size=4, checkpoint_every=1),
+           tmp_path / "run", hooks=Hooks(progress=lambda f, m="": seen.append((f, m))))
+    messages = [m for _, m in seen]
+    assert messages[:2] == ["loading the policy", "loading the reward model"]
+    assert messages[2:5] == ["step 1/2: sampling 4 responses",
+                             "step 1/2: scoring and updating (2 epochs)", messages[4]]
+    assert messages[4].startswith("step 1/2 done: reward ")
+    kl = float(messages[4].rsplit("KL ", 1)[1])
+    assert kl >= 0
+    assert "step 1/2 done: saving a checkpoint" in messages
+    assert "step 2/2: sampling 4 responses" in messages and messages[-1] == "saving the policy"
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0

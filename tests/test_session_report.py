@@ -55,3 +55,9 @@ def test_session_report(ws, tmp_path):
     assert "<script>alert(1)</script> fine" in "".join(scan.text)  # shown, as text
     assert "2026-11-25" in page and "helpful" in page and "Position bias" in page
     assert "Win rates" in page and "ann" in page and "bob" in page
+    # the last vote as a local date and time, never a raw Unix timestamp
+    import re
+    import time
+
+    assert time.strftime("%Y-%m-%d", time.localtime()) in "".join(scan.text)
+    assert not re.search(r"\b1[0-9]{9}(\.[0-9]+)?\b", "".join(scan.text))

@@ -195,3 +195,37 @@ def test_paired_mean_diff_edge_cases():
     assert nan.n == 2
     with pytest.raises(MormError):
         paired_mean_diff([1.0, 2.0], [1.0])
+
+
+def test_mean_differences_state_a_difference_only_when_the_interval_excludes_zero():
+    from morm_explorer.evaluation.stats import difference_sentence, mean_differences
+
+    rng = np.random.default_rng(1)
+    difficulty = rng.normal(0, 3, 30)
+    rows = []
+    for i, d in enumerate(difficulty):
+        for policy, shift in (("a", 0.5), ("b", 0.0)):
+            for s in range(2):  # two samples a prompt: averaged before pairing
+                rows.append({"policy": policy, "prompt_id": f"p{i}", "sample": s,
+                             "rm:harmless": d + shift + rng.normal(0, 0.1),
+                             "rm:helpful": d + rng.normal(0, 0.5)})
+    frame = pd.DataFrame(rows + [{"policy": "a", "prompt_id": "only-a", "sample": 0,
+                                  "rm:harmless": 99.0, "rm:helpful": 99.0}])
+    table = mean_differences(frame, "a", "b", ["harmless", "helpful"])
+    by = table.set_index("objective")
+    assert by.loc["harmless", "n"] == 30  # the prompt only a answered is not paired
+    assert by.loc["harmless", "clear"] and by.loc["harmless", "verdict"] == "a higher"
+    assert 0 < by.loc["harmless", "low"] < 0.5 < by.loc["harmless", "high"]
+    means = frame[frame.prompt_id != "only-a"].groupby(["policy", "prompt_id"])[
+        "rm:helpful"].mean()
+    assert by.loc["helpful", "diff"] == pytest.approx((means["a"] - means["b"]).mean())
+    assert not by.loc["helpful", "clear"] and by.loc["helpful", "verdict"] == \
+        "no clear difference"
+    rows = table.to_dict("records")
+    assert difference_sentence("a", "b", rows[0]).startswith("harmless: a scores higher than b")
+    assert difference_sentence("a", "b", rows[1]).startswith(
+        "helpful: no clear difference between a and b")
+    flipped = mean_differences(frame, "b", "a", ["harmless"]).iloc[0]
+    assert flipped["verdict"] == "a higher" and flipped["diff"] < 0
+    with pytest.raises(MormError, match="'c' is not one of the policies"):
+        mean_differences(frame, "a", "c", ["harmless"])

@@ -114,6 +114,16 @@ def disagreement_matrix(records: list[dict], objectives: list[str],
     return pd.DataFrame(out, index=objectives, columns=objectives)
 
 
+def joint_counts(records: list[dict], a: str, b: str) -> dict[str, int]:
+    """What the disagreement of objectives a and b is a share of: ``decided`` pairs (a or b,
+    no tie, on both: the base of ``disagreement``), ``labelled`` pairs (labelled on both, ties
+    included: the base of ``conflict``), and ``pairs``, all of them."""
+    m = _label_matrix(records, [a, b])
+    labelled = np.isfinite(m).all(1)
+    return {"decided": int((labelled & (m != 0).all(1)).sum()), "labelled": int(labelled.sum()),
+            "pairs": len(records)}
+
+
 def _pair_stats(records: list[dict], objectives: list[str]) -> pd.DataFrame:
     m = _label_matrix(records, objectives)
     n = len(records)

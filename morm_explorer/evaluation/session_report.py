@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 
 from morm_explorer.evaluation.agreement import results
 from morm_explorer.evaluation.report import _e, _table, write_page
-from morm_explorer.evaluation.sessions import get_session, load_votes, progress
+from morm_explorer.evaluation.sessions import get_session, load_votes, progress_shown
 from morm_explorer.ui.reward_figures import LAYOUT, PALETTE
 from morm_explorer.ui.text import plotly_text
 from morm_explorer.workspace import Workspace
@@ -72,7 +72,7 @@ def session_report(ws: Workspace, session: str, out_path: str | Path, *,
             ["objectives", ", ".join(spec.objectives)], ["pairs", info.n_items],
             ["raters", ", ".join(spec.raters) or "anyone who joined"],
             ["votes", len(votes)], ["reward model compared", reward_model or "none"]]),
-        "<h2>Progress</h2>", _frame_table(progress(ws, session)),
+        "<h2>Progress</h2>", _frame_table(progress_shown(ws, session)),
         "<h2>Win rates</h2>",
         fig.to_html(full_html=False, include_plotlyjs=False, div_id="figure-0"),
         _frame_table(res.get("win_rates")),

@@ -349,6 +349,21 @@ def progress(ws: Workspace, session: str) -> pd.DataFrame:
                                        "last_vote_at"])
 
 
+def local_time(t: float | None) -> str:
+    """A Unix time as the local date and time, to the minute ("—" for none)."""
+    if t is None or t != t:  # None or NaN
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def progress_shown(ws: Workspace, session: str) -> pd.DataFrame:
+    """`progress` for people: ``last_vote_at`` as a local date and time ("—" before the
+    rater's first vote), in a column "last vote"."""
+    prog = progress(ws, session)
+    prog["last_vote_at"] = [local_time(t) for t in prog["last_vote_at"]]
+    return prog.rename(columns={"last_vote_at": "last vote"})
+
+
 def load_votes(ws: Workspace, session: str) -> pd.DataFrame:
     """Every vote with its item: item and text columns, policies, ``flipped``, overall, comment,
     cast_at, and one ``answer:<objective>`` column per objective; ordered by item, rater."""

@@ -130,6 +130,39 @@ def paired_mean_diff(a: np.ndarray | list[float], b: np.ndarray | list[float],
                     float(res.confidence_interval.high), n)
 
 
+def mean_differences(frame: pd.DataFrame, a: str, b: str, objectives: list[str],
+                     prefix: str = "rm:", n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Policy a's mean score minus policy b's, per objective, over the prompts both answered
+    (each policy's samples of a prompt averaged first), with the paired-bootstrap 95% interval
+    of `paired_mean_diff`. One row per objective: objective, diff, low, high, n, clear (the
+    interval excludes zero) and verdict: "<a> higher", "<b> higher" or "no clear difference"."""
+    cols = [prefix + o for o in objectives]
+    means = prompt_means(frame, cols)
+    for p in (a, b):
+        if p not in means.index.get_level_values(0):
+            raise MormError(f"{p!r} is not one of the policies", field="policy")
+    pair = means.loc[a].merge(means.loc[b], left_index=True, right_index=True,
+                              suffixes=("", "_b"))  # inner: prompts of both
+    rows = []
+    for o, c in zip(objectives, cols, strict=True):
+        d = paired_mean_diff(pair[c], pair[c + "_b"], n_boot=n_boot, seed=seed)
+        verdict = (f"{a} higher" if d.diff > 0 else f"{b} higher") if d.clear else \
+            "no clear difference"
+        rows.append({"objective": o, **d._asdict(), "clear": d.clear, "verdict": verdict})
+    return pd.DataFrame(rows, columns=["objective", *MeanDiff._fields, "clear", "verdict"])
+
+
+def difference_sentence(a: str, b: str, row: dict) -> str:
+    """One row of `mean_differences` in words: a difference is stated only when its interval
+    excludes zero."""
+    span = (f"{row['diff']:+.3f}; 95% interval {row['low']:+.3f} to {row['high']:+.3f} over "
+            f"{row['n']} prompts")
+    if not row["clear"]:
+        return f"{row['objective']}: no clear difference between {a} and {b} ({span})"
+    hi, lo = (a, b) if row["diff"] > 0 else (b, a)
+    return f"{row['objective']}: {hi} scores higher than {lo} ({a} − {b} = {span})"
+
+
 def prompt_means(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Mean of ``columns`` over each policy's samples of a prompt: index (policy, prompt_id),
     policies in their order of appearance."""

@@ -170,9 +170,10 @@ def _train(config: PPOConfig, run_dir: Path, workspace: Workspace | None, hooks:
     torch.manual_seed(config.seed)  # LoRA and value-head initialisation
 
     # -- the reward, the prompts, the policy, its reference and (PPO) its value head --------
-    hooks.progress(0.0, "loading the reward model and the policy")
+    hooks.progress(0.0, "loading the policy")
     model, ref, tokenizer = build_policy(config, workspace)
     device = str(model.device)
+    hooks.progress(0.0, "loading the reward model")
     reward_fn, objectives, stats = load_reward(config, workspace, device, reward_fn, objectives)
     K = len(objectives)
     for c in config.constraints:
@@ -212,6 +213,8 @@ def _train(config: PPOConfig, run_dir: Path, workspace: Workspace | None, hooks:
     N = B * G  # responses per rollout
     for step in range(start, config.steps):
         hooks.check_cancelled()
+        at = f"step {step + 1}/{config.steps}"
+        hooks.progress(step / config.steps, f"{at}: sampling {N} responses")
         t0 = time.perf_counter()
         torch.manual_seed(_step_seed(config.seed, step))  # sampling and minibatch order
         batch = [prompts[i]["prompt"] for i in _prompt_rows(len(prompts), B, config.seed, step)]
@@ -232,6 +235,8 @@ def _train(config: PPOConfig, run_dir: Path, workspace: Workspace | None, hooks:
                 reference_logits(model, ref, roll, config.temperature), responses)
         t_rollout = time.perf_counter() - t0
         hooks.check_cancelled()
+        hooks.progress((step + 0.5) / config.steps,
+                       f"{at}: scoring and updating ({config.ppo_epochs} epochs)")
 
         # 2. rewards, one path for every algorithm; the KL of each sampled token
         s = score_rollout(reward_fn, queries, roll.texts, roll.finished, objectives, stats,
@@ -289,11 +294,15 @@ def _train(config: PPOConfig, run_dir: Path, workspace: Workspace | None, hooks:
                 {"prompt": p, "response": r, "scores": dict(zip(objectives, x, strict=True))}
                 for p, r, x in zip(queries[:N_SAMPLES], roll.texts, s.raw.tolist(),
                                    strict=False)])
-        hooks.progress((step + 1) / config.steps, f"step {step + 1}/{config.steps}: reward "
-                       f"{metrics['objective/rlhf_reward']:.3f}, KL {mean_kl:.3f}")
+        # KL shown as k3 (>= 0 on every sample); k1, which the reward is penalized by, can
+        # come out negative on a batch
+        hooks.progress((step + 1) / config.steps, f"{at} done: reward "
+                       f"{metrics['objective/rlhf_reward']:.3f}, KL "
+                       f"{metrics['objective/kl3']:.3f}")
         done = step + 1
         if done == config.steps or (config.checkpoint_every and done % config.checkpoint_every
                                     == 0):
+            hooks.progress(done / config.steps, f"{at} done: saving a checkpoint")
             save_checkpoint(run_dir, config, model, value_head, optimizer, step=done,
                             history=history, kl_ctl=kl_ctl.state_dict(),
                             lagrange=lagrange.state_dict(), moments=moments.state_dict())

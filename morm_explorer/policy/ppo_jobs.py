@@ -142,9 +142,24 @@ def run_ppo(spec: PPOJob, ctx: JobContext) -> dict:
     shutil.rmtree(result["path"], ignore_errors=True)
     final = {k: round(v, 4) for k, v in result["final"].items()
              if k.startswith(("objective/", "lagrange/"))}
-    ctx.log(f"committed policies/{path.name}; final {final}")
+    ctx.log(f"committed policies/{path.name}; last step: {final_summary(final)}")
     return {"path": str(path), "steps": result["steps"], "resumed_from": resumed,
             "final": final}
+
+
+def final_summary(final: dict[str, float]) -> str:
+    """A run's last metrics in words: per-objective scores, the scalarized and RLHF rewards,
+    KL (k3, never negative; k1 where a run has no k3), entropy and Lagrange multipliers."""
+    parts = [f"{k.removeprefix('objective/scores/')} {v:.3f}" for k, v in final.items()
+             if k.startswith("objective/scores/")]
+    named = (("objective/scalarized", "scalarized"), ("objective/rlhf_reward", "RLHF reward"),
+             ("objective/kl3", "KL (k3)"), ("objective/entropy", "entropy"))
+    parts += [f"{label} {final[k]:.3f}" for k, label in named if k in final]
+    if "objective/kl3" not in final and "objective/kl" in final:
+        parts.append(f"KL (k1) {final['objective/kl']:.3f}")
+    parts += [f"λ {k.removeprefix('lagrange/')} {v:.3f}" for k, v in final.items()
+              if k.startswith("lagrange/")]
+    return ", ".join(parts) or "no metrics"
 
 
 def run_history(ws: Workspace, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:

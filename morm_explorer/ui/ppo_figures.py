@@ -48,8 +48,11 @@ def scores_figure(metrics: pd.DataFrame, smooth: int = 1, title: str = "Reward-m
 
 
 def training_figure(metrics: pd.DataFrame, smooth: int = 1) -> go.Figure:
-    """KL to the reference, entropy, losses and clip fractions: one small panel each."""
-    panels = [("objective/kl", "KL to reference"), ("objective/entropy", "entropy"),
+    """KL to the reference, entropy, losses and clip fractions: one small panel each. The KL
+    is the k3 estimate (Schulman 2020, never negative) where the run logged it, else k1."""
+    kl = ("objective/kl3", "KL to reference (k3, nats)") if "objective/kl3" in metrics else \
+        ("objective/kl", "KL to reference (k1, nats)")
+    panels = [kl, ("objective/entropy", "entropy"),
               ("loss/policy_avg", "policy loss"), ("loss/value_avg", "value loss"),
               ("policy/clipfrac_avg", "policy clip fraction"),
               ("objective/kl_coef", "KL coefficient")]
