@@ -44,5 +44,6 @@ pages = [
     st.Page("pages/finetune.py", title="Fine-tune", icon=":material/rocket_launch:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/how_to_vote:"),
+    st.Page("pages/jobs.py", title="Jobs", icon=":material/pending_actions:"),
 ]
 st.navigation(pages).run()

@@ -45,16 +45,34 @@ def _demo_built(root: str) -> list[str]:
     return built
 
 
+def app_backend(ws: Workspace, launched_by: str):
+    """The job backend as the app uses it: jobs record ``launched_by``, and a worker it starts
+    belongs to this server process (it stops, putting its jobs back in the queue, when the
+    app stops)."""
+    from morm_explorer.jobs.backend import get_backend
+
+    return get_backend(ws, launched_by=launched_by, owner_pid=os.getpid())
+
+
+def keep_queue_moving(backend) -> None:
+    """Start a worker when jobs are queued and none is alive: jobs put back in the queue when
+    the app last stopped, or queued by a command with no worker."""
+    ensure = getattr(backend, "ensure_worker", None)  # the local backend's; Ray runs its own
+    local = [j for j in backend.store.queue() if j.worker_id is None]  # not Ray's
+    if ensure is not None and local and not backend.workers():
+        ensure()
+
+
 def start_demo_job(ws: Workspace, retry: bool = False) -> str | None:
     """Submit the background build of the full demo (reward models, SmolLM2 samples, two PPO
     policies, a comparison) unless it is complete, queued or running, or (without ``retry``)
     an earlier build failed. ``MORM_DEMO=data`` keeps the demo to the data alone."""
     from morm_explorer.demo_jobs import PrepareDemoJob, demo_complete
-    from morm_explorer.jobs.backend import get_backend
 
-    backend = get_backend(ws)
+    backend = app_backend(ws, "demo build")
     jobs = backend.list(kind=PrepareDemoJob.kind, limit=5)
     if demo_complete(ws) or any(not j.done for j in jobs):
+        keep_queue_moving(backend)  # a build the last stop put back in the queue goes on
         return None
     if jobs and jobs[0].status in ("failed", "cancelled") and not retry:
         return None
@@ -78,12 +96,12 @@ def job_page(title: str, caption: str):
     """The start of a page that runs jobs: its title and caption; returns the workspace and its
     job backend."""
     from morm_explorer.demo_jobs import PrepareDemoJob
-    from morm_explorer.jobs.backend import get_backend
 
     ws = workspace()
     st.title(title)
     st.caption(caption)
-    backend = get_backend(ws)
+    backend = app_backend(ws, f"{title} page")
+    keep_queue_moving(backend)
     building = [j for j in backend.list(kind=PrepareDemoJob.kind, limit=1) if not j.done]
     if building:  # what this page lists may still grow: say so, and where to follow it
         st.caption(f":material/hourglass_top: The demo is still being prepared in the "
@@ -91,6 +109,19 @@ def job_page(title: str, caption: str):
                    "policies and comparison appear here as they are ready (progress on "
                    "Overview).")
     return ws, backend
+
+
+def follow_page_job(backend, key: str, kinds: set[str] | None = None) -> str | None:
+    """The id of the queued or running job this page follows, kept in ``st.session_state[key]``:
+    the one this tab launched or, in a tab that launched none, the newest one launched from
+    this page anywhere (another tab, a browser restarted), found in the job store."""
+    from morm_explorer.jobs.overview import active_jobs
+
+    if not st.session_state.get(key):
+        found = active_jobs(backend.store, launched_by=backend.launched_by, kinds=kinds)
+        if found:
+            st.session_state[key] = found[0].id
+    return st.session_state.get(key)
 
 
 def presenting() -> bool:

@@ -25,7 +25,7 @@ from morm_explorer.evaluation.stats import (
 from morm_explorer.reward.report import judge_training_note, list_reward_models
 from morm_explorer.ui.text import plain
 from morm_explorer.workspace import sanitize_name
-from pages.common import job_page, presenting, show_trust
+from pages.common import follow_page_job, job_page, presenting, show_trust
 from pages.policy_picker import checked_policy, other_inputs, policy_options, remember
 
 PER_PAGE = 8
@@ -69,7 +69,7 @@ def job_status(job_id: str) -> None:
 
 if "cmp_error" in st.session_state:
     st.error(st.session_state.pop("cmp_error"))
-if st.session_state.get("cmp_job"):
+if follow_page_job(backend, "cmp_job"):  # launched in this tab, or from Compare elsewhere
     st.fragment(job_status, run_every=1.5)(st.session_state["cmp_job"])
 
 # -- launch a comparison ----------------------------------------------------------------------

@@ -35,7 +35,7 @@ from morm_explorer.weight_presets import (
     list_presets,
     save_preset,
 )
-from pages.common import job_page, presenting, show_trust
+from pages.common import follow_page_job, job_page, presenting, show_trust
 from pages.explore_sets import import_tab, sample_tab
 
 INLINE_SCORING = 1000  # candidates scored in the page; larger sets run as a job
@@ -77,7 +77,7 @@ def launch(spec) -> None:
 
 if "explore_job_error" in st.session_state:
     st.error(st.session_state.pop("explore_job_error"))
-if st.session_state.get("explore_job"):
+if follow_page_job(backend, "explore_job"):  # launched in this tab, or from Explore elsewhere
     st.fragment(job_status, run_every=1.5)(st.session_state["explore_job"])
 
 # -- choose a reward model and a candidate set ------------------------------------------------

@@ -13,7 +13,13 @@ from morm_explorer.errors import MormError
 from morm_explorer.jobs.backend import retry
 from morm_explorer.policy.cost import estimate_ppo
 from morm_explorer.policy.ppo_config import AGGREGATIONS, ALGORITHMS, PPOConfig
-from morm_explorer.policy.ppo_jobs import PPOJob, run_history, runs_without_jobs, trained_policies
+from morm_explorer.policy.ppo_jobs import (
+    PPOJob,
+    check_new_run,
+    run_history,
+    runs_without_jobs,
+    trained_policies,
+)
 from morm_explorer.policy.soup import SoupJob
 from morm_explorer.reward.report import list_reward_models
 from morm_explorer.ui import ppo_figures as pf
@@ -161,6 +167,8 @@ def launch_form() -> None:
         if source is None:
             return
         try:
+            check_new_run(ws, cfg.name, backend.list(status=("queued", "running"),
+                                                     kind=PPOJob.kind))
             st.session_state["ft_job"] = backend.submit(PPOJob(config={
                 **cfg.to_dict(), "policy": source.ref}))
         except MormError as e:
@@ -228,7 +236,8 @@ def run_panel(job_id: str, polling: bool) -> None:
         st.rerun(scope="fragment")
     if info.status == "failed":
         st.code(info.error or "(no error recorded)", language=None, wrap_lines=True)
-    if info.status in ("failed", "cancelled") and not presenting() and st.button(
+    # A job cancelled before it ever ran has nothing to resume.
+    if info.status in ("failed", "cancelled") and info.attempts and not presenting() and st.button(
             "Resume", key="ft_resume", icon=":material/replay:",
             help="Submit the run again: it goes on from its last checkpoint."):
         st.session_state["ft_job_next"] = retry(backend, job_id)
@@ -271,7 +280,10 @@ with live_col:
         if st.session_state.get("ft_job_next") in ids:  # a run just resumed
             st.session_state["ft_job"] = st.session_state.pop("ft_job_next")
         if st.session_state.get("ft_job") not in ids:
-            st.session_state["ft_job"] = runs[0].id
+            # a tab's first view: the running run (launched anywhere), else the newest
+            st.session_state["ft_job"] = next((j.id for j in runs if j.status == "running"),
+                                              next((j.id for j in runs if not j.done),
+                                                   runs[0].id))
         # no status in the label: a selectbox keeps an option's first label while it runs
         job_id = st.selectbox("Run", list(ids), key="ft_job", format_func=lambda i: (
             f"{ids[i].spec.get('config', {}).get('name', '?')} · "

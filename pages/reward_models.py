@@ -230,7 +230,9 @@ if not presenting():  # presentation mode: results only, no training controls
         else:
             by_id = {j.id: j for j in recent}
             if st.session_state.get("rm_job") not in by_id:
-                st.session_state["rm_job"] = recent[0].id
+                # a tab's first view: a job still to finish (launched anywhere), else the newest
+                st.session_state["rm_job"] = next((j.id for j in recent if not j.done),
+                                                  recent[0].id)
             job_id = st.selectbox("Job", list(by_id), key="rm_job", format_func=lambda i: (
                 f"{by_id[i].spec.get('config', {}).get('name', '?')} · "
                 f"{time.strftime('%m-%d %H:%M:%S', time.localtime(by_id[i].created_at))}"))

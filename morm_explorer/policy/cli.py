@@ -90,10 +90,15 @@ def _run_inline(args, spec) -> int:
 
 
 def cmd_train(args) -> int:
-    from morm_explorer.policy.ppo_jobs import PPOJob
+    from morm_explorer.jobs.backend import get_backend
+    from morm_explorer.policy.ppo_jobs import PPOJob, check_new_run
 
-    return _train_or_sweep(args, PPOJob(config=_config(args).to_dict(),
-                                        overwrite=args.overwrite))
+    cfg = _config(args)
+    if args.submit and not args.overwrite:  # as the Fine-tune page refuses a taken name
+        ws = _ws(args)
+        check_new_run(ws, cfg.name, get_backend(ws, start_worker=False).list(
+            status=("queued", "running"), kind=PPOJob.kind))
+    return _train_or_sweep(args, PPOJob(config=cfg.to_dict(), overwrite=args.overwrite))
 
 
 def cmd_sweep(args) -> int:

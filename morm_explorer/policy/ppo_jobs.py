@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.context import JobContext
-from morm_explorer.jobs.spec import JobSpec, register_job
+from morm_explorer.jobs.spec import JobInfo, JobSpec, register_job
 from morm_explorer.policy.ppo_config import PPOConfig
 from morm_explorer.report_to import check_installed
 from morm_explorer.workspace import Workspace, atomic_write_jsonl, sanitize_name
@@ -78,6 +79,20 @@ def trained_policies(ws: Workspace) -> list[tuple[str, dict]]:
 def run_dir(ws: Workspace, name: str) -> Path:
     """Where the run ``name`` keeps its checkpoint and samples."""
     return ws.root / "runs" / "ppo" / sanitize_name(name)
+
+
+def check_new_run(ws: Workspace, name: str, active: Iterable[JobInfo]) -> None:
+    """Refuse a new run named ``name`` while a run of that name is queued or running (among
+    the ``active`` jobs) or its policy exists; raises `MormError` naming the field "name".
+    (Resuming a failed or cancelled run submits its job again: that is not a new run.)"""
+    for job in active:
+        if (job.kind == PPOJob.kind and not job.done
+                and job.spec.get("config", {}).get("name") == name):
+            raise MormError(f"a run named {name!r} is already {job.status} (job {job.id}): "
+                            "choose another name", field="name")
+    if (ws.root / GROUP / name).exists():
+        raise MormError(f"a fine-tuned policy named {name!r} exists: choose another name",
+                        field="name")
 
 
 def _keep_samples_before(path: Path, step: int) -> None:
