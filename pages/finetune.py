@@ -160,7 +160,8 @@ def launch_form() -> None:
         cfg = None
     if cfg is not None:
         devices = {w.device for w in getattr(backend, "workers", list)() if w.device}
-        st.caption(estimate_ppo(cfg, "cuda" if "cuda" in devices else "cpu").sentence())
+        st.caption(estimate_ppo(cfg, "cuda" if "cuda" in devices else "cpu",
+                                workspace=ws).sentence())
     if st.button("Launch", type="primary", disabled=cfg is None, key="ft_launch",
                  icon=":material/rocket_launch:"):
         source = checked_policy(ws, policy, revision)

@@ -46,14 +46,3 @@ def test_sweep_job_runs_every_grid_point(ws, tiny_rm, tmp_path):
         assert manifest["config"]["weights"] == r["weights"]
     steps = sorted(JobStore(ws).metrics(info.id, wide=True).index)
     assert steps == [0, 1, 2, 3]  # run 2's steps follow run 1's on the sweep's axis
-
-
-def test_cost_estimate():
-    from morm_explorer.policy.cost import estimate_ppo
-
-    cfg = PPOConfig(name="c", steps=10, batch_size=4, max_new_tokens=50, ppo_epochs=2)
-    est = estimate_ppo(cfg, "cpu")
-    assert est.sequences == 40 and est.response_tokens == 2000 and est.measured
-    assert est.seconds == pytest.approx(2000 / 21.0)
-    assert "40 responses" in est.sentence()
-    assert "a guess" in estimate_ppo(cfg, "cuda").sentence()
