@@ -29,25 +29,36 @@ def by_hand(config: PPOConfig, rates, rollout_x: float = 1.0, update_x: float = 
 def test_the_step_model_by_hand_for_each_algorithm():
     r = RATES["smollm2"]
     ppo = PPOConfig(name="c", steps=10, batch_size=4, max_new_tokens=50, ppo_epochs=2)
-    est = estimate_ppo(ppo, "cpu")
+    est = estimate_ppo(ppo, "cpu", load=0)
     assert est.sequences == 40 and est.response_tokens == 2000 and est.measured
     assert est.seconds == pytest.approx(by_hand(ppo, r))
-    assert "40 responses" in est.sentence() and "measured on a 2-core CPU" in est.sentence()
+    assert "40 responses" in est.sentence() and "measured on a quiet 2-core" in est.sentence()
     for algorithm in ("grpo", "rloo"):  # group_size G multiplies the responses
         group = PPOConfig(name="c", steps=10, batch_size=4, max_new_tokens=50,
                           algorithm=algorithm, group_size=4, mini_batch_size=4)
-        g = estimate_ppo(group, "cpu")
+        g = estimate_ppo(group, "cpu", load=0)
         assert g.sequences == 160 and g.response_tokens == 8000
         assert g.seconds == pytest.approx(by_hand(group, r)) and g.seconds > est.seconds
     more_epochs = PPOConfig(name="c", steps=10, batch_size=4, max_new_tokens=50, ppo_epochs=4)
-    assert estimate_ppo(more_epochs, "cpu").seconds > est.seconds
+    assert estimate_ppo(more_epochs, "cpu", load=0).seconds > est.seconds
     cuda = estimate_ppo(ppo, "cuda")
     assert not cuda.measured and "a guess" in cuda.sentence() and cuda.seconds < est.seconds
 
 
+def test_a_busy_machine_slows_the_uncalibrated_estimate():
+    from morm_explorer.policy.cost import busy_factor
+
+    assert busy_factor(0, 2) == 1.0 and busy_factor(4, 2) == 2.0 and busy_factor(-1, 2) == 1.0
+    cfg = PPOConfig(name="c", steps=10, batch_size=4)
+    quiet, busy = estimate_ppo(cfg, "cpu", load=0), estimate_ppo(cfg, "cpu", load=8)
+    assert busy.seconds == pytest.approx(busy_factor(8) * quiet.seconds)
+    assert "for the machine's current load" in busy.sentence()
+    assert "current load" not in quiet.sentence()
+
+
 def test_a_20_step_smollm2_run_is_minutes_not_seconds():
     """The issue's case: "about 24 s" for a run that took 19.9 minutes under load."""
-    est = estimate_ppo(PPOConfig(name="c", steps=20, batch_size=8), "cpu")
+    est = estimate_ppo(PPOConfig(name="c", steps=20, batch_size=8), "cpu", load=0)
     assert 180 < est.seconds < 900 and "min" in est.sentence()
 
 
@@ -75,10 +86,10 @@ def test_policy_size_from_config_json(tmp_path, ws):
     assert policy_params("mine", ws) is not None and policy_params("mine") is None
     assert policy_params("org/not-here") is None  # a hub name: unknown here, not an error
     cfg = PPOConfig(name="c", steps=4, batch_size=4)
-    step = estimate_ppo(PPOConfig.from_dict({**cfg.to_dict(), "policy": smol_like}), "cpu")
-    bigger = estimate_ppo(PPOConfig.from_dict({**cfg.to_dict(), "policy": double}), "cpu")
+    step = estimate_ppo(PPOConfig.from_dict({**cfg.to_dict(), "policy": smol_like}), "cpu", load=0)
+    bigger = estimate_ppo(PPOConfig.from_dict({**cfg.to_dict(), "policy": double}), "cpu", load=0)
     assert 1.7 < bigger.step_seconds / step.step_seconds < 2.1
-    small = estimate_ppo(PPOConfig.from_dict({**cfg.to_dict(), "policy": tiny}), "cpu")
+    small = estimate_ppo(PPOConfig.from_dict({**cfg.to_dict(), "policy": tiny}), "cpu", load=0)
     assert small.seconds == pytest.approx(by_hand(small_cfg := PPOConfig.from_dict(
         {**cfg.to_dict(), "policy": tiny}), RATES["tiny"])) and small_cfg.steps == 4
 
@@ -116,11 +127,12 @@ def test_finished_runs_of_the_workspace_rescale_the_estimate(ws):
     _config_json(tiny, hidden_size=32, num_hidden_layers=2, intermediate_size=64,
                  vocab_size=100)
     tiny_cfg = PPOConfig.from_dict({**new.to_dict(), "policy": str(tiny)})
-    assert estimate_ppo(tiny_cfg, "cpu", workspace=ws).seconds == pytest.approx(
-        estimate_ppo(tiny_cfg, "cpu").seconds)
+    assert estimate_ppo(tiny_cfg, "cpu", workspace=ws, load=0).seconds == pytest.approx(
+        estimate_ppo(tiny_cfg, "cpu", load=0).seconds)
     # a damaged run folder costs its calibration only
     (ws.root / "runs" / "ppo" / "done" / "metrics.jsonl").write_text("{not json\n")
-    assert estimate_ppo(new, "cpu", workspace=ws).seconds == pytest.approx(by_hand(new, r))
+    assert estimate_ppo(new, "cpu", workspace=ws, load=0).seconds == pytest.approx(
+        by_hand(new, r))
 
 
 @pytest.mark.slow

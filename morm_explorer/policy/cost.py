@@ -21,6 +21,7 @@ and other work on the machine slows every phase. Light on purpose: no torch impo
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -163,15 +164,32 @@ def recorded_runs(ws: Workspace) -> list[tuple[PPOConfig, float, float]]:
     return out
 
 
+def busy_factor(load: float | None = None, cores: int | None = None) -> float:
+    """How much slower CPU work runs beside ``load`` other runnable processes (default: the
+    1-minute load average) on ``cores`` cores: 1 + load / (2 cores), fitted to this project's
+    measurements (SmolLM2 RL steps 2-2.6x slower at load 4-8 on 2 cores, docs/benchmarks.md)."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # not on this platform
+            load = 0.0
+    return 1.0 + max(load, 0.0) / (2 * (cores or os.cpu_count() or 1))
+
+
 def estimate_ppo(config: PPOConfig, device: str = "cpu", family: str | None = None,
-                 workspace: Workspace | None = None) -> Estimate:
+                 workspace: Workspace | None = None, load: float | None = None) -> Estimate:
     """Seconds of the run ``config`` on ``device``: the rates of its policy's size (``family``
     "tiny" or "smollm2" forces one), rescaled by the finished runs of ``workspace`` on the same
-    device where there are any."""
+    device where there are any, else (on a CPU) slowed by the machine's ``load`` (default: its
+    1-minute load average; 0: a quiet machine)."""
     params = {"tiny": 1, "smollm2": SMOLLM2_PARAMS}.get(family or "") or policy_params(
         config.policy, workspace)
     rates, measured = _base_rates(params, device)
-    basis = ("measured on a 2-core CPU" if measured else "")
+    basis = ("measured on a quiet 2-core CPU" if measured else "")
+    busy = busy_factor(load) if measured else 1.0
+    if busy > 1.05:
+        rates = replace(rates.scaled(busy, busy), fixed_s=rates.fixed_s * busy)
+        basis += f", x{busy:.1f} for the machine's current load"
     if workspace is not None:
         ratios = []
         size = params or SMOLLM2_PARAMS
@@ -184,7 +202,8 @@ def estimate_ppo(config: PPOConfig, device: str = "cpu", family: str | None = No
                 base, _ = _base_rates(run_size, device)
                 pr, pu = _phases(base, cfg)
                 ratios.append((rollout_s / pr, update_s / pu))
-        if ratios:
+        if ratios:  # the runs' times include their machine's load: no busy factor
+            rates, _ = _base_rates(params, device)
             rates = rates.scaled(statistics.median(r for r, _ in ratios),
                                  statistics.median(u for _, u in ratios))
             measured = True
