@@ -186,6 +186,9 @@ for key, trust in cmp.trust():
     show_trust(trust, label="Judge" if key == "judge" else "")
 summary = policy_summary(frame, objectives)
 st.dataframe(summary.round(3), width="stretch", key="cmp_summary")
+st.caption("kl: the mean over prompts of log π(y|x) − log π_base(y|x) on the sampled "
+           "responses, in nats: an unbiased estimate of the KL from the base that can come out "
+           "slightly below zero for a policy close to it.")
 if cmp.judge_objectives:
     judge_name = cmp.manifest["judge_model"]["name"]
     st.caption(plain(f"Held-out judge {judge_name}:"))

@@ -130,3 +130,18 @@ def test_finetune_picks_the_running_run_and_offers_resume_only_to_one_that_ran(r
     store.mark_cancelled(running, "w1")
     at.selectbox(key="ft_job").set_value(running).run()
     assert [b for b in at.button if b.key == "ft_resume"]  # it ran: it may resume
+
+
+def test_the_apps_worker_belongs_to_the_app_and_a_queue_left_waiting_gets_one(ws, monkeypatch):
+    import os
+
+    from morm_explorer.jobs import LocalBackend
+
+    started = []
+    monkeypatch.setattr(LocalBackend, "ensure_worker",
+                        lambda self: started.append(self.owner_pid) or False)
+    open_app_page("pages/jobs.py")
+    assert started == []  # nothing queued: no worker needed
+    JobStore(ws).submit(SleepJob(seconds=0))  # e.g. put back in the queue when the app stopped
+    open_app_page("pages/jobs.py")
+    assert started and set(started) == {os.getpid()}  # owned by the app's process

@@ -100,6 +100,8 @@ def test_requeue_puts_a_running_job_back_unless_a_cancel_is_pending(ws):
     store.cancel(b)
     assert store.requeue(b, "w1", "its app stopped") is False  # the user asked it to stop
     assert store.claim("w3").id == a  # claimable again, by any worker
+    assert store.requeue(a, "w3", "its app stopped")
+    assert store.cancel(a).message == "cancelled while waiting to run again"
 
 
 def test_heartbeat_reports_the_jobs_no_longer_the_workers(ws):

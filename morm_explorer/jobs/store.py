@@ -235,13 +235,15 @@ class JobStore:
         A finished job is left as it is."""
         now = time.time()
         with self.ws.transaction() as con:
-            row = con.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = con.execute("SELECT status, attempts FROM jobs WHERE id=?",
+                              (job_id,)).fetchone()
             if row is None:
                 raise MormError(f"no job {job_id!r} in {self.ws.root}")
-            if row[0] == "queued":
+            if row[0] == "queued":  # one put back in the queue has run before
                 con.execute("UPDATE jobs SET status='cancelled', cancel_requested=1, "
-                            "finished_at=?, message='cancelled before it started' WHERE id=?",
-                            (now, job_id))
+                            "finished_at=?, message=? WHERE id=?",
+                            (now, "cancelled while waiting to run again" if row[1] else
+                             "cancelled before it started", job_id))
             elif row[0] == "running":
                 con.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
                 self.write_log(con, job_id, "cancel requested")
