@@ -114,3 +114,4 @@ def test_differences_are_stated_only_when_their_interval_excludes_zero(compared)
         assert row.verdict == (("tuned higher" if row.diff > 0 else "base higher") if clear
                                else "no clear difference")
     assert any("only when the interval excludes zero" in c.value for c in at.caption)
+    assert any("unbiased estimate of the KL" in c.value for c in at.caption)  # what kl is
