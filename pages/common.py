@@ -107,7 +107,7 @@ def job_page(title: str, caption: str):
         st.caption(f":material/hourglass_top: The demo is still being prepared in the "
                    f"background ({plain(building[0].message or building[0].status)}); its models, "
                    "policies and comparison appear here as they are ready (progress on "
-                   "Overview).")
+                   "Overview and Jobs).")
     return ws, backend
 
 
@@ -122,6 +122,18 @@ def follow_page_job(backend, key: str, kinds: set[str] | None = None) -> str | N
         if found:
             st.session_state[key] = found[0].id
     return st.session_state.get(key)
+
+
+def queue_note(backend, info) -> str | None:
+    """For a queued job: its place in line, and where the whole queue is shown."""
+    from morm_explorer.jobs.overview import place_in_line
+
+    if info.status != "queued":
+        return None
+    place = place_in_line(backend.store, info.id)
+    where = f"number {place} in line" if place is not None else "waiting for its cluster"
+    return (f"Queued: {where}. What you launch runs before the background demo build; the "
+            "Jobs page shows the whole queue.")
 
 
 def presenting() -> bool:

@@ -35,7 +35,7 @@ from morm_explorer.weight_presets import (
     list_presets,
     save_preset,
 )
-from pages.common import follow_page_job, job_page, presenting, show_trust
+from pages.common import follow_page_job, job_page, presenting, queue_note, show_trust
 from pages.explore_sets import import_tab, sample_tab
 
 INLINE_SCORING = 1000  # candidates scored in the page; larger sets run as a job
@@ -64,6 +64,8 @@ def job_status(job_id: str) -> None:
                                                      f"{plain(info.error or '')}")
         st.rerun(scope="app")
     st.progress(info.progress, text=f"{what} ({info.status}) {plain(info.message)}")
+    if note := queue_note(backend, info):
+        st.caption(note)
     if st.button("Cancel", key="explore_cancel", icon=":material/stop:"):
         backend.cancel(job_id)
     lines = backend.logs(job_id)

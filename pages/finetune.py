@@ -25,7 +25,7 @@ from morm_explorer.reward.report import list_reward_models
 from morm_explorer.ui import ppo_figures as pf
 from morm_explorer.ui.text import plain
 from morm_explorer.workspace import sanitize_name
-from pages.common import job_page, presenting
+from pages.common import job_page, presenting, queue_note
 from pages.policy_picker import checked_policy, pick_policy, remember
 
 ws, backend = job_page(
@@ -231,6 +231,8 @@ def run_panel(job_id: str, polling: bool) -> None:
     st.progress(info.progress, text=ended if info.done else plain(info.message or info.status))
     st.caption(f"job `{info.id}` · elapsed {fmt_seconds(info.elapsed(time.time()))}"
                + (f" · device {plain(info.device)}" if info.device else ""))
+    if note := queue_note(backend, info):
+        st.caption(note)
     if not info.done and not presenting() and st.button("Cancel", key="ft_cancel",
                                                         icon=":material/stop:"):
         backend.cancel(job_id)

@@ -21,7 +21,7 @@ from morm_explorer.reward.report import (
 from morm_explorer.ui import reward_figures as rfig
 from morm_explorer.ui.text import plain
 from morm_explorer.workspace import sanitize_name
-from pages.common import job_page, presenting
+from pages.common import job_page, presenting, queue_note
 from pages.reward_add import add_form, compose_form, manifest_summary
 
 KIND = TrainRewardModelJob.kind
@@ -183,7 +183,7 @@ if not presenting():  # presentation mode: results only, no training controls
             st.caption(f"job `{info.id}` · elapsed {fmt_seconds(info.elapsed(time.time()))}"
                        + (f" · device {plain(info.device)}" if info.device else ""))
             if info.status == "queued":
-                st.caption("Waiting for a worker to pick it up.")
+                st.caption(queue_note(backend, info))
             elif info.cancel_requested and not info.done:
                 st.caption("Cancel requested: the worker stops the job within seconds.")
             elif info.status == "succeeded":

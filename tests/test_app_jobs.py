@@ -97,6 +97,7 @@ def test_finetune_refuses_a_run_name_that_is_queued_running_or_saved(rm_ws):
     store = JobStore(rm_ws)
     first = _ppo(store, "audit-ppo", launched_by="CLI")
     at = open_app_page("pages/finetune.py")
+    assert any(c.value.startswith("Queued: number 1 in line") for c in at.caption)
     at.text_input(key="ft_name").input("audit-ppo").run()
     at.button(key="ft_launch").click().run()
     assert any("field 'name'" in e.value and r"'audit\-ppo' is already queued" in e.value

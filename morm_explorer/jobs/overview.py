@@ -108,6 +108,13 @@ def job_rows(store: JobStore, recent: int = 20, now: float | None = None,
     return rows
 
 
+def place_in_line(store: JobStore, job_id: str) -> int | None:
+    """Where a queued job stands in the local queue (1: next to start); None when it is not
+    waiting there."""
+    waiting = [j.id for j in store.queue() if j.worker_id is None]
+    return waiting.index(job_id) + 1 if job_id in waiting else None
+
+
 def active_jobs(store: JobStore, launched_by: str | None = None,
                 kinds: set[str] | None = None) -> list[JobInfo]:
     """Queued and running jobs, newest first, optionally those launched by ``launched_by``
