@@ -11,6 +11,7 @@ vectors; `Explorer.winners_table` and `Explorer.prompt_detail` are the tables th
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -30,6 +31,8 @@ from morm_explorer.pareto import dominators, nondominated
 from morm_explorer.reward.trust import SetTrust, assess_set
 from morm_explorer.scoring import Scores
 from morm_explorer.selection import Selector, embed_grid, simplex_grid
+
+MAP_CACHE = 32  # weight maps kept per Explorer (see Explorer.simplex_map)
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class Explorer:
         # Fronts do not depend on the weights: computed once, here.
         self.front = nondominated(self.raw)  # (N,) over the whole set
         self.front_in_prompt = nondominated(self.raw, self.selector.codes)  # (N,) per prompt
+        self._maps: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # see simplex_map
+        self._maps_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -93,6 +98,28 @@ class Explorer:
         return assess_set(self.raw, self.frame["response"].str.len().to_numpy(),
                           self.objectives, self.scores.model or "the reward model",
                           distance=self.scores.distance, reference=self.scores.reference)
+
+    @cached_property
+    def text(self) -> dict[str, pd.api.extensions.ExtensionArray | np.ndarray]:
+        """The frame's text columns, (N,) each, as pandas holds them (Arrow-backed strings):
+        ``.take(rows)`` picks rows without converting a string to a Python object and back,
+        which is most of a slider move's tables otherwise."""
+        return {c: self.frame[c].array
+                for c in ("prompt_id", "prompt", "response", "source", "category")}
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """(N,) "prompt_id · response" of every candidate, e.g. for hover text."""
+        return (self.frame["prompt_id"].astype(str) + " · "
+                + self.frame["response"].astype(str)).to_numpy()
+
+    @cached_property
+    def _prompt_id_column(self) -> pd.api.extensions.ExtensionArray:
+        return self.text["prompt_id"].take(self.selector.pad[:, 0])  # (P,) slot 0: first seen
+
+    @cached_property
+    def _prompt_number(self) -> dict[str, int]:
+        return {str(p): i for i, p in enumerate(self.prompt_ids)}
 
     @property
     def can_standardize(self) -> bool:
@@ -128,11 +155,34 @@ class Explorer:
         """The trade-off landscape over three objectives ``axes``: the grid (G, 3) of their
         weights (other objectives keep their current weight) and the mean raw score (G, K)
         of the best-of-N winners under each grid point, with the same scalarizer and
-        constraints as ``choice``."""
+        constraints as ``choice``.
+
+        Cached (the last `MAP_CACHE` maps): the map depends on the scalarizer, the
+        standardization and the constraints, and on the weights only through the other
+        objectives' share of them, so with three objectives a move of the sliders finds it
+        ready (only the current point moves). The arrays returned are read-only."""
         if len(axes) != 3:
             raise MormError(f"the weight map needs three objectives, got {list(axes)}")
         idx = [self.objectives.index(a) for a in axes]
         w = weight_vector(dict(choice.weights), self.objectives)
+        rest = np.delete(w, idx)  # (K - 3,) the other objectives' share: empty when K = 3
+        key = (tuple(axes), steps, choice.method, choice.standardized, choice.constraints,
+               tuple(rest.tolist()))
+        with self._maps_lock:  # one Explorer serves every session (threads) of the app
+            if key in self._maps:
+                self._maps[key] = self._maps.pop(key)  # most recently used last
+                return self._maps[key]
+        result = self._simplex_map(choice, idx, w, steps)
+        for a in result:
+            a.flags.writeable = False  # shared by every later call with this key
+        with self._maps_lock:
+            self._maps[key] = result
+            while len(self._maps) > MAP_CACHE:
+                self._maps.pop(next(iter(self._maps)))
+        return result
+
+    def _simplex_map(self, choice: Choice, idx: list[int], w: np.ndarray, steps: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
         grid = simplex_grid(3, steps)
         s = self.values(choice.standardized)
         shortfall = violation(s, self.objectives, choice.constraints) \
@@ -144,30 +194,27 @@ class Explorer:
     def winners_table(self, sel: Selection, previous: Selection | None = None) -> pd.DataFrame:
         """One row per prompt: the winner's text and scores, whether it met the constraints,
         and whether the winner changed since ``previous``."""
-        f = self.frame.iloc[sel.winners]
-        out = pd.DataFrame({
-            "prompt_id": self.prompt_ids, "category": f["category"].to_numpy(),
-            "prompt": f["prompt"].to_numpy(), "source": f["source"].to_numpy(),
-            "response": f["response"].to_numpy(), "candidate": sel.winners,
-        })
-        for k, obj in enumerate(self.objectives):
-            out[obj] = self.raw[sel.winners, k]
-        out["utility"] = sel.utility[sel.winners]
-        out["feasible"] = sel.feasible
-        out["changed"] = (previous.winners != sel.winners) if previous is not None \
-            and len(previous.winners) == len(sel.winners) else False
-        out["n"] = np.bincount(self.selector.codes, minlength=len(self.prompt_ids))
-        return out
+        t, w = self.text, sel.winners
+        changed = (previous.winners != w) if previous is not None \
+            and len(previous.winners) == len(w) else np.zeros(len(w), dtype=bool)
+        return pd.DataFrame({
+            "prompt_id": self._prompt_id_column, "category": t["category"].take(w),
+            "prompt": t["prompt"].take(w), "source": t["source"].take(w),
+            "response": t["response"].take(w), "candidate": w,
+            **{obj: self.raw[w, k] for k, obj in enumerate(self.objectives)},
+            "utility": sel.utility[w], "feasible": sel.feasible, "changed": changed,
+            "n": self.selector.counts})
 
     def prompt_detail(self, prompt_id: str, sel: Selection) -> pd.DataFrame:
         """Every candidate of one prompt: scores, utility, winner, front membership within the
         prompt, and which of the prompt's candidates dominate it (by candidate index)."""
-        rows = np.flatnonzero(self.frame["prompt_id"].to_numpy() == prompt_id)
-        if len(rows) == 0:
+        p = self._prompt_number.get(str(prompt_id))
+        if p is None:
             raise MormError(f"no prompt {prompt_id!r} in this candidate set", field="prompt_id")
+        rows = self.selector.pad[p][~self.selector.empty[p]]  # its candidates, in file order
         local = self.raw[rows]
-        out = pd.DataFrame({"candidate": rows, "source": self.frame["source"].to_numpy()[rows],
-                            "response": self.frame["response"].to_numpy()[rows]})
+        out = pd.DataFrame({"candidate": rows, "source": self.text["source"].take(rows),
+                            "response": self.text["response"].take(rows)})
         for k, obj in enumerate(self.objectives):
             out[obj] = local[:, k]
         out["utility"] = sel.utility[rows]

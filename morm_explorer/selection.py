@@ -66,6 +66,7 @@ class Selector:
         slot = np.arange(n) - np.repeat(starts, counts)  # position within its prompt
         self.n, self.n_prompts, self.width = n, len(counts), int(counts.max())
         self.codes = codes  # (N,) prompt number of each candidate
+        self.counts = counts  # (P,) candidates per prompt
         self.prompt_ids = groups[np.sort(first)]  # (P,)
         # (P, M) candidate index per slot; n marks an empty slot (a prompt with fewer than M)
         self.pad = np.full((self.n_prompts, self.width), n, dtype=np.int64)

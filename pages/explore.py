@@ -16,7 +16,7 @@ from morm_explorer.data.candidates import (
 )
 from morm_explorer.demo import DEMO_DATASET
 from morm_explorer.errors import MormError
-from morm_explorer.explore import Choice, Explorer
+from morm_explorer.explore import Choice, Explorer, Selection
 from morm_explorer.objectives import Constraint
 from morm_explorer.reward.config import TrainConfig
 from morm_explorer.reward.jobs import TrainRewardModelJob
@@ -189,9 +189,9 @@ def apply_preset() -> None:
 
 # Widget values are dropped when the user opens another page; a plain key keeps the weights
 # for the next visit and for Fine-tune, which starts from them.
-saved = st.session_state.get("explore_weights") or {}
 for o in objectives:
-    st.session_state.setdefault(wkey(o), saved.get(o, round(1.0 / K, 2)))
+    st.session_state.setdefault(wkey(o), (st.session_state.get("explore_weights") or {}).get(
+        o, round(1.0 / K, 2)))
 with st.sidebar:
     st.subheader("Scalarization")
     presets = {p.name: p for p in builtin_presets(objectives)}
@@ -200,6 +200,11 @@ with st.sidebar:
     pc1, pc2 = st.columns([3, 2], vertical_alignment="bottom")
     pc1.selectbox("Preset", list(presets), key="explore_preset")
     pc2.button("Apply", on_click=apply_preset, key="explore_apply", width="stretch")
+
+
+def controls() -> Choice:
+    """The sidebar's weights, scalarizer and constraints, as one `Choice`."""
+    saved = st.session_state.get("explore_weights") or {}
     for o in objectives:
         st.slider(plain(o), 0.0, 1.0, step=0.05, key=wkey(o))
     st.session_state["explore_weights"] = {**saved, **{o: st.session_state[wkey(o)]
@@ -214,11 +219,10 @@ with st.sidebar:
                                   "a weight mean what it says.")
     constrained = st.multiselect("Constraints: objective ≥ threshold", objectives,
                                  key="explore_constrained")
-    values_for_constraints = explorer.values(standardized)
     constraints = []
     for o in constrained:
         k = objectives.index(o)
-        default = float(np.round(np.quantile(values_for_constraints[:, k], 0.25), 2))
+        default = float(np.round(np.quantile(explorer.values(standardized)[:, k], 0.25), 2))
         tau = st.number_input(f"{plain(o)} ≥", value=default, step=0.1, key=f"explore_tau_{o}",
                               help="in z-score units" if standardized else "in raw score units")
         constraints.append(Constraint(o, float(tau)))
@@ -227,63 +231,58 @@ with st.sidebar:
         pname = st.text_input("Preset name", key="explore_preset_name")
         if st.button("Save", key="explore_preset_save", disabled=not pname):
             try:
-                saved = save_preset(ws, WeightPreset(
+                preset = save_preset(ws, WeightPreset(
                     pname, {o: float(st.session_state[wkey(o)]) for o in objectives}, method,
                     bool(standardized), [{"objective": c.objective, "threshold": c.threshold}
                                          for c in constraints]))
             except MormError as e:
                 st.error(plain(e))
             else:
-                st.toast(f"Saved preset {plain(saved.name)}.")
-                st.rerun()  # so the preset list shows it
+                st.toast(f"Saved preset {plain(preset.name)}.")
+                st.rerun()  # the whole page, so the preset list shows it
+    weights = {o: float(st.session_state[wkey(o)]) for o in objectives}
+    return Choice.of(weights, method, standardized, constraints, simplex)
 
-weights = {o: float(st.session_state[wkey(o)]) for o in objectives}
-choice = Choice.of(weights, method, standardized, constraints, simplex)
-try:
-    sel = explorer.select(choice)
-except MormError as e:
-    st.warning(f"{plain(e)}. Move at least one weight slider above 0.")
-    st.stop()
 
-# "changed since the last weights": keep the previous selection per (model, set)
-hist = st.session_state.setdefault("explore_hist", {})
-key = (model_name, model_fp, set_name, info.fingerprint)
-entry = hist.get(key)
-if entry is None or len(entry["sel"].winners) != len(sel.winners):
-    entry = hist[key] = {"sel": sel, "prev": None}
-elif entry["sel"].choice != choice:
-    entry = hist[key] = {"sel": sel, "prev": entry["sel"]}
-prev = entry["prev"]
-with st.sidebar:
-    st.caption("Weights used: " + ", ".join(f"{plain(o)} {w:.2f}" for o, w in
-                                            zip(objectives, sel.weights, strict=True)))
+def previous(sel: Selection) -> Selection | None:
+    """The selection before this one (for "changed since the last weights"), kept per
+    (model, set)."""
+    hist = st.session_state.setdefault("explore_hist", {})
+    key = (model_name, model_fp, set_name, info.fingerprint)
+    entry = hist.get(key)
+    if entry is None or len(entry["sel"].winners) != len(sel.winners):
+        entry = hist[key] = {"sel": sel, "prev": None}
+    elif entry["sel"].choice != sel.choice:
+        entry = hist[key] = {"sel": sel, "prev": entry["sel"]}
+    return entry["prev"]
+
 
 # -- headline numbers ---------------------------------------------------------------------------
-means = explorer.raw[sel.winners].mean(0)
-before = explorer.raw[prev.winners].mean(0) if prev is not None else None
-changed = int((prev.winners != sel.winners).sum()) if prev is not None else 0
-cols = st.columns(K + 2)
-cols[0].metric("Prompts", f"{len(sel.winners):,}",
-               help=f"{len(explorer):,} candidates, about "
-                    f"{len(explorer) / len(sel.winners):.1f} per prompt")
-cols[1].metric("Winners changed", changed if prev is not None else "–",
-               help="Prompts whose best-of-N winner differs from the one under the previous "
-                    "weights.")
-for i, o in enumerate(objectives):
-    cols[i + 2].metric(f"{plain(o)} (winners' mean)", f"{means[i]:.3f}",
-                       delta=None if before is None else f"{means[i] - before[i]:+.3f}")
-if constraints and not sel.feasible.all():
-    st.warning(f"{int((~sel.feasible).sum())} prompts have no candidate meeting the "
-               "constraints: their winner is the least-violating candidate (marked "
-               "feasible = false in the table).")
+def headline(sel: Selection, prev: Selection | None) -> None:
+    means = explorer.raw[sel.winners].mean(0)
+    before = explorer.raw[prev.winners].mean(0) if prev is not None else None
+    changed = int((prev.winners != sel.winners).sum()) if prev is not None else 0
+    cols = st.columns(K + 2)
+    cols[0].metric("Prompts", f"{len(sel.winners):,}",
+                   help=f"{len(explorer):,} candidates, about "
+                        f"{len(explorer) / len(sel.winners):.1f} per prompt")
+    cols[1].metric("Winners changed", changed if prev is not None else "–",
+                   help="Prompts whose best-of-N winner differs from the one under the "
+                        "previous weights.")
+    for i, o in enumerate(objectives):
+        cols[i + 2].metric(f"{plain(o)} (winners' mean)", f"{means[i]:.3f}",
+                           delta=None if before is None else f"{means[i] - before[i]:+.3f}")
+    if sel.choice.constraints and not sel.feasible.all():
+        st.warning(f"{int((~sel.feasible).sum())} prompts have no candidate meeting the "
+                   "constraints: their winner is the least-violating candidate (marked "
+                   "feasible = false in the table).")
 
-# -- figures --------------------------------------------------------------------------------------
-frame = explorer.frame
-hover = (frame["prompt_id"].astype(str) + " · " + frame["response"].astype(str)).to_numpy()
-tab_scatter, tab_map, tab_par, tab_dist = st.tabs(
-    ["Scatter and fronts", "Weight map", "Parallel coordinates", "Score distributions"])
-selected = np.zeros(0, dtype=int)
-with tab_scatter:
+
+# -- figures: only the open tab's is built ---------------------------------------------------------
+def scatter(sel: Selection) -> None:
+    """The scatter of two (or three) objectives; points selected on the 2D view filter the
+    winners table (`scatter_selection`)."""
+    frame = explorer.frame
     a, b, c, d = st.columns(4)
     x = a.selectbox("x", objectives, index=0, key="explore_x")
     y = b.selectbox("y", objectives, index=min(1, K - 1), key="explore_y")
@@ -294,107 +293,169 @@ with tab_scatter:
     if three_d and K >= 3:
         z = d.selectbox("z", objectives, index=2, key="explore_z")
         fig = ef.scatter_3d(explorer.raw, objectives, (x, y, z), front=front,
-                            winners=sel.is_winner, hover=hover, color=frame["source"])
+                            winners=sel.is_winner, hover=explorer.labels,
+                            color=frame["source"])
         st.plotly_chart(fig, key="explore_scatter3d")
         st.caption("Select points on the 2D view to filter the table.")
     else:
         fig = ef.scatter_2d(explorer.raw, objectives, x, y, front=front, winners=sel.is_winner,
-                            hover=hover, color=frame["source"])
-        event = st.plotly_chart(fig, key="explore_scatter", on_select="rerun",
-                                selection_mode=("box", "lasso", "points"))
-        selected = ef.selected_rows(event.selection if event else None)
+                            hover=explorer.labels, color=frame["source"])
+        st.plotly_chart(fig, key="explore_scatter", on_select="rerun",
+                        selection_mode=("box", "lasso", "points"))
     st.caption(f"{int(front.sum()):,} candidates on the front over {scope}; "
                f"{int(explorer.front_in_prompt.sum()):,} are on their own prompt's front. "
                "Winners are marked in red; lasso or box-select points to filter the table.")
-with tab_map:
-    if K < 3:
-        st.info("The weight map needs a model with at least three objectives.")
-    else:
-        a, b, c = st.columns([2, 1, 1])
-        corners = a.multiselect("Corners (three objectives)", objectives,
-                                default=objectives[:3], max_selections=3,
-                                key="explore_corners")
-        color_by = b.selectbox("Colour by the winners' mean", objectives, key="explore_color")
-        steps = c.slider("Grid steps", 4, 20, 10, key="explore_steps")
-        if len(corners) == 3:
-            grid, grid_means = explorer.simplex_map(choice, corners, steps)
-            idx = [objectives.index(o) for o in corners]
-            cw = sel.weights[idx]
-            current = cw / cw.sum() if cw.sum() > 0 else None
-            st.plotly_chart(ef.ternary_map(
-                grid, grid_means[:, objectives.index(color_by)], tuple(corners),
-                current=current, value_label=f"mean {color_by}",
-                hover_values={o: grid_means[:, k] for k, o in enumerate(objectives)}),
-                key="explore_ternary")
-            st.caption(f"Each dot is a weight vector over {plain(', '.join(corners))} "
-                       + ("(other objectives keep their weight) " if K > 3 else "")
-                       + f"and shows the mean {plain(color_by)} of the best-of-N winners it would "
-                       "select; the star is where the sliders are.")
-        else:
-            st.info("Choose three objectives for the corners.")
-with tab_par:
-    st.plotly_chart(ef.parallel_coordinates(explorer.raw, objectives, highlight=sel.is_winner),
-                    key="explore_parcoords")
-with tab_dist:
-    st.plotly_chart(ef.score_distributions(explorer.raw, objectives, winners=sel.is_winner),
-                    key="explore_dist")
-    if before is not None:
-        st.plotly_chart(ef.winner_shift_bar(before, means, objectives), key="explore_shift")
-    st.dataframe(explorer.distribution_stats().round(3), width="stretch")
+
+
+def scatter_selection() -> np.ndarray:
+    """The rows selected on the 2D scatter, read before it is drawn (it is drawn after the
+    table, see `weights_and_winners`); none while the scatter is not shown."""
+    state = st.session_state.get("explore_scatter")
+    return ef.selected_rows(state.get("selection") if state else None)
+
+
+def weight_map(sel: Selection) -> None:
+    """Winners' means over a grid of weights (cached per scalarizer and constraints: a step
+    of the sliders only moves the star)."""
+    a, b, c = st.columns([2, 1, 1])
+    corners = a.multiselect("Corners (three objectives)", objectives, default=objectives[:3],
+                            max_selections=3, key="explore_corners")
+    color_by = b.selectbox("Colour by the winners' mean", objectives, key="explore_color")
+    steps = c.slider("Grid steps", 4, 20, 10, key="explore_steps")
+    if len(corners) != 3:
+        st.info("Choose three objectives for the corners.")
+        return
+    grid, grid_means = explorer.simplex_map(sel.choice, corners, steps)
+    idx = [objectives.index(o) for o in corners]
+    cw = sel.weights[idx]
+    current = cw / cw.sum() if cw.sum() > 0 else None
+    st.plotly_chart(ef.ternary_map(
+        grid, grid_means[:, objectives.index(color_by)], tuple(corners), current=current,
+        value_label=f"mean {color_by}",
+        hover_values={o: grid_means[:, k] for k, o in enumerate(objectives)}),
+        key="explore_ternary")
+    st.caption(f"Each dot is a weight vector over {plain(', '.join(corners))} "
+               + ("(other objectives keep their weight) " if K > 3 else "")
+               + f"and shows the mean {plain(color_by)} of the best-of-N winners it would "
+               "select; the star is where the sliders are.")
+
+
+def figures(sel: Selection, prev: Selection | None) -> None:
+    """The figure tabs; only the open one is drawn."""
+    tab_scatter, tab_map, tab_par, tab_dist = st.tabs(
+        ["Scatter and fronts", "Weight map", "Parallel coordinates", "Score distributions"],
+        key="explore_tab", on_change="rerun")
+    if tab_scatter.open:
+        with tab_scatter:
+            scatter(sel)
+    with tab_map:
+        if K < 3:
+            st.info("The weight map needs a model with at least three objectives.")
+        elif tab_map.open:
+            weight_map(sel)
+    if tab_par.open:
+        tab_par.plotly_chart(ef.parallel_coordinates(explorer.raw, objectives,
+                                                     highlight=sel.is_winner),
+                             key="explore_parcoords")
+    if tab_dist.open:
+        with tab_dist:
+            st.plotly_chart(ef.score_distributions(explorer.raw, objectives,
+                                                   winners=sel.is_winner), key="explore_dist")
+            if prev is not None:
+                st.plotly_chart(ef.winner_shift_bar(explorer.raw[prev.winners].mean(0),
+                                                    explorer.raw[sel.winners].mean(0),
+                                                    objectives), key="explore_shift")
+            st.dataframe(explorer.distribution_stats().round(3), width="stretch")
+
 
 # -- winners table and drill-down ------------------------------------------------------------------
-st.subheader("Winners per prompt")
-table = explorer.winners_table(sel, prev)
-f1, f2 = st.columns(2)
-only_changed = f1.toggle("Only prompts whose winner changed", key="explore_only_changed",
-                         disabled=prev is None)
-if len(selected):
-    picked = set(frame["prompt_id"].to_numpy()[selected])
-    table = table[table["prompt_id"].isin(picked)]
-    f2.caption(f"Filtered to the {len(picked):,} prompts of the {len(selected):,} candidates "
-               "selected on the scatter (clear the selection to see all).")
-if only_changed:
-    table = table[table["changed"]]
-shown = table.assign(changed=np.where(table["changed"], "✱", ""))[
-    ["changed", "prompt_id", "source", *objectives, "utility", "prompt", "response", "feasible",
-     "category", "n"]]
-event = st.dataframe(
-    shown, hide_index=True, width="stretch", key="explore_table", on_select="rerun",
-    selection_mode="single-row",
-    column_config={"changed": st.column_config.TextColumn("", width=30,
-                                                          help="winner changed"),
-                   "prompt": st.column_config.TextColumn(width="medium"),
-                   "response": st.column_config.TextColumn(width="large"),
-                   "source": st.column_config.TextColumn(width="medium"),
-                   **{o: st.column_config.NumberColumn(format="%.3f") for o in objectives},
-                   "utility": st.column_config.NumberColumn(format="%.3f"),
-                   "n": st.column_config.NumberColumn("N", help="candidates of the prompt")})
-rows = event.selection.rows if event else []
-if rows:
-    st.session_state["explore_prompt"] = shown.iloc[rows[0]]["prompt_id"]
-prompt_ids = list(explorer.prompt_ids)
-if st.session_state.get("explore_prompt") not in prompt_ids:
-    st.session_state["explore_prompt"] = prompt_ids[0]
-st.subheader("One prompt, all its candidates")
-pid = st.selectbox("Prompt", prompt_ids, key="explore_prompt",
-                   help="Or click a row of the table above.")
-detail = explorer.prompt_detail(pid, sel)
-st.text(frame.loc[frame["prompt_id"] == pid, "prompt"].iloc[0])
-st.dataframe(detail, hide_index=True, width="stretch", key="explore_detail",
-             column_config={**{o: st.column_config.NumberColumn(format="%.3f")
-                               for o in objectives},
-                            "utility": st.column_config.NumberColumn(format="%.3f"),
-                            "dominated_by": st.column_config.TextColumn(
-                                "dominated by", help="candidates of this prompt at least as "
-                                "good on every objective and better on one")})
-# Keyed per set, and labelled by what never changes within it: the browser keeps a keyed
-# selectbox's label text while the same value stays valid, so labels from another set (or a
-# winner mark from other weights) would stay on screen. Whether it wins is said beside it.
-cand = st.selectbox("Read a candidate in full", detail["candidate"].tolist(),
-                    key=f"explore_read_{set_name}_{info.fingerprint}",
-                    format_func=lambda i: f"#{i} · {frame['source'].iat[i]}")
-st.caption(f"#{cand} · source {plain(frame['source'].iat[cand])} · "
-           + ("the winner of its prompt under these weights" if cand in set(sel.winners)
-              else "not its prompt's winner under these weights"))
-with st.container(border=True):
-    st.text(frame["response"].iat[cand])
+def winners(sel: Selection, prev: Selection | None, selected: np.ndarray) -> None:
+    frame = explorer.frame
+    st.subheader("Winners per prompt")
+    table = explorer.winners_table(sel, prev)
+    f1, f2 = st.columns(2)
+    only_changed = f1.toggle("Only prompts whose winner changed", key="explore_only_changed",
+                             disabled=prev is None)
+    if len(selected):
+        picked = set(frame["prompt_id"].to_numpy()[selected])
+        table = table[table["prompt_id"].isin(picked)]
+        f2.caption(f"Filtered to the {len(picked):,} prompts of the {len(selected):,} "
+                   "candidates selected on the scatter (clear the selection to see all).")
+    if only_changed:
+        table = table[table["changed"]]
+    shown = table.assign(changed=np.where(table["changed"], "✱", ""))[
+        ["changed", "prompt_id", "source", *objectives, "utility", "prompt", "response",
+         "feasible", "category", "n"]]
+    event = st.dataframe(
+        shown, hide_index=True, width="stretch", key="explore_table", on_select="rerun",
+        selection_mode="single-row",
+        column_config={"changed": st.column_config.TextColumn("", width=30,
+                                                              help="winner changed"),
+                       "prompt": st.column_config.TextColumn(width="medium"),
+                       "response": st.column_config.TextColumn(width="large"),
+                       "source": st.column_config.TextColumn(width="medium"),
+                       **{o: st.column_config.NumberColumn(format="%.3f") for o in objectives},
+                       "utility": st.column_config.NumberColumn(format="%.3f"),
+                       "n": st.column_config.NumberColumn("N", help="candidates of the prompt")})
+    rows = event.selection.rows if event else []
+    if rows:
+        st.session_state["explore_prompt"] = shown.iloc[rows[0]]["prompt_id"]
+
+
+def one_prompt(sel: Selection) -> None:
+    frame = explorer.frame
+    prompt_ids = list(explorer.prompt_ids)
+    if st.session_state.get("explore_prompt") not in prompt_ids:
+        st.session_state["explore_prompt"] = prompt_ids[0]
+    st.subheader("One prompt, all its candidates")
+    pid = st.selectbox("Prompt", prompt_ids, key="explore_prompt",
+                       help="Or click a row of the table above.")
+    detail = explorer.prompt_detail(pid, sel)
+    st.text(frame["prompt"].iat[int(detail["candidate"].iat[0])])
+    st.dataframe(detail, hide_index=True, width="stretch", key="explore_detail",
+                 column_config={**{o: st.column_config.NumberColumn(format="%.3f")
+                                   for o in objectives},
+                                "utility": st.column_config.NumberColumn(format="%.3f"),
+                                "dominated_by": st.column_config.TextColumn(
+                                    "dominated by", help="candidates of this prompt at least "
+                                    "as good on every objective and better on one")})
+    # Keyed per set, and labelled by what never changes within it: the browser keeps a keyed
+    # selectbox's label text while the same value stays valid, so labels from another set (or
+    # a winner mark from other weights) would stay on screen. Whether it wins is said beside it.
+    cand = st.selectbox("Read a candidate in full", detail["candidate"].tolist(),
+                        key=f"explore_read_{set_name}_{info.fingerprint}",
+                        format_func=lambda i: f"#{i} · {frame['source'].iat[i]}")
+    st.caption(f"#{cand} · source {plain(frame['source'].iat[cand])} · "
+               + ("the winner of its prompt under these weights" if sel.is_winner[cand]
+                  else "not its prompt's winner under these weights"))
+    with st.container(border=True):
+        st.text(frame["response"].iat[cand])
+
+
+# -- what follows the weights: reruns alone when they move -----------------------------------------
+@st.fragment
+def weights_and_winners() -> None:
+    """A slider step (or any control below the preset) reruns this alone, not the page: the
+    scores, fronts and weight maps it reads are prepared once per (model, set)."""
+    with st.sidebar:
+        choice = controls()
+    try:
+        sel = explorer.select(choice)
+    except MormError as e:
+        st.warning(f"{plain(e)}. Move at least one weight slider above 0.")
+        return
+    prev = previous(sel)
+    with st.sidebar:
+        st.caption("Weights used: " + ", ".join(f"{plain(o)} {w:.2f}" for o, w in
+                                                zip(objectives, sel.weights, strict=True)))
+    headline(sel, prev)
+    # The figures take longest to build: they are drawn last, into their place above the
+    # table, so the winners reach the browser first.
+    figure_slot = st.container()
+    winners(sel, prev, scatter_selection())
+    one_prompt(sel)
+    with figure_slot:
+        figures(sel, prev)
+
+
+weights_and_winners()

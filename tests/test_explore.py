@@ -112,6 +112,38 @@ def test_simplex_map_matches_selecting_at_each_grid_point():
         ex.simplex_map(choice, OBJ[:2])
 
 
+def test_the_weight_map_is_cached_and_only_the_star_moves():
+    """With three objectives the map does not depend on the current weights: a slider move
+    finds it ready. The scalarizer, the standardization, the constraints and the grid make a
+    new one; with four objectives, so does the fourth objective's share of the weights."""
+    rng = np.random.default_rng(1)
+    recs = [{"prompt_id": f"p{i // 5}", "prompt": f"P{i // 5}", "response": str(i)}
+            for i in range(60)]
+    ex = Explorer(Scores(from_records(recs), rng.normal(size=(60, 3)).astype(np.float32), OBJ,
+                         {"mean": [0.0] * 3, "std": [1.0] * 3}))
+    first = ex.simplex_map(Choice.of({"helpful": 1, "harmless": 0.2, "honest": 0.5}), OBJ)
+    moved = ex.simplex_map(Choice.of({"helpful": 0.1, "harmless": 0.9, "honest": 0.5}), OBJ)
+    assert moved is first and not first[1].flags.writeable
+    for other in (Choice.of({"helpful": 1}, method="chebyshev"),
+                  Choice.of({"helpful": 1}, standardized=False),
+                  Choice.of({"helpful": 1}, constraints=[Constraint("harmless", 0.0)])):
+        again = ex.simplex_map(other, OBJ)
+        assert again is not first and again is ex.simplex_map(other, OBJ)
+    assert ex.simplex_map(Choice.of({"helpful": 1}), OBJ, steps=4)[0].shape == (15, 3)
+    fresh = Explorer(ex.scores)._simplex_map(Choice.of({"helpful": 1}), [0, 1, 2],
+                                             np.array([1.0, 0, 0]), 10)
+    assert all(np.array_equal(a, b) for a, b in zip(first, fresh, strict=True))
+
+    four = ["helpful", "harmless", "honest", "concise"]
+    ex4 = Explorer(Scores(from_records(recs), rng.normal(size=(60, 4)).astype(np.float32),
+                          four))
+    w = {"helpful": 0.5, "harmless": 0.5, "honest": 0.5, "concise": 0.5}
+    a = ex4.simplex_map(Choice.of(w, standardized=False), OBJ)
+    b = ex4.simplex_map(Choice.of({**w, "helpful": 1.0}, standardized=False), OBJ)
+    assert b is not a  # concise's share went from 1/4 to 1/5: another map
+    assert ex4.simplex_map(Choice.of({**w, "helpful": 1.0}, standardized=False), OBJ) is b
+
+
 def test_unknown_or_zero_weights_are_errors():
     ex = known_explorer()
     with pytest.raises(MormError, match="unknown objectives"):
