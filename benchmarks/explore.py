@@ -9,7 +9,9 @@ Sections:
   re-scalarizing + best-of-N per prompt + the weight-simplex map (66 grid points), through the
   low-level calls (`selection.Selector`) and through the page's own path (`explore.Explorer`:
   `select` + `simplex_map`); rows in prompt blocks and shuffled. Target: the Explorer move with
-  a weighted sum (with and without a constraint) under 50 ms, median of --repeats moves;
+  a weighted sum (with and without a constraint) under 50 ms, median of --repeats moves. Then
+  slider steps as the page makes them (winners, headline means, winners table; the weight map
+  cached per scalarizer and constraints): target <= 5 ms per step, the map on top reported;
 - pareto: the non-dominated set of --pareto-n points near the plane x+y+z=1 (a large front),
   library against moocore called directly on the same array (interleaved repeats). Targets:
   under 1 s, and at most 1.5x moocore;
@@ -58,7 +60,7 @@ CORR = np.array([[1.0, -0.5, 0.3, 0.0],
                  [-0.5, 1.0, 0.2, -0.3],
                  [0.3, 0.2, 1.0, 0.1],
                  [0.0, -0.3, 0.1, 1.0]])
-MOVE_MS, PARETO_S, PARETO_RATIO = 50.0, 1.0, 1.5
+MOVE_MS, STEP_MS, PARETO_S, PARETO_RATIO = 50.0, 5.0, 1.0, 1.5
 
 
 def machine() -> str:
@@ -153,6 +155,36 @@ def explorer_moves(ex: Explorer, method: str, constraints: tuple[Constraint, ...
     return r
 
 
+def slider_steps(ex: Explorer, repeats: int) -> dict:
+    """Slider steps as a user makes them and as the Explore page computes them: one slider
+    moves 0.05 (the first objective's, then the second's: every position is new), and each
+    step selects the winners, their mean scores (the headline) and the winners table ("step"),
+    and, with the Weight map tab open, the map over the first three objectives ("map"): read
+    from the cache with K = 3, where a step only moves its star; with K > 3 the other
+    objectives' share of the weights changes, so the map is computed again."""
+    objectives, axes = ex.objectives, ex.objectives[:3]
+    weights = dict.fromkeys(objectives, 0.5)
+    ex.simplex_map(Choice.of(weights), axes)  # the first view of the map, before any step
+    prev = ex.select(Choice.of(weights))
+
+    def step(i: int) -> dict[str, float]:
+        nonlocal prev
+        weights[objectives[0]] = round(0.05 * (i % 19 + 1), 2)
+        weights[objectives[1]] = round(0.5 + 0.05 * (i // 19 % 10), 2)
+        choice = Choice.of(weights)
+        c0, t0 = time.thread_time(), time.perf_counter()
+        sel = ex.select(choice)
+        ex.raw[sel.winners].mean(0)
+        ex.winners_table(sel, prev)
+        c1, t1 = time.thread_time(), time.perf_counter()
+        ex.simplex_map(choice, axes)
+        t2 = time.perf_counter()
+        prev = sel
+        return {"step": t1 - t0, "step_cpu": c1 - c0, "map": t2 - t1, "step_and_map": t2 - t0}
+
+    return repeat(step, repeats)
+
+
 def select_layout(layout: str, values: np.ndarray, groups: np.ndarray, weights: np.ndarray,
                   args, checks: list[dict]) -> dict:
     objectives = list(OBJECTIVES[:values.shape[1]]) + \
@@ -187,6 +219,17 @@ def select_layout(layout: str, values: np.ndarray, groups: np.ndarray, weights: 
               f"simplex_map {r['map']['median_ms']:.1f} ms, move median {line}, p90 "
               f"{r['move']['p90_ms']:.1f} ms; feasible prompts {r['feasible_prompts']:.1%}"
               f"; winners = objectives.best_of_n: {r['agrees_with_best_of_n']}", flush=True)
+    r = out["slider_step"] = slider_steps(ex, args.repeats)
+    line = check(checks, f"select/{layout}/slider_step/step_ms", r["step"]["median_ms"], "ms",
+                 f"<= {STEP_MS:g} ms", r["step"]["median_ms"] <= STEP_MS)
+    for name in ("step_cpu", "map"):
+        check(checks, f"select/{layout}/slider_step/{name}_ms", r[name]["median_ms"], "ms", "",
+              None)
+    how = "cached: only its star moves" if len(objectives) == 3 else "recomputed: K > 3"
+    print(f"select {layout} slider step (winners, headline, winners table): median {line}, "
+          f"p90 {r['step']['p90_ms']:.1f} ms, CPU time {r['step_cpu']['median_ms']:.2f} ms "
+          f"(wall clock less the waits for a core); the weight map on top "
+          f"{r['map']['median_ms']:.2f} ms ({how})", flush=True)
     return out
 
 

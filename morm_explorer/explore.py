@@ -195,13 +195,14 @@ class Explorer:
         """One row per prompt: the winner's text and scores, whether it met the constraints,
         and whether the winner changed since ``previous``."""
         t, w = self.text, sel.winners
+        scores = self.raw[w]  # (P, K)
         changed = (previous.winners != w) if previous is not None \
             and len(previous.winners) == len(w) else np.zeros(len(w), dtype=bool)
         return pd.DataFrame({
             "prompt_id": self._prompt_id_column, "category": t["category"].take(w),
             "prompt": t["prompt"].take(w), "source": t["source"].take(w),
             "response": t["response"].take(w), "candidate": w,
-            **{obj: self.raw[w, k] for k, obj in enumerate(self.objectives)},
+            **{obj: scores[:, k] for k, obj in enumerate(self.objectives)},
             "utility": sel.utility[w], "feasible": sel.feasible, "changed": changed,
             "n": self.selector.counts})
 

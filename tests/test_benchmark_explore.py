@@ -32,5 +32,7 @@ def test_explore_benchmark_smallest_run(tmp_path):
     metrics = {c["metric"]: c["result"] for c in res["summary"]}
     assert metrics["select/contiguous/weighted_sum/move_ms"] in ("PASS", "FAIL")
     assert metrics["select/contiguous/chebyshev/move_ms"] == "info"
+    assert metrics["select/shuffled/slider_step/step_ms"] in ("PASS", "FAIL")
+    assert res["select"]["contiguous"]["slider_step"]["map"]["median_ms"] >= 0
     assert {"pareto/ratio_to_moocore", "scoring/batched_speedup",
             "scoring/cached_speedup"} <= set(metrics)
