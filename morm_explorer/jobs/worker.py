@@ -74,6 +74,7 @@ class _Heartbeat(threading.Thread):
         self.lost = threading.Event()  # every job is to stop (a Ray entry's SIGTERM)
         self.lost_ids: set[str] = set()  # jobs taken away from this worker
         self.stopped = threading.Event()
+        self._jobs_lock = threading.Lock()  # slots start and end jobs from their threads
 
     @property
     def job_id(self) -> str | None:
@@ -88,7 +89,8 @@ class _Heartbeat(threading.Thread):
         except Exception as e:  # a locked or busy database must not kill the heartbeat
             log.warning("heartbeat failed: %s", e)
             return
-        self.lost_ids.update(j for j in lost if j in self.jobs)
+        with self._jobs_lock:  # only jobs still running: one ended meanwhile is not lost
+            self.lost_ids.update(j for j in lost if j in self.jobs)
 
     def is_lost(self, job_id: str) -> bool:
         return self.lost.is_set() or job_id in self.lost_ids
@@ -104,12 +106,14 @@ class _Heartbeat(threading.Thread):
             self.join()
 
     def start_job(self, job_id: str) -> None:
-        self.lost_ids.discard(job_id)
-        self.jobs = [*self.jobs, job_id]
+        with self._jobs_lock:
+            self.lost_ids.discard(job_id)
+            self.jobs = [*self.jobs, job_id]
 
     def end_job(self, job_id: str) -> None:
-        self.jobs = [j for j in self.jobs if j != job_id]
-        self.lost_ids.discard(job_id)
+        with self._jobs_lock:
+            self.jobs = [j for j in self.jobs if j != job_id]
+            self.lost_ids.discard(job_id)
 
     def set_device(self, device: str) -> None:
         self.worker = replace(self.worker, device=device)
