@@ -224,3 +224,18 @@ def test_a_worker_whose_owner_is_already_gone_exits_at_once(ws, spawn_worker):
     worker = spawn_worker(ws, "--owner-pid", str(gone.pid))
     assert worker.wait(timeout=20) == 0
     assert store.get(job_id).status == "queued"  # it took nothing
+
+
+def test_jobs_queue_command_lists_places_estimates_and_launchers(ws, capsys):
+    from tests.test_jobs import _morm_jobs
+
+    store = JobStore(ws)
+    bg = _bg(store)
+    assert _morm_jobs(ws, "jobs", "submit-sleep", "--seconds", "0", "--no-worker") == 0
+    user = capsys.readouterr().out.strip()
+    assert store.get(user).launched_by == "CLI"
+    assert _morm_jobs(ws, "jobs", "queue") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["#1", "#2"]
+    assert user in lines[0] and "CLI" in lines[0]
+    assert bg in lines[1] and "demo build" in lines[1]

@@ -1,4 +1,5 @@
-"""The job commands: ``morm worker`` and ``morm jobs list|show|logs|cancel|submit-sleep``.
+"""The job commands: ``morm worker`` and ``morm jobs list|queue|show|logs|cancel|retry|
+submit-sleep``.
 
 `add_job_commands` adds them to the main parser's command group. Each command returns its exit
 code: 0 on success, 1 when a job it waited for did not succeed; bad input raises `MormError`.
@@ -70,6 +71,24 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     for j in jobs:
         print(f"{j.id:36s} {j.kind:10s} {j.status:9s} {100 * j.progress:5.1f}%  "
               f"{_fmt_time(j.created_at)}  {j.error or j.message}")
+    return 0
+
+
+def cmd_jobs_queue(args: argparse.Namespace) -> int:
+    """What the app's Jobs page lists: running jobs, the queue in order, recent finished."""
+    from morm_explorer.jobs.overview import format_duration, job_rows
+
+    rows = job_rows(_backend(args).store, recent=args.recent)
+    if not rows:
+        print("no jobs yet")
+    for r in rows:
+        place = {"running": "running", "queued": f"#{r.place}" if r.place else "on Ray"}.get(
+            r.status, r.status)
+        estimate = format_duration(r.estimate_s)
+        estimate = (f"{estimate} left" if r.status == "running" else f"~{estimate} to run") \
+            if estimate else ""
+        print(f"{place:10s} {100 * r.progress:5.1f}%  {r.title[:40]:40s} {estimate:16s} "
+              f"{r.launched_by[:22]:22s} {r.id}")
     return 0
 
 
@@ -159,7 +178,7 @@ def add_job_commands(groups: argparse._SubParsersAction) -> None:
     p.add_argument("--idle-exit", type=float, help="exit after this many seconds without a job")
     p.set_defaults(func=cmd_worker)
 
-    jobs = groups.add_parser("jobs", help="jobs: list, show, logs, cancel, retry, "
+    jobs = groups.add_parser("jobs", help="jobs: list, queue, show, logs, cancel, retry, "
                              "submit-sleep")
     sub = jobs.add_subparsers(dest="command", metavar="ACTION", required=True)
 
@@ -170,6 +189,12 @@ def add_job_commands(groups: argparse._SubParsersAction) -> None:
                    "%(default)s)")
     p.add_argument("--json", action="store_true", help="print the jobs as JSON")
     p.set_defaults(func=cmd_jobs_list)
+
+    p = sub.add_parser("queue", help="running jobs, the queue in the order it runs (with "
+                       "places, estimates and who launched each), then recent finished jobs")
+    p.add_argument("--recent", type=int, default=10, help="finished jobs shown (default: "
+                   "%(default)s)")
+    p.set_defaults(func=cmd_jobs_queue)
 
     p = sub.add_parser("show", help="one job: state, spec, error or result, last metrics")
     p.add_argument("job_id", help="job id (from `morm jobs list`)")
