@@ -242,3 +242,37 @@ def test_sample_batched_equals_alone(tiny):
     alone = sample(model, tok, ["yes"], cfg)
     batched = sample(model, tok, ["how do i boil an egg ? put it in water", "yes"], cfg)
     assert batched[1] == alone[0]
+
+
+def test_a_lora_adapter_folder_loads_as_its_base_with_the_adapter_merged(tmp_path, tiny_dir):
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from morm_explorer.errors import MormError
+    from morm_explorer.policy.load import is_adapter_dir, load_policy
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj",
+                                                                            "v_proj"]))
+    torch.manual_seed(1)
+    for n, p in peft.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.5)  # a fresh adapter is the identity: make it do something
+    folder = tmp_path / "adapter"
+    peft.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(folder)
+    (folder / "morm_ppo.json").write_text(json.dumps({"config": {"policy": tiny_dir}}))
+    assert is_adapter_dir(folder)
+    model, tok = load_policy(str(folder))
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        want = peft.eval()(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(tiny_dir)(ids).logits
+        got = model(ids).logits
+    assert torch.allclose(got, want, atol=1e-5) and not torch.allclose(got, plain, atol=1e-3)
+    assert tok.padding_side == "left"
+    (folder / "morm_ppo.json").write_text(json.dumps({"config": {"policy": str(folder)}}))
+    with pytest.raises(MormError, match="names itself"):
+        load_policy(str(folder))

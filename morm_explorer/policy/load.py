@@ -144,9 +144,39 @@ def resolve_policy(name: str, workspace: Workspace | None = None) -> str:
         return str(convert_smollm2(workspace))
     if workspace is not None and "/" not in name:  # a fine-tuned policy in the workspace
         saved = workspace.root / POLICIES / name
-        if (saved / "config.json").is_file():
+        if (saved / "config.json").is_file() or is_adapter_dir(saved):
             return str(saved)
+    if is_adapter_dir(Path(name).expanduser()):
+        return str(Path(name).expanduser())
     return resolve_folder_or_hub(name)
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def is_adapter_dir(path: Path) -> bool:
+    """A LoRA adapter folder (a run saved with merge_lora off): adapter config and safetensors
+    weights, no model config of its own."""
+    return ((path / ADAPTER_CONFIG).is_file() and (path / ADAPTER_WEIGHTS).is_file()
+            and not (path / "config.json").is_file())
+
+
+def adapter_base(path: Path) -> str:
+    """The policy an adapter folder was trained from: the run's own record (morm_ppo.json's
+    config.policy, e.g. ``smollm2``, which resolves on any machine), else PEFT's
+    base_model_name_or_path."""
+    for file, keys in (("morm_ppo.json", ("config", "policy")),
+                       (ADAPTER_CONFIG, ("base_model_name_or_path",))):
+        try:
+            value = json.loads((path / file).read_text(encoding="utf-8"))
+            for key in keys:
+                value = value[key]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(value, str) and value.strip():
+            return value
+    raise MormError("an adapter folder that names no base policy", file=str(path / ADAPTER_CONFIG))
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
@@ -189,6 +219,8 @@ def load_policy(
     dev = _resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, dev)
     path, revision = resolve_policy(name, workspace), None
+    if is_adapter_dir(Path(path)):
+        return _load_adapter(Path(path), name, workspace, dev, torch_dtype, trust_remote_code)
     if not Path(path).exists():  # a hub name, perhaps with @revision
         path, revision = split_ref(path)
     try:
@@ -208,6 +240,34 @@ def load_policy(
                 "model in the Hugging Face cache, or network access without HF_HUB_OFFLINE; "
                 "the built-in policy is 'smollm2')")
         raise MormError(f"cannot load policy {name!r}{hint}: {e}") from e
+    return _ready(model, tokenizer, name, dev)
+
+
+def _load_adapter(path: Path, name: str, workspace: Workspace | None, dev: torch.device,
+                  torch_dtype: torch.dtype, trust_remote_code: bool
+                  ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The base policy with the LoRA adapter of ``path`` merged in (PEFT reads the adapter's
+    safetensors; a folder with only pickled weights is refused by `is_adapter_dir`)."""
+    from peft import PeftModel
+
+    base = adapter_base(path)
+    if Path(base).expanduser().resolve() == path.resolve():
+        raise MormError("an adapter folder that names itself as its base",
+                        file=str(path / ADAPTER_CONFIG))
+    model, _ = load_policy(base, workspace=workspace, device="cpu", dtype=torch_dtype,
+                           trust_remote_code=trust_remote_code)
+    try:
+        model = PeftModel.from_pretrained(model, str(path),
+                                          is_trainable=False).merge_and_unload()
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
+        raise MormError(f"cannot load the LoRA adapter of policy {name!r} over {base!r}: {e}",
+                        file=str(path)) from e
+    return _ready(model, tokenizer, name, dev)
+
+
+def _ready(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str,
+           dev: torch.device) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise MormError(f"the tokenizer of {name!r} has neither a pad nor an eos token")
