@@ -19,9 +19,10 @@ from tests.test_app_compare import compared  # noqa: F401 (a fixture)
 pytestmark = pytest.mark.slow
 
 PAGES = ["pages/home.py", "pages/tour.py", "pages/data.py", "pages/reward_models.py",
-         "pages/explore.py", "pages/finetune.py", "pages/compare.py", "pages/evaluate.py"]
+         "pages/explore.py", "pages/finetune.py", "pages/compare.py", "pages/evaluate.py",
+         "pages/jobs.py"]
 CONTROLS = {"rm_train", "ft_launch", "cmp_launch", "eval_create", "explore_import",
-            "ft_cancel", "soup_launch"}
+            "ft_cancel", "soup_launch", "jobs_cancel"}
 
 
 @pytest.fixture

@@ -48,9 +48,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PAGES = {"home": ("", "MORM Explorer"), "tour": ("tour", "Walk-through"),
          "data": ("data", "Data"), "reward_models": ("reward_models", "Reward models"),
          "explore": ("explore", "Explore"), "finetune": ("finetune", "Fine-tune"),
-         "compare": ("compare", "Compare"), "evaluate": ("evaluate", "Evaluate")}
+         "compare": ("compare", "Compare"), "evaluate": ("evaluate", "Evaluate"),
+         "jobs": ("jobs", "Jobs")}
 NAV_LABELS = ["Overview", "Walk-through", "Data", "Reward models", "Explore", "Fine-tune",
-              "Compare", "Evaluate"]
+              "Compare", "Evaluate", "Jobs"]
 SHOT_LATER = {"explore", "finetune", "compare", "evaluate"}  # after their own test's actions
 PPO_RUN = "browser-run"
 PPO_SETTINGS = {"Steps": 2, "Prompts per step": 2, "Minibatch": 2, "Max new tokens": 4,

@@ -33,7 +33,8 @@ UNESCAPED = re.compile(r"(?<!\\)\]\(|(?<!\\)!\[|(?<!\\)<img", re.IGNORECASE)
 MARKDOWN_BODIES = {"markdown", "caption", "error", "warning", "info", "success", "title",
                    "header", "subheader", "toast"}
 PAGES = ["pages/home.py", "pages/tour.py", "pages/data.py", "pages/reward_models.py",
-         "pages/explore.py", "pages/finetune.py", "pages/compare.py", "pages/evaluate.py"]
+         "pages/explore.py", "pages/finetune.py", "pages/compare.py", "pages/evaluate.py",
+         "pages/jobs.py"]
 
 
 def rendered_markdown(at: AppTest) -> list[str]:
@@ -152,7 +153,8 @@ def test_an_uploaded_file_name_and_its_categories_are_not_markdown(hostile_ws):
 def test_every_page_shows_the_workspace_s_strings_as_plain_text(hostile_ws, page):
     at = app()
     at.switch_page(page).run()
-    # Overview shows the failed demo build, Reward models the job's message, Evaluate the
-    # export refusal naming the session's policies; the other pages must merely not render any.
+    # Overview shows the failed demo build, Reward models and Jobs the job's message, Evaluate
+    # the export refusal naming the session's policies; the other pages must merely not render
+    # any.
     assert_escaped(at, must_show=page in ("pages/home.py", "pages/reward_models.py",
-                                          "pages/evaluate.py"))
+                                          "pages/evaluate.py", "pages/jobs.py"))
