@@ -70,9 +70,9 @@ def start_demo_job(ws: Workspace, retry: bool = False) -> str | None:
     from morm_explorer.demo_jobs import PrepareDemoJob, demo_complete
 
     backend = app_backend(ws, "demo build")
+    keep_queue_moving(backend)  # jobs the app's last stop put back in the queue go on
     jobs = backend.list(kind=PrepareDemoJob.kind, limit=5)
     if demo_complete(ws) or any(not j.done for j in jobs):
-        keep_queue_moving(backend)  # a build the last stop put back in the queue goes on
         return None
     if jobs and jobs[0].status in ("failed", "cancelled") and not retry:
         return None

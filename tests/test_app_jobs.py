@@ -146,3 +146,24 @@ def test_the_apps_worker_belongs_to_the_app_and_a_queue_left_waiting_gets_one(ws
     JobStore(ws).submit(SleepJob(seconds=0))  # e.g. put back in the queue when the app stopped
     open_app_page("pages/jobs.py")
     assert started and set(started) == {os.getpid()}  # owned by the app's process
+
+
+def test_the_demo_build_is_recorded_as_such_and_a_requeued_build_goes_on_at_start(
+        ws, monkeypatch):
+    import os
+
+    from morm_explorer.jobs import LocalBackend
+    from pages.common import start_demo_job
+
+    started = []
+    monkeypatch.setattr(LocalBackend, "ensure_worker",
+                        lambda self: started.append(self.owner_pid) or False)
+    job = start_demo_job(ws)
+    store = JobStore(ws)
+    info = store.get(job)
+    assert (info.launched_by, info.priority) == ("demo build", BACKGROUND_PRIORITY)
+    store.claim("w", job_id=job)
+    store.requeue(job, "w", "its app (pid 1) stopped")  # as the app's last stop left it
+    started.clear()
+    assert start_demo_job(ws) is None  # not submitted twice ...
+    assert started == [os.getpid()]  # ... but a worker (the app's) is started for it
