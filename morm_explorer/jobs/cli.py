@@ -171,7 +171,8 @@ def add_job_commands(groups: argparse._SubParsersAction) -> None:
     from morm_explorer.jobs.builtin import FAIL_MODES
     from morm_explorer.jobs.spec import STATUSES
 
-    p = groups.add_parser("worker", help="run queued jobs one at a time, until stopped")
+    p = groups.add_parser("worker", help="run queued jobs by priority (a user's beside the "
+                          "background demo build), until stopped")
     p.add_argument("--once", action="store_true", help="exit as soon as the queue is empty")
     p.add_argument("--poll", type=float, default=1.0,
                    help="seconds between queue checks (default: %(default)s)")
