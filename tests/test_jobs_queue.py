@@ -132,7 +132,7 @@ def test_job_rows_list_running_then_the_queue_with_places_then_finished(ws):
     assert [r.id for r in rows] == [run, u1, u2, bg, done]
     assert [r.place for r in rows] == [None, 1, 2, 3, None]
     assert [r.launched_by for r in rows] == ["CLI", "Explore page", "Fine-tune page",
-                                             "demo build", "unknown (an older job)"]
+                                             "demo build", "not recorded"]
     assert rows[0].estimate_s == pytest.approx(30.0)  # 10 s for a quarter: 30 s left
     assert rows[3].background and not rows[1].background
     assert rows[0].title == "diagnostic sleep"
@@ -239,3 +239,10 @@ def test_jobs_queue_command_lists_places_estimates_and_launchers(ws, capsys):
     assert [line.split()[0] for line in lines] == ["#1", "#2"]
     assert user in lines[0] and "CLI" in lines[0]
     assert bg in lines[1] and "demo build" in lines[1]
+
+
+def test_a_job_run_in_the_foreground_says_so(ws):
+    from morm_explorer.jobs.worker import run_inline
+
+    info = run_inline(ws, SleepJob(seconds=0, steps=1))
+    assert info.status == "succeeded" and info.launched_by == "CLI (in the foreground)"

@@ -56,7 +56,7 @@ def job_title(info: JobInfo) -> str:
 def launcher(info: JobInfo) -> str:
     if info.launched_by:
         return info.launched_by
-    return "demo build" if info.kind == "prepare_demo" else "unknown (an older job)"
+    return "demo build" if info.kind == "prepare_demo" else "not recorded"
 
 
 def time_left(info: JobInfo, now: float) -> float | None:

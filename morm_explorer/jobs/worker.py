@@ -290,10 +290,12 @@ def _watch_owner(owner_pid: int, stop: Stop, wake: threading.Event) -> None:
         stop.event.wait(OWNER_CHECK_S)
 
 
-def run_inline(ws: Workspace, spec: JobSpec) -> JobInfo:
-    """Submit ``spec`` and run it in this process, start to end (for tests of runners)."""
+def run_inline(ws: Workspace, spec: JobSpec, launched_by: str = "CLI (in the foreground)"
+               ) -> JobInfo:
+    """Submit ``spec`` and run it in this process, start to end (the commands that run a job
+    in the foreground; tests of runners)."""
     store = JobStore(ws)
-    job_id = store.submit(spec)
+    job_id = store.submit(spec, launched_by=launched_by)
     now = time.time()
     worker = WorkerInfo(id=f"inline-{new_worker_id()}", pid=os.getpid(),
                         host=socket.gethostname(), started_at=now, heartbeat_at=now)
