@@ -14,8 +14,9 @@ Conventions the page relies on:
   points in ``FRONT``, the rest in one trace per ``color`` value (or ``CANDIDATES``), so the
   legend toggles sources. Trace ``uid`` = name and a fixed ``uirevision`` keep zoom and legend
   state across reruns.
-- Display downsampling keeps every front point and winner plus a sample of the rest drawn from
-  one seeded priority per row, so the background stays put while the weights move.
+- Display downsampling keeps every front point, then as many winners as the budget allows, then
+  a sample of the rest, each drawn by one seeded priority per row, so the background stays put
+  while the weights move.
 - Hover text is plain text: whitespace collapsed, cut to ``HOVER_CHARS``, then `plotly_text`.
   Every name shown (objectives, sources, labels) passes through `plotly_text` too; hover
   templates hold no such name: a trace's ``meta`` does, and the template reads ``%{meta[i]}``.
@@ -24,6 +25,7 @@ Conventions the page relies on:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -39,6 +41,7 @@ WINNERS = "best-of-N winner"
 FRONT_LINE = "front (line)"
 CURRENT = "current weights"
 HOVER_CHARS = 120
+HOVER_CACHE = 20_000  # hover texts kept (see _hover_label)
 
 WINNER_COLOR = "#E03131"
 EDGE_COLOR = "#212529"
@@ -66,6 +69,13 @@ def _escape_hover(text: object, limit: int = HOVER_CHARS) -> str:
     if len(s) > limit:
         s = s[: limit - 1].rstrip() + "…"
     return plotly_text(s)
+
+
+@lru_cache(maxsize=HOVER_CACHE)
+def _hover_label(category: str | None, body: str | None) -> str:
+    """A point's hover text, "category · body", escaped; cached, as a slider move redraws
+    mostly the same points."""
+    return _escape_hover(" · ".join(str(p) for p in (category, body) if p is not None))
 
 
 def _check_scores(scores: np.ndarray, objectives: Sequence[str]) -> np.ndarray:
@@ -103,17 +113,26 @@ def _per_row(values: Sequence[str] | None, n: int, name: str) -> np.ndarray | No
     return a
 
 
-def _display_rows(n: int, keep: np.ndarray, max_points: int, seed: int) -> np.ndarray:
-    """Sorted rows to draw: all when n <= max_points; else every ``keep`` row plus the others
-    of lowest seeded priority, max_points in all (more only if ``keep`` alone exceeds it)."""
+def _display_rows(n: int, keep: np.ndarray, max_points: int, seed: int,
+                  prefer: np.ndarray | None = None) -> np.ndarray:
+    """Sorted rows to draw: all when n <= max_points; else every ``keep`` row, then ``prefer``
+    rows, then the others, each group cut to the budget left by lowest seeded priority:
+    max_points in all (more only if ``keep`` alone exceeds it). The priority is fixed per row,
+    so what is drawn stays put while the weights move."""
     if n <= max_points:
         return np.arange(n)
     priority = np.random.default_rng(seed).random(n)  # (N,) fixed per row, whatever `keep` is
-    rest = np.flatnonzero(~keep)
-    budget = max(0, max_points - int(keep.sum()))
-    if budget < len(rest):
-        rest = rest[np.argpartition(priority[rest], budget)[:budget]]
-    return np.sort(np.concatenate([np.flatnonzero(keep), rest]))
+    rows = [np.flatnonzero(keep)]
+    budget = max(0, max_points - len(rows[0]))
+    taken = keep.copy()
+    for group in ([prefer & ~keep] if prefer is not None else []) + [None]:
+        cand = np.flatnonzero(~taken if group is None else group)
+        if budget < len(cand):
+            cand = cand[np.argpartition(priority[cand], budget)[:budget]]
+        rows.append(cand)
+        budget -= len(cand)
+        taken[cand] = True
+    return np.sort(np.concatenate(rows))
 
 
 def _categories(color: Sequence[str] | None, n: int) -> tuple[np.ndarray, list[str]]:
@@ -140,13 +159,14 @@ def _split(s: np.ndarray, front: np.ndarray, winners: np.ndarray, hover: Sequenc
     palette = (np.array([CANDIDATE_COLOR], dtype=object) if color is None else
                np.array([CATEGORY_PALETTE[i % len(CATEGORY_PALETTE)] for i in range(len(names))],
                         dtype=object))
-    shown = _display_rows(n, front | winners, max_points, seed)
+    # Every front point; the winners (one per prompt: 10,000 for 10,000 prompts) as many as
+    # the budget allows, then the rest.
+    shown = _display_rows(n, front, max_points, seed, prefer=winners)
     text = np.full(n, "", dtype=object)  # (N,) filled for shown rows only
     if hover_rows is not None or color is not None:
         cats = [names[c] for c in codes[shown]] if color is not None else [None] * len(shown)
         bodies = hover_rows[shown] if hover_rows is not None else [None] * len(shown)
-        text[shown] = [_escape_hover(" · ".join(str(p) for p in (c, b) if p is not None))
-                       for c, b in zip(cats, bodies, strict=True)]
+        text[shown] = [_hover_label(c, b) for c, b in zip(cats, bodies, strict=True)]
     win = shown[winners[shown]]
     fr = shown[front[shown] & ~winners[shown]]
     rest = shown[~front[shown] & ~winners[shown]]
@@ -160,6 +180,8 @@ def _split(s: np.ndarray, front: np.ndarray, winners: np.ndarray, hover: Sequenc
     if len(win):
         traces.append((WINNERS, "winner", win, text[win], None))
     suffix = f" · showing {len(shown):,} of {n:,}" if len(shown) < n else ""
+    if len(win) < int(winners.sum()):
+        suffix += f" ({len(win):,} of the {int(winners.sum()):,} winners)"
     return traces, suffix
 
 
