@@ -16,7 +16,10 @@ keydown (performance.now() in the page, seen by a MutationObserver):
 - table: until the winners table shows new rows (reported as winners_ms). Targets: <= 150 ms
   for the demo set, <= 500 ms at 100,000 candidates (median);
 - metrics: until the headline figures (winners changed, winners' means) change, info;
-- done: until that script run has finished (the figures included), info.
+- done: until that script run has finished (the figures included), info;
+- browser_busy and server_cpu: the time the page's main thread was busy (Chrome's
+  TaskDuration) and the CPU time of the app's server, over the step: on a busy machine the
+  wall-clock figures above include waits for a core, these do not (info).
 
 Timings are wall-clock on a possibly shared machine: the load average is printed at the start
 and the end. The exit code is 0 (it is a report) unless --strict and a target failed.
@@ -86,6 +89,7 @@ OBSERVER_JS = """() => {
 ARM_JS = """() => { const b = window.__bench;
   b.t0 = null; b.metrics = null; b.table = null; b.done = null; b.before = b.read(); }"""
 MEASURES = ("metrics", "table", "done")
+CPU_MEASURES = ("browser_busy", "server_cpu")
 
 
 def load() -> str:
@@ -158,6 +162,18 @@ def build_workspace(root: Path, sizes: list, k: int, per_prompt: int, seed: int)
             for s in sizes}
 
 
+def browser_busy_s(cdp) -> float:
+    """Seconds the page's main thread has spent on tasks (script, style, layout, paint)."""
+    metrics = cdp.send("Performance.getMetrics")["metrics"]
+    return next(m["value"] for m in metrics if m["name"] == "TaskDuration")
+
+
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of the app's server process so far, every thread."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def choose(page, label: str, option: str) -> None:
     """Pick the option whose text starts with ``option`` in the selectbox labelled ``label``."""
     from tests.browser import wait_idle
@@ -170,27 +186,36 @@ def choose(page, label: str, option: str) -> None:
     wait_idle(page)
 
 
-def measure(page, server, model: str, cset: str, objective: str, steps: int,
-            warmup: int) -> dict:
-    """Open Explore on (model, set), then time ``warmup + steps`` slider steps."""
+def measure(page, server, model: str, cset: str, objective: str, steps: int, warmup: int,
+            tab: str | None = None) -> dict:
+    """Open Explore on (model, set) and its figure tab ``tab``, then time ``warmup + steps``
+    slider steps."""
     from tests.browser import open_app, wait_idle
 
     open_app(page, server, "explore")
     choose(page, "Reward model", model)
     choose(page, "Candidate set", cset)
+    if tab:
+        page.get_by_role("tab", name=tab).click()
+        wait_idle(page)
     slider = page.get_by_role("slider", name=objective)
     slider.wait_for()
     wait_idle(page)
     page.evaluate(OBSERVER_JS)
-    times: dict[str, list[float]] = {m: [] for m in MEASURES}
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Performance.enable")
+    times: dict[str, list[float]] = {m: [] for m in (*MEASURES, *CPU_MEASURES)}
     for i in range(warmup + steps):
         page.evaluate(ARM_JS)
+        busy, cpu = browser_busy_s(cdp), server_cpu_s(server.proc.pid)
         slider.press("End" if i % 2 == 0 else "Home")
         page.wait_for_function("() => window.__bench.done !== null", timeout=120_000)
         b = page.evaluate("() => window.__bench")
         if i >= warmup:
             for m in MEASURES:
                 times[m].append(b[m] - b["t0"])
+            times["browser_busy"].append(1e3 * (browser_busy_s(cdp) - busy))
+            times["server_cpu"].append(1e3 * (server_cpu_s(server.proc.pid) - cpu))
         wait_idle(page, settle_ms=100)
     if page.locator('[data-testid="stException"]').count():
         raise RuntimeError("the page shows an exception: "
@@ -207,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-prompt", type=int, default=10, help="candidates per prompt")
     ap.add_argument("--repeats", type=int, default=20, help="timed slider steps per size")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--tab", help="the figure tab open during the steps (default: the first, "
+                                  "Scatter and fronts)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     ap.add_argument("--out", help="write the results as JSON here")
@@ -242,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 page = context.new_page()
                 for size, (model, cset) in plan.items():
                     r = measure(page, server, model, cset, OBJECTIVES[0], args.repeats,
-                                args.warmup)
+                                args.warmup, args.tab)
                     results["sizes"][str(size)] = {"model": model, "set": cset, **r}
                     target = TARGET_MS.get(size)
                     w = r["table"]["median_ms"]
@@ -256,8 +283,13 @@ def main(argv: list[str] | None = None) -> int:
                           f"the updated winners table median {line}, p90 "
                           f"{r['table']['p90_ms']:.0f} ms; headline metrics median "
                           f"{r['metrics']['median_ms']:.0f} ms; run done median "
-                          f"{r['done']['median_ms']:.0f} ms, p90 {r['done']['p90_ms']:.0f} ms "
-                          f"({load()})", flush=True)
+                          f"{r['done']['median_ms']:.0f} ms, p90 {r['done']['p90_ms']:.0f} ms; "
+                          f"busy per step: browser main thread "
+                          f"{r['browser_busy']['median_ms']:.0f} ms, server CPU "
+                          f"{r['server_cpu']['median_ms']:.0f} ms ({load()})", flush=True)
+                    for m in CPU_MEASURES:
+                        check(checks, f"browser/{size}/{m}_ms", r[m]["median_ms"], "ms", "",
+                              None)
                 chromium.close()
         finally:
             server.stop()
