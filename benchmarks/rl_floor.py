@@ -83,10 +83,11 @@ def _logits_hidden(model, r: Recorded, rows: slice, hidden: bool):
 
 
 @torch.no_grad()
-def _generate(model, r: Recorded, gen) -> None:
+def _generate(model, r: Recorded, gen) -> torch.Tensor:
+    """The prompts and T sampled tokens, (N, P + T): the shape of the step's rollout."""
     P = r.context_length
-    model.generate(input_ids=r.query_responses[:, :P], attention_mask=r.attention_mask[:, :P],
-                   generation_config=gen)
+    return model.generate(input_ids=r.query_responses[:, :P],
+                          attention_mask=r.attention_mask[:, :P], generation_config=gen)
 
 
 @torch.no_grad()
