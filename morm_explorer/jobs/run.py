@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.context import JobCancelled, JobContext
-from morm_explorer.jobs.spec import JobInfo, get_job_kind, load_job_modules
+from morm_explorer.jobs.spec import USER_PRIORITY, JobInfo, get_job_kind, load_job_modules
 from morm_explorer.jobs.store import JobStore
 from morm_explorer.workspace import Workspace
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 CHECK_S = 0.5
 CANCEL_GRACE_S = 1.5
 TERM_GRACE_S = 1.0
+# A background job's runner yields the CPU to a user's job running beside it (see `worker`).
+BACKGROUND_NICE = 10
 
 
 class Stop:
@@ -125,9 +127,11 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def child_main(ws_root: str, job_id: str, worker_id: str, parent_pid: int,
-               conn: Connection) -> None:
-    """Entry point of the job's child process."""
+               conn: Connection, nice: int = 0) -> None:
+    """Entry point of the job's child process; ``nice``: added to its CPU niceness."""
     die_with_parent(parent_pid)
+    if nice and hasattr(os, "nice"):
+        os.nice(nice)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
     load_job_modules()
     msg = execute(JobStore(Workspace(ws_root)), worker_id, job_id)
@@ -209,8 +213,10 @@ def run_child(store: JobStore, hb: _Heartbeat, job: JobInfo, stop: Stop | None =
     worker_id = hb.worker.id
     ctx = mp.get_context("spawn")  # never fork: a forked CUDA or SQLite state is unsafe
     recv, send = ctx.Pipe(duplex=False)
+    nice = BACKGROUND_NICE if job.priority < USER_PRIORITY else 0
     proc = ctx.Process(target=child_main, name=f"morm-job-{job.id}",
-                       args=(str(store.ws.root.resolve()), job.id, worker_id, os.getpid(), send))
+                       args=(str(store.ws.root.resolve()), job.id, worker_id, os.getpid(), send,
+                             nice))
     try:
         proc.start()
         send.close()

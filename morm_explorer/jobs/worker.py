@@ -2,8 +2,9 @@
 
 ``python -m morm_explorer.jobs.worker --workspace DIR`` (or ``morm worker``) runs one. It runs
 one job at a time, by priority, with one exception: while a background job (the demo build,
-`spec.BACKGROUND_PRIORITY`) runs, a user's job runs beside it in a second slot, so that what
-a user launches never waits for the demo build. Why a child process per job: the worker
+`spec.BACKGROUND_PRIORITY`) runs, a user's job runs beside it in a second slot (the background
+job's runner at a lower CPU priority, `run.BACKGROUND_NICE`), so that what a user launches
+never waits for the demo build. Why a child process per job: the worker
 stays responsive while a runner is stuck in a long torch call, so it can stop a cancelled job
 within seconds (ask, then SIGTERM, then SIGKILL), and a runner that crashes or is killed for
 memory is recorded as failed with its signal instead of taking the worker down. Each running
