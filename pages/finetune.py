@@ -11,7 +11,7 @@ import streamlit as st
 
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.backend import retry
-from morm_explorer.policy.cost import estimate_ppo
+from morm_explorer.policy.cost import estimate_ppo, time_left
 from morm_explorer.policy.ppo_config import AGGREGATIONS, ALGORITHMS, PPOConfig
 from morm_explorer.policy.ppo_jobs import (
     PPOJob,
@@ -229,7 +229,12 @@ def run_panel(job_id: str, polling: bool) -> None:
     ended = f"succeeded after {steps} steps" if info.status == "succeeded" else \
         f"{info.status}: {plain(info.message)}"
     st.progress(info.progress, text=ended if info.done else plain(info.message or info.status))
+    curves = backend.metrics(job_id, wide=True)
+    left = None if info.done or "time/step_s" not in curves else time_left(
+        curves["time/step_s"].tolist(), int(cfg.get("steps", 0)))
     st.caption(f"job `{info.id}` · elapsed {fmt_seconds(info.elapsed(time.time()))}"
+               + (f" · about {fmt_seconds(left)} left (from this run's steps)"
+                  if left is not None else "")
                + (f" · device {plain(info.device)}" if info.device else ""))
     if note := queue_note(backend, info):
         st.caption(note)
@@ -246,7 +251,7 @@ def run_panel(job_id: str, polling: bool) -> None:
         st.session_state["ft_job_next"] = retry(backend, job_id)
         st.rerun(scope="app")
     lines = backend.logs(job_id)
-    run_views(backend.metrics(job_id, wide=True), samples_of(lines), "ft")
+    run_views(curves, samples_of(lines), "ft")
     other = [x for x in lines if not x.startswith("sample: ")]
     if other:
         st.code("\n".join(other[-8:]), language=None, wrap_lines=True)

@@ -144,3 +144,13 @@ def test_past_runs_show_no_none_and_the_estimate_counts_the_workspace_runs(rm_ws
     assert table.loc["queued-one", "helpful"] == "—" and table.loc["queued-one", "steps"] == "20"
     estimate = next(c.value for c in at.caption if c.value.startswith("Estimate:"))
     assert "about" in estimate and "on cpu" in estimate
+
+
+def test_a_running_run_says_how_long_is_left_from_its_own_steps(rm_ws):
+    store = JobStore(rm_ws)
+    job = store.submit(PPOJob(config=PPOConfig(name="r", reward_model="rm", steps=10).to_dict()))
+    for step, seconds in enumerate((50.0, 20.0, 22.0)):
+        store.add_metrics(job, step, {"objective/scores/helpful": 0.1, "time/step_s": seconds})
+    at = open_page()
+    assert not at.exception
+    assert any("about 2.5 min left (from this run's steps)" in c.value for c in at.caption)

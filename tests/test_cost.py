@@ -160,3 +160,14 @@ def test_a_real_tiny_run_is_predicted_within_2x_from_an_earlier_one(ws, tiny_rm)
             (run_dir(ws, "second") / "metrics.jsonl").read_text().splitlines()]
     actual = sorted(r["time/step_s"] for r in rows[1:])[len(rows[1:]) // 2]  # median
     assert 0.5 < est.step_seconds / actual < 2.0, (est.step_seconds, actual)
+
+
+def test_time_left_from_the_runs_own_steps():
+    from morm_explorer.policy.cost import time_left
+
+    assert time_left([], 10) is None
+    assert time_left([30.0], 10) == pytest.approx(9 * 30.0)
+    # the first step (warm-up) is left out once there are others; the median of the rest
+    assert time_left([90.0, 10.0, 12.0, 11.0], 10) == pytest.approx(6 * 11.0)
+    assert time_left([5.0, 5.0], 2) == 0.0
+    assert time_left([float("nan"), 4.0, 6.0], 5) == pytest.approx(2 * 6.0)

@@ -48,14 +48,18 @@ class Rates:
                        score_s=self.score_s * update, train_token_s=self.train_token_s * update)
 
 
-# Measured on the 2-core CPU (torch's default threads, load ~1.5 from other work) with
-# `python benchmarks/rl_cost.py`: PPO at batch 4 (N = 4) and GRPO at batch 4 x 4 (N = 16),
-# 48 new tokens, 2 epochs, LoRA, the demo reward model (MiniLM); fixed_s is the wall time of
-# `morm rl train` less its steps. "tiny": the 2-layer test models (hidden 32-64).
+# SmolLM2 (LoRA, batch 8, 48 new tokens, 2 epochs, the demo reward model) on this project's
+# 2-core CPU, quiet: a step took 15-23 s, 46% of it sampling (docs/benchmarks.md, "PPO"); the
+# sampling phase then became 1.6x faster ("RL step: waste removed"), so about 5 s of sampling
+# and 9 s of update at N = 8: decode_step_s + 8 decode_token_s = 5.2 / 48, and
+# 8 x (60 + 48) x (score_s + 2 train_token_s) = 8.5. "tiny": the 2-layer test models (hidden
+# 32-64), 0.07-0.1 s a step at batch 8 (benchmarks/ppo.py), plus the demo reward model's
+# scoring. fixed_s: `morm rl train`'s wall time less its steps (imports, loading, saving).
+# Checked against real runs by `python benchmarks/rl_cost.py` (docs/benchmarks.md).
 RATES = {
-    "smollm2": Rates(decode_step_s=0.10, decode_token_s=0.012, score_s=2e-4,
-                     train_token_s=2.3e-3, fixed_s=25.0),
-    "tiny": Rates(decode_step_s=1.2e-3, decode_token_s=1e-5, score_s=1e-4,
+    "smollm2": Rates(decode_step_s=0.06, decode_token_s=0.006, score_s=4e-4,
+                     train_token_s=4.7e-3, fixed_s=25.0),
+    "tiny": Rates(decode_step_s=1.2e-3, decode_token_s=1e-5, score_s=4e-4,
                   train_token_s=2e-5, fixed_s=8.0),
 }
 # Not measured (no GPU was lent): a GPU's speed-up of each phase, a guess, labelled as such.
@@ -214,3 +218,14 @@ def estimate_ppo(config: PPOConfig, device: str = "cpu", family: str | None = No
     return Estimate(config.steps, config.steps * config.responses_per_step,
                     config.steps * config.responses_per_step * config.max_new_tokens, device,
                     rates.fixed_s + config.steps * step, measured, basis, step)
+
+
+def time_left(step_seconds: list[float], total_steps: int) -> float | None:
+    """Seconds left of a running run from its own steps so far (``step_seconds``, one per
+    finished step): the median step time, the first step (a warm-up) left out once there are
+    others, times the steps to go. None before the first step ends."""
+    done = [float(x) for x in step_seconds if x == x]  # NaN: a step without the metric
+    if not done:
+        return None
+    typical = statistics.median(done[1:] if len(done) > 1 else done)
+    return max(int(total_steps) - len(step_seconds), 0) * typical
