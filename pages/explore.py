@@ -39,6 +39,9 @@ from pages.common import follow_page_job, job_page, presenting, queue_note, show
 from pages.explore_sets import import_tab, sample_tab
 
 INLINE_SCORING = 1000  # candidates scored in the page; larger sets run as a job
+# Points drawn on the scatter: a slider step redraws it from scratch (Streamlit remounts a chart
+# whose figure changed), and the browser's time for that grows with the points.
+SCATTER_POINTS = 2000
 SCALARIZER_NAMES = {"weighted_sum": "Weighted sum", "chebyshev": "Chebyshev (reaches "
                     "non-convex fronts)", "min": "Worst objective (max-min)"}
 ws, backend = job_page(
@@ -294,12 +297,13 @@ def scatter(sel: Selection) -> None:
         z = d.selectbox("z", objectives, index=2, key="explore_z")
         fig = ef.scatter_3d(explorer.raw, objectives, (x, y, z), front=front,
                             winners=sel.is_winner, hover=explorer.labels,
-                            color=frame["source"])
+                            color=frame["source"], max_points=SCATTER_POINTS)
         st.plotly_chart(fig, key="explore_scatter3d")
         st.caption("Select points on the 2D view to filter the table.")
     else:
         fig = ef.scatter_2d(explorer.raw, objectives, x, y, front=front, winners=sel.is_winner,
-                            hover=explorer.labels, color=frame["source"])
+                            hover=explorer.labels, color=frame["source"],
+                            max_points=SCATTER_POINTS)
         st.plotly_chart(fig, key="explore_scatter", on_select="rerun",
                         selection_mode=("box", "lasso", "points"))
     st.caption(f"{int(front.sum()):,} candidates on the front over {scope}; "

@@ -14,7 +14,7 @@ Conventions the page relies on:
   points in ``FRONT``, the rest in one trace per ``color`` value (or ``CANDIDATES``), so the
   legend toggles sources. Trace ``uid`` = name and a fixed ``uirevision`` keep zoom and legend
   state across reruns.
-- Display downsampling keeps every front point, then as many winners as the budget allows, then
+- Display downsampling keeps every front point, then winners up to half the budget left, then
   a sample of the rest, each drawn by one seeded priority per row, so the background stays put
   while the weights move.
 - Hover text is plain text: whitespace collapsed, cut to ``HOVER_CHARS``, then `plotly_text`.
@@ -116,22 +116,22 @@ def _per_row(values: Sequence[str] | None, n: int, name: str) -> np.ndarray | No
 def _display_rows(n: int, keep: np.ndarray, max_points: int, seed: int,
                   prefer: np.ndarray | None = None) -> np.ndarray:
     """Sorted rows to draw: all when n <= max_points; else every ``keep`` row, then ``prefer``
-    rows, then the others, each group cut to the budget left by lowest seeded priority:
-    max_points in all (more only if ``keep`` alone exceeds it). The priority is fixed per row,
-    so what is drawn stays put while the weights move."""
+    rows (at most half the budget ``keep`` leaves, unless the others are fewer, so they still
+    show), then the others,
+    each group cut by lowest seeded priority: max_points in all (more only if ``keep`` alone
+    exceeds it). The priority is fixed per row, so what is drawn stays put while the weights
+    move."""
     if n <= max_points:
         return np.arange(n)
     priority = np.random.default_rng(seed).random(n)  # (N,) fixed per row, whatever `keep` is
+    prefer = np.zeros(n, dtype=bool) if prefer is None else prefer & ~keep
+    pref, rest = np.flatnonzero(prefer), np.flatnonzero(~keep & ~prefer)
+    budget = max(0, max_points - int(keep.sum()))
+    n_pref = min(len(pref), max(budget // 2, budget - len(rest)))
     rows = [np.flatnonzero(keep)]
-    budget = max(0, max_points - len(rows[0]))
-    taken = keep.copy()
-    for group in ([prefer & ~keep] if prefer is not None else []) + [None]:
-        cand = np.flatnonzero(~taken if group is None else group)
-        if budget < len(cand):
-            cand = cand[np.argpartition(priority[cand], budget)[:budget]]
-        rows.append(cand)
-        budget -= len(cand)
-        taken[cand] = True
+    for group, take in ((pref, n_pref), (rest, min(len(rest), budget - n_pref))):
+        rows.append(group[np.argpartition(priority[group], take)[:take]]
+                    if take < len(group) else group)
     return np.sort(np.concatenate(rows))
 
 
@@ -159,8 +159,8 @@ def _split(s: np.ndarray, front: np.ndarray, winners: np.ndarray, hover: Sequenc
     palette = (np.array([CANDIDATE_COLOR], dtype=object) if color is None else
                np.array([CATEGORY_PALETTE[i % len(CATEGORY_PALETTE)] for i in range(len(names))],
                         dtype=object))
-    # Every front point; the winners (one per prompt: 10,000 for 10,000 prompts) as many as
-    # the budget allows, then the rest.
+    # Every front point; the winners (one per prompt: 10,000 for 10,000 prompts) up to half
+    # the budget left, then the rest.
     shown = _display_rows(n, front, max_points, seed, prefer=winners)
     text = np.full(n, "", dtype=object)  # (N,) filled for shown rows only
     if hover_rows is not None or color is not None:
