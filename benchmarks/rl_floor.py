@@ -65,10 +65,11 @@ def record_rollouts() -> Iterator[list[Recorded]]:
         trainer.generate = original
 
 
-def _timed(fn, *args) -> float:
-    t0 = time.perf_counter()
+def _timed(fn, *args) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``fn(*args)``."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn(*args)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _logits_hidden(model, r: Recorded, rows: slice, hidden: bool):
@@ -121,8 +122,9 @@ def _update(model, value_head, r: Recorded, config: PPOConfig) -> None:
 
 def floor_seconds(config: PPOConfig, rolls: list[Recorded], reward_fn: RewardFn,
                   objectives: list[str], warmup: int = 1) -> list[dict[str, float]]:
-    """The floor's pieces in seconds (generate, reference, reward, update, floor) for each of
-    ``rolls`` after the first ``warmup`` (those run once, untimed, to warm up)."""
+    """The floor's pieces in seconds (generate, reference, reward, update, floor; in wall time,
+    and in this process's CPU time under ``cpu/``) for each of ``rolls`` after the first
+    ``warmup`` (those run once, untimed, to warm up)."""
     from transformers import GenerationConfig
 
     model, ref, tok = trainer.build_policy(config, None)
@@ -141,5 +143,8 @@ def floor_seconds(config: PPOConfig, rolls: list[Recorded], reward_fn: RewardFn,
                  "reward": _timed(reward_fn, r.prompts, r.texts),
                  "update": _timed(_update, model, value_head, r, config)}
         if i >= warmup:
-            out.append({**parts, "floor": sum(parts.values())})
+            wall = {k: w for k, (w, _) in parts.items()}
+            cpu = {f"cpu/{k}": c for k, (_, c) in parts.items()}
+            out.append({**wall, "floor": sum(wall.values()), **cpu,
+                        "cpu/floor": sum(cpu.values())})
     return out

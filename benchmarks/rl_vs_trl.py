@@ -12,11 +12,14 @@ times each), so a machine busy with other work slows both alike: read the ratio 
 medians, not either absolute number. ``--steps`` is the number of rollouts of a run; the first
 is warm-up and left out. A run's throughput is the response tokens (up to and including the
 first eos) of the other rollouts over their wall time (sampling, rewards, reference, values
-and updates). Settings shared by both sides: the policy in float32, LoRA r16 (alpha 32, no
-dropout) on the same projections (the reference is the policy with its adapters off),
-``--batch-size`` prompts per rollout, minibatches of ``--mini-batch-size`` responses (one
-optimizer step each), ``--epochs`` passes over each rollout, sampling at temperature 0.7 with
-no top-p or top-k, ``--max-new-tokens``, a constant learning rate, the CPU threads.
+and updates); beside it, over the CPU time of the process that ran them (with ``--threads 1``
+a steadier measure on a machine shared with other work, which stretches wall time far more
+than the CPU time a process is given). Settings shared by both sides: the policy in float32,
+LoRA r16 (alpha 32, no dropout) on the same projections (the reference is the policy with its
+adapters off), ``--batch-size`` prompts per rollout, minibatches of ``--mini-batch-size``
+responses (one optimizer step each), ``--epochs`` passes over each rollout, sampling at
+temperature 0.7 with no top-p or top-k, ``--max-new-tokens``, a constant learning rate, the
+CPU threads.
 
 GRPO (default: minibatch 16, 1 epoch, beta 0.04): ``--group-size`` responses per prompt (N = B
 G; TRL: per_device_train_batch_size = mini-batch, steps_per_generation = N / mini-batch,
@@ -42,7 +45,8 @@ states; TRL clips no gradients, the project clips at 1.0.
 
 ``--floor``: also the project's step time over its compute floor (`benchmarks/rl_floor.py`:
 generate, the reference forward, the reward, the policy's forward and backward passes, each
-timed alone on the same shapes right after the run), summed over the timed steps.
+timed alone on the same shapes right after the run), summed over the timed steps, in wall and
+in CPU time.
 """
 
 from __future__ import annotations
@@ -139,29 +143,36 @@ def project_config(policy: str, args: argparse.Namespace):
 
 
 def run_project(policy: str, args: argparse.Namespace, reward_fn, objectives: list[str]
-                ) -> tuple[float, dict | None]:
-    """Response tokens per second of one run of the project's trainer after the first step,
-    and with ``args.floor`` its step time over its compute floor (`benchmarks/rl_floor.py`)."""
-    from morm_explorer.policy.ppo import train_ppo
+                ) -> tuple[dict[str, float], dict | None]:
+    """Response tokens per second of wall and of CPU time of one run of the project's trainer
+    after the first step, and with ``args.floor`` its step time over its compute floor
+    (`benchmarks/rl_floor.py`), in wall and in CPU time."""
+    from morm_explorer.policy.ppo import Hooks, train_ppo
 
     cfg = project_config(policy, args)
+    cpu: list[float] = []  # CPU clock at the end of each step (its metrics are reported)
+    hooks = Hooks(metrics=lambda step, m: cpu.append(time.process_time()))
     with tempfile.TemporaryDirectory() as tmp, rl_floor.record_rollouts() as rolls:
-        hist = train_ppo(cfg, Path(tmp) / "run", reward_fn=reward_fn,
+        hist = train_ppo(cfg, Path(tmp) / "run", hooks=hooks, reward_fn=reward_fn,
                          objectives=objectives)["history"]
     N = cfg.responses_per_step
     timed = hist[1:]
-    step_s = sum(m["time/step_s"] for m in timed)
-    tokens_per_s = sum(m["val/response_length"] * N for m in timed) / step_s
+    tokens = sum(m["val/response_length"] * N for m in timed)
+    step_s, step_cpu_s = sum(m["time/step_s"] for m in timed), cpu[-1] - cpu[0]
+    speed = {"wall": tokens / step_s, "cpu": tokens / step_cpu_s}
     if not args.floor:
-        return tokens_per_s, None
+        return speed, None
     parts = rl_floor.floor_seconds(cfg, rolls, reward_fn, objectives)
     floor = {k: sum(p[k] for p in parts) for k in parts[0]}
-    return tokens_per_s, {"step_s": step_s, **floor, "ratio": step_s / floor["floor"]}
+    return speed, {"step_s": step_s, "step_cpu_s": step_cpu_s, **floor,
+                   "ratio": step_s / floor["floor"],
+                   "cpu_ratio": step_cpu_s / floor["cpu/floor"]}
 
 
 def run_trl_grpo(policy: str, args: argparse.Namespace, prompts: list[str],
-                 targets: list[str]) -> float:
-    """Response tokens per second of one run of TRL's GRPOTrainer, after the first rollout."""
+                 targets: list[str]) -> dict[str, float]:
+    """Response tokens per second of wall and of CPU time of one run of TRL's GRPOTrainer,
+    after the first rollout."""
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer, PrinterCallback, TrainerCallback
@@ -170,7 +181,7 @@ def run_trl_grpo(policy: str, args: argparse.Namespace, prompts: list[str],
     N = args.batch_size * args.group_size
     per_rollout = N // args.mini_batch_size * args.epochs  # optimizer steps per rollout
     tokens: list[int] = []  # response tokens per rollout
-    ends: list[float] = []  # wall clock at the end of each optimizer step
+    ends: list[tuple[float, float]] = []  # (wall, CPU) clocks at each optimizer step's end
 
     def text(c) -> str:
         return c[0]["content"] if isinstance(c, list) else c
@@ -184,7 +195,7 @@ def run_trl_grpo(policy: str, args: argparse.Namespace, prompts: list[str],
 
     class Clock(TrainerCallback):
         def on_step_end(self, a, state, control, **kw):
-            ends.append(time.perf_counter())
+            ends.append((time.perf_counter(), time.process_time()))
 
     tok = AutoTokenizer.from_pretrained(policy)
     if tok.pad_token is None:
@@ -210,13 +221,15 @@ def run_trl_grpo(policy: str, args: argparse.Namespace, prompts: list[str],
         trainer.remove_callback(PrinterCallback)  # its metrics are not printed, as ours
         trainer.train()
     first = ends[per_rollout - 1]  # the end of the warm-up rollout's updates
-    return sum(tokens[1:]) / (ends[-1] - first)
+    return {"wall": sum(tokens[1:]) / (ends[-1][0] - first[0]),
+            "cpu": sum(tokens[1:]) / (ends[-1][1] - first[1])}
 
 
 def run_trl_ppo(policy: str, reward_model: str, args: argparse.Namespace,
-                targets: list[str]) -> float:
-    """Response tokens per second of one run of TRL 1.12's PPOTrainer after the first
-    rollout: ``benchmarks/trl_ppo.py`` in a subprocess on the benchmark environment."""
+                targets: list[str]) -> dict[str, float]:
+    """Response tokens per second of wall and of CPU time of one run of TRL 1.12's
+    PPOTrainer after the first rollout: ``benchmarks/trl_ppo.py`` in a subprocess on the
+    benchmark environment."""
     settings = {"steps": args.steps, "batch_size": args.batch_size,
                 "mini_batch_size": args.mini_batch_size, "epochs": args.epochs,
                 "max_new_tokens": args.max_new_tokens, "temperature": TEMPERATURE,
@@ -232,7 +245,8 @@ def run_trl_ppo(policy: str, reward_model: str, args: argparse.Namespace,
                               env=env, capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(f"TRL 1.12's PPO run failed:\n{proc.stderr[-3000:]}")
-        return json.loads(out.read_text())["tokens_per_s"]
+        res = json.loads(out.read_text())
+        return {"wall": res["tokens_per_s"], "cpu": res["tokens_per_cpu_s"]}
 
 
 def bench_env_ready() -> str | None:
@@ -315,28 +329,42 @@ def main(argv: list[str] | None = None) -> int:
         else:
             reward_fn, objectives = synthetic_reward, SYNTHETIC
         for r in range(args.rounds):
-            tokens_per_s, floor = run_project(policy, args, reward_fn, objectives)
-            project.append(tokens_per_s)
-            print(f"round {r}: project {project[-1]:8.1f} tok/s", flush=True)
+            speed, floor = run_project(policy, args, reward_fn, objectives)
+            project.append(speed)
+            print(f"round {r}: project {speed['wall']:8.1f} tok/s  {speed['cpu']:8.1f} tok/CPU-s",
+                  flush=True)
             if floor is not None:
                 floors.append(floor)
                 print(f"round {r}: project step {floor['step_s']:.2f} s / floor "
                       f"{floor['floor']:.2f} s = {floor['ratio']:.2f} (generate "
                       f"{floor['generate']:.2f}, reference {floor['reference']:.2f}, reward "
-                      f"{floor['reward']:.2f}, update {floor['update']:.2f})", flush=True)
-            trl.append(run_trl_ppo(policy, rm, args, targets) if args.algorithm == "ppo"
-                       else run_trl_grpo(policy, args, prompts, targets))
-            print(f"round {r}: trl     {trl[-1]:8.1f} tok/s", flush=True)
+                      f"{floor['reward']:.2f}, update {floor['update']:.2f}); CPU time "
+                      f"{floor['step_cpu_s']:.2f} s / {floor['cpu/floor']:.2f} s = "
+                      f"{floor['cpu_ratio']:.2f}", flush=True)
+            speed = (run_trl_ppo(policy, rm, args, targets) if args.algorithm == "ppo"
+                     else run_trl_grpo(policy, args, prompts, targets))
+            trl.append(speed)
+            print(f"round {r}: trl     {speed['wall']:8.1f} tok/s  {speed['cpu']:8.1f} tok/CPU-s",
+                  flush=True)
+
+    def median(runs: list[dict], key: str) -> float:
+        return float(np.median([x[key] for x in runs]))
+
     summary = {
         "algorithm": args.algorithm, "policy": args.policy,
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "project_tokens_per_s": project, "trl_tokens_per_s": trl,
-        "project_median": float(np.median(project)), "trl_median": float(np.median(trl)),
-        "ratio": float(np.median(project) / np.median(trl)),
+        "project_tokens_per_s": [x["wall"] for x in project],
+        "trl_tokens_per_s": [x["wall"] for x in trl],
+        "project_median": median(project, "wall"), "trl_median": median(trl, "wall"),
+        "ratio": median(project, "wall") / median(trl, "wall"),
+        "project_tokens_per_cpu_s": [x["cpu"] for x in project],
+        "trl_tokens_per_cpu_s": [x["cpu"] for x in trl],
+        "cpu_ratio": median(project, "cpu") / median(trl, "cpu"),
     }
     if floors:
         summary["floor"] = floors
-        summary["floor_ratio_median"] = float(np.median([f["ratio"] for f in floors]))
+        summary["floor_ratio_median"] = median(floors, "ratio")
+        summary["floor_cpu_ratio_median"] = median(floors, "cpu_ratio")
     print(json.dumps(summary, indent=1))
     print(f"load {os.getloadavg()}")
     if args.out:

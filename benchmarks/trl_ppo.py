@@ -11,7 +11,8 @@ value model is trained in full, as TRL's PPO does). A pad token of its own ("[PA
 the vocabulary: TRL's PPO finds padding by id and masks it before the embedding) is added, as
 TRL's PPO example does, so that no real token is taken for padding. Writes the response tokens
 (up to and including the first eos) of each rollout and the wall clock at the end of each
-update; the first update is warm-up and left out of ``tokens_per_s``.
+update, and those per second of wall time and of this process's CPU time
+(``tokens_per_s``, ``tokens_per_cpu_s``); the first update is warm-up and left out.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{trl.__file__}")
     B, mb = s["batch_size"], s["mini_batch_size"]
     tokens: list[int] = []  # response tokens per rollout
-    ends: list[float] = []  # wall clock at the end of each update (one per rollout)
+    ends: list[tuple[float, float]] = []  # (wall, CPU) clocks at the end of each update
 
     truncate = ppo_trainer.truncate_response
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     class Clock(TrainerCallback):
         def on_step_end(self, a, state, control, **kw):
-            ends.append(time.perf_counter())
+            ends.append((time.perf_counter(), time.process_time()))
 
     tok = AutoTokenizer.from_pretrained(args.policy, padding_side="left")
     tok.add_special_tokens({"pad_token": "[PAD]"})
@@ -109,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(ends) != s["steps"] or len(tokens) != s["steps"]:
         raise SystemExit(f"expected {s['steps']} updates, timed {len(ends)} with "
                          f"{len(tokens)} rollouts")
+    timed = sum(tokens[1:])
     result = {"trl": trl.__version__, "tokens": tokens, "ends": ends,
-              "tokens_per_s": sum(tokens[1:]) / (ends[-1] - ends[0])}
+              "tokens_per_s": timed / (ends[-1][0] - ends[0][0]),
+              "tokens_per_cpu_s": timed / (ends[-1][1] - ends[0][1])}
     Path(args.out).write_text(json.dumps(result))
     return 0
 

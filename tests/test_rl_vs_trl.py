@@ -28,6 +28,8 @@ def _check(res: dict) -> None:
     assert len(res["project_tokens_per_s"]) == len(res["trl_tokens_per_s"]) == 1
     assert res["project_median"] > 0 and res["trl_median"] > 0
     assert res["ratio"] == pytest.approx(res["project_median"] / res["trl_median"])
+    assert res["project_tokens_per_cpu_s"][0] > 0 and res["cpu_ratio"] == pytest.approx(
+        res["project_tokens_per_cpu_s"][0] / res["trl_tokens_per_cpu_s"][0])
 
 
 @pytest.mark.slow
@@ -63,12 +65,14 @@ def test_floor_of_a_project_run(tmp_path):
     policy = bench.tiny_policy(tmp_path / "tiny")
     rm = bench.build_reward_model(policy, tmp_path / "rm", seed=0)
     reward_fn = bench.seq_cls_reward(policy, rm, "cpu")
-    tokens_per_s, floor = bench.run_project(policy, args, reward_fn, ["reward"])
-    assert tokens_per_s > 0
+    speed, floor = bench.run_project(policy, args, reward_fn, ["reward"])
+    assert speed["wall"] > 0 and speed["cpu"] > 0
     parts = ("generate", "reference", "reward", "update")
     assert all(floor[k] > 0 for k in parts)
     assert floor["floor"] == pytest.approx(sum(floor[k] for k in parts))
+    assert floor["cpu/floor"] == pytest.approx(sum(floor[f"cpu/{k}"] for k in parts))
     assert floor["ratio"] == pytest.approx(floor["step_s"] / floor["floor"])
+    assert floor["cpu_ratio"] == pytest.approx(floor["step_cpu_s"] / floor["cpu/floor"])
 
     cfg = bench.project_config(policy, args)
     from morm_explorer.policy import ppo as trainer
