@@ -14,8 +14,11 @@ The constants per policy size were measured on this project's 2-core CPU (see ``
 a policy of another size scales SmolLM2's by its parameter count. Where the workspace holds
 finished runs on the same device, their recorded step times (``time/rollout_s`` and
 ``time/step_s`` in ``runs/ppo/<name>/metrics.jsonl``) rescale both phases, so the estimate
-follows this machine and its load. An estimate, not a promise: responses stop early at eos,
-and other work on the machine slows every phase. Light on purpose: no torch import.
+follows this machine and its load; without such runs, a CPU estimate is slowed by
+`busy_factor` of the current load average. Once a run has steps of its own, `time_left` uses
+those. An estimate, not a promise: responses stop early at eos, and other work on the machine
+slows every phase (threads oversubscribed on a busy machine slow it more than the load says).
+Light on purpose: no torch import.
 """
 
 from __future__ import annotations
