@@ -41,8 +41,7 @@ def estimate_text(row) -> str:
     return f"about {format_duration(row.estimate_s)} to run"
 
 
-def workers_line(rows) -> str:
-    workers = backend.workers() if hasattr(backend, "workers") else []
+def workers_line(rows, workers) -> str:
     if not workers:
         queued = sum(r.status == "queued" for r in rows)
         return ("No worker is running" + (f": {queued} queued job(s) start when one does (the "
@@ -92,7 +91,7 @@ def jobs_view(polling: bool) -> None:
     workers = backend.workers() if hasattr(backend, "workers") else []
     device = "cuda" if any((w.device or "").startswith("cuda") for w in workers) else "cpu"
     rows = job_rows(backend.store, recent=RECENT, device=device)
-    st.caption(workers_line(rows))
+    st.caption(workers_line(rows, workers))
     if not rows:
         st.info("No jobs yet: they appear here when a page, a command or the demo build "
                 "launches one.")
