@@ -214,6 +214,30 @@ def test_explore_a_weight_slider_moves_the_winners(page, app_server, browser_ws)
     screenshot(page, "explore")
 
 
+# Element containers a script run marks stale (data-stale="true") until it redraws them; keyed
+# widgets' containers carry the class st-key-<key>.
+STALE_JS = """() => {
+  window.__stale = new Set();
+  new MutationObserver(ms => { for (const m of ms) {
+    const e = m.target;
+    if (e.getAttribute('data-stale') !== 'true') continue;
+    for (const c of e.classList) if (c.startsWith('st-key-')) window.__stale.add(c.slice(7));
+  } }).observe(document.body, {subtree: true, attributes: true, attributeFilter: ['data-stale']});
+}"""
+
+
+def test_explore_a_slider_step_reruns_only_what_follows_the_weights(page, app_server):
+    open_app(page, app_server, "explore")
+    page.evaluate(STALE_JS)
+    page.get_by_role("slider", name="harmless").press("Home")
+    expect(metric(page, "Winners changed")).not_to_have_text("–")
+    wait_idle(page)
+    stale = set(page.evaluate("() => Array.from(window.__stale)"))
+    assert "explore_w_helpful" in stale  # the fragment's widgets were rerun ...
+    assert not stale & {"explore_model", "explore_set", "explore_preset"}, stale  # the page not
+    assert_no_exception(page, app_server)
+
+
 # -- Fine-tune ---------------------------------------------------------------------------------
 def choose(page, label: str, option: str) -> None:
     page.locator('[data-testid="stSelectbox"]').filter(has_text=label).click()
