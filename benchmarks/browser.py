@@ -1,5 +1,6 @@
-"""Explore in a real browser: the time from a weight slider's keyboard step to the updated
-winners, in Debian's Chromium driven by Playwright, with the app served by `streamlit run`.
+"""Explore in a real browser: a weight slider's keyboard step, timed to the updated winners.
+
+Debian's Chromium driven by Playwright, the app served by `streamlit run`:
 
     python benchmarks/browser.py [--sizes demo,100000] [--objectives 4] [--repeats 20]
         [--warmup 2] [--strict] [--out results.json]
@@ -17,9 +18,9 @@ keydown (performance.now() in the page, seen by a MutationObserver):
   for the demo set, <= 500 ms at 100,000 candidates (median);
 - metrics: until the headline figures (winners changed, winners' means) change, info;
 - done: until that script run has finished (the figures included), info;
-- browser_busy and server_cpu: the time the page's main thread was busy (Chrome's
-  TaskDuration) and the CPU time of the app's server, over the step: on a busy machine the
-  wall-clock figures above include waits for a core, these do not (info).
+- browser_busy and server_cpu: the time the page's main thread spent in tasks (Chrome's
+  TaskDuration, wall clock within its tasks, so on a busy machine it includes waits for a core
+  too) and the CPU time of the app's server (which does not), over the step (info).
 
 Timings are wall-clock on a possibly shared machine: the load average is printed at the start
 and the end. The exit code is 0 (it is a report) unless --strict and a target failed.
@@ -163,7 +164,8 @@ def build_workspace(root: Path, sizes: list, k: int, per_prompt: int, seed: int)
 
 
 def browser_busy_s(cdp) -> float:
-    """Seconds the page's main thread has spent on tasks (script, style, layout, paint)."""
+    """Seconds the page's main thread has spent in tasks (script, style, layout, paint), by
+    the wall clock."""
     metrics = cdp.send("Performance.getMetrics")["metrics"]
     return next(m["value"] for m in metrics if m["name"] == "TaskDuration")
 
