@@ -148,10 +148,62 @@ def cmd_data_list(args) -> int:
 def cmd_demo(args) -> int:
     from morm_explorer.demo import ensure_demo
 
+    if args.write_bundle:
+        return _write_demo_bundle(args)
     ws = _workspace(args)
     built = ensure_demo(ws)
     print(f"demo workspace {ws.root}: " + (f"built {', '.join(built)}" if built
                                            else "already complete"))
+    if not args.full:
+        return 0
+    from morm_explorer.demo_jobs import PrepareDemoJob
+    from morm_explorer.jobs.worker import run_inline
+
+    info = run_inline(ws, PrepareDemoJob(use_bundle=not args.no_bundle, device=args.device))
+    if info.status != "succeeded":
+        print(f"the demo build {info.status}: {info.error}", file=sys.stderr)
+        return 1
+    result = info.result or {}
+    print("full demo ready; built " + (", ".join(result.get("built", [])) or "nothing"))
+    for name, seconds in result.get("timings_s", {}).items():
+        print(f"  {name:24s} {seconds:8.1f} s")
+    return 0
+
+
+def _write_demo_bundle(args) -> int:
+    """Build the full demo from scratch in a fresh workspace and pack it (demo_bundle)."""
+    import tempfile
+    import time
+
+    from morm_explorer.demo import ensure_demo
+    from morm_explorer.demo_bundle import write_bundle
+    from morm_explorer.demo_jobs import PrepareDemoJob
+    from morm_explorer.jobs.worker import run_inline
+    from morm_explorer.workspace import Workspace
+
+    spec = PrepareDemoJob(use_bundle=False, real_pairs=0, device=args.device)
+    with tempfile.TemporaryDirectory(prefix="morm-demo-bundle-") as tmp:
+        ws = Workspace(args.build_dir or tmp)
+        ensure_demo(ws)
+        t0 = time.perf_counter()
+        info = run_inline(ws, spec)
+        if info.status != "succeeded":
+            print(f"the demo build {info.status}: {info.error}", file=sys.stderr)
+            return 1
+        # a build resumed in the same --build-dir keeps the times of the parts made before
+        record = Path(ws.root) / "bundle-timings.json"
+        before = json.loads(record.read_text()) if record.is_file() else {}
+        timings = {**before, **info.result.get("timings_s", {})}
+        record.write_text(json.dumps(timings))
+        timings["total"] = sum(v for k, v in timings.items() if k != "total")
+        print(f"built in {time.perf_counter() - t0:.0f} s")
+        manifest = write_bundle(ws, args.write_bundle, spec, timings,
+                                command=f"morm demo --write-bundle {args.write_bundle}")
+    size = Path(args.write_bundle).stat().st_size
+    print(f"wrote {args.write_bundle} ({size / 2**20:.1f} MiB, {len(manifest['files'])} files) "
+          f"in {timings['total']:.0f} s")
+    for name, seconds in timings.items():
+        print(f"  {name:24s} {seconds:8.1f} s")
     return 0
 
 
@@ -218,6 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = groups.add_parser("demo", help="build the demo workspace (what the app builds on first "
                           "start)")
+    p.add_argument("--full", action="store_true", help="also build (or install from the "
+                   "shipped demo) the demo's models, samples, fine-tuned policies and "
+                   "comparison, in the foreground: what the app's background build does")
+    p.add_argument("--no-bundle", action="store_true", help="with --full: build every part "
+                   "here instead of installing the shipped demo (uses real HH-RLHF when the "
+                   "hub answers)")
+    p.add_argument("--write-bundle", metavar="PATH", default="", help="build the full demo "
+                   "from scratch in a fresh workspace (built-in data) and pack it into PATH "
+                   "(the shipped one is morm_explorer/data/demo_bundle.tar.xz)")
+    p.add_argument("--build-dir", default="", help="with --write-bundle: build in this folder "
+                   "and keep it, instead of a temporary one (run again, it goes on from the "
+                   "parts already there)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=cmd_demo)
 
     from morm_explorer.candidates_cli import add_candidate_commands

@@ -13,8 +13,12 @@ its result is already there (so a job that died is simply submitted again):
    pick by default;
 2. scores of ``demo-candidates`` under ``demo-rm``;
 3. ``smollm2-demo``: SmolLM2 sampled on the demo prompts, scored;
-4. two short PPO runs, ``demo-helpful`` and ``demo-harmless`` (weights leaning each way);
-5. the comparison ``demo`` of the base policy and the two runs, judged by ``demo-judge``.
+4. two short RL runs, ``demo-helpful`` and ``demo-harmless`` (weights leaning each way), on the
+   ``demo-train`` prompts; the algorithm and settings were chosen by measurement
+   (`benchmarks/demo_policies.py`, docs/benchmarks.md): on the held-out prompts each run beats
+   the other on the objective it leans on, under the reward model and under the judge;
+5. the comparison ``demo`` of the base policy and the two runs on the ``demo-heldout`` prompts
+   (which no run trains on), judged by ``demo-judge``.
 
 On a 2-core CPU the whole job takes about half an hour (29 min measured from a fresh clone); the
 app is usable meanwhile and the Overview lists what is ready and what is still being prepared.
@@ -23,11 +27,12 @@ Sizes are fields, so tests run it on tiny models in seconds.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from morm_explorer.checks import check_int
+from morm_explorer.checks import check_int, check_number
 from morm_explorer.demo_data import (
     DEMO_REAL_DATASET,
     DEMO_REAL_PAIRS,
@@ -49,11 +54,11 @@ class PrepareDemoJob(JobSpec):
     """Build the demo's models, samples, policies and comparison (what is missing)."""
 
     kind: ClassVar[str] = "prepare_demo"
+    priority: ClassVar[int] = BACKGROUND_PRIORITY  # what a user launches runs first
 
     real_pairs: int = DEMO_REAL_PAIRS
     """HH-RLHF training pairs per subset fetched for the reward models (0: built-in data)"""
     backbone: str = "minilm"
-    priority: ClassVar[int] = BACKGROUND_PRIORITY  # what a user launches runs first
     """reward-model backbone"""
     max_length: int = 256
     """tokens per (prompt, response) pair the reward models read"""
@@ -65,22 +70,48 @@ class PrepareDemoJob(JobSpec):
     """samples per demo prompt for smollm2-demo"""
     max_new_tokens: int = 64
     """response length for sampling and comparing"""
-    ppo_steps: int = 8
-    """steps of each demo PPO run"""
-    ppo_batch: int = 8
-    """prompts per PPO step"""
+    algorithm: str = "grpo"
+    """RL algorithm of the demo's two runs (ppo, grpo or rloo)"""
+    rl_steps: int = 12
+    """steps of each demo RL run"""
+    rl_batch: int = 4
+    """prompts per RL step"""
+    group_size: int = 4
+    """responses per prompt (grpo, rloo)"""
+    rl_lr: float = 3e-4
+    """learning rate of the runs' LoRA adapters"""
+    kl_coef: float = 0.02
+    """beta of the KL to the base policy"""
+    rl_new_tokens: int = 32
+    """response length while training"""
     compare_prompts: int = 24
-    """prompts in the demo comparison"""
+    """held-out prompts in the demo comparison (at most the 24 of demo-heldout)"""
+    compare_samples: int = 4
+    """samples per prompt and policy in the demo comparison"""
+    use_bundle: bool = True
+    """install the shipped demo's parts (`morm_explorer.demo_bundle`) when it was made with
+    these settings, instead of building them"""
     device: str = "auto"
     """auto, cpu or cuda"""
 
     def __post_init__(self) -> None:
         limits = {"real_pairs": (0, 1_000_000), "max_length": (8, 8192),
                   "rm_epochs": (1, 1000), "samples": (1, 64), "max_new_tokens": (1, 4096),
-                  "ppo_steps": (1, 10_000), "ppo_batch": (1, 4096),
-                  "compare_prompts": (1, 100_000)}
+                  "rl_steps": (1, 10_000), "rl_batch": (1, 4096), "group_size": (1, 64),
+                  "rl_new_tokens": (1, 4096), "compare_prompts": (1, 100_000),
+                  "compare_samples": (1, 64)}
         for name, (low, high) in limits.items():
             check_int(name, getattr(self, name), low, high)
+        from morm_explorer.policy.ppo_config import ALGORITHMS
+
+        if self.algorithm not in ALGORITHMS:
+            raise MormError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got "
+                            f"{self.algorithm!r}", field="algorithm")
+        check_number("rl_lr", self.rl_lr, low=0.0, high=1.0)
+        check_number("kl_coef", self.kl_coef, low=0.0, high=100.0)
+        if not isinstance(self.use_bundle, bool):
+            raise MormError(f"use_bundle must be true or false, got {self.use_bundle!r}",
+                            field="use_bundle")
         if self.device not in ("auto", "cpu", "cuda"):
             raise MormError(f"device must be auto, cpu or cuda, got {self.device!r}",
                             field="device")
@@ -111,7 +142,11 @@ def run_prepare_demo(spec: PrepareDemoJob, ctx: JobContext) -> dict:
     from morm_explorer.data.candidates import list_candidate_sets
     from morm_explorer.data.demo_candidates import DEMO_CANDIDATE_SET
     from morm_explorer.evaluation.compare import CompareJob, list_comparisons, run_compare
-    from morm_explorer.policy.jobs import SampleCandidatesJob, sample_candidates
+    from morm_explorer.policy.jobs import (
+        DEMO_HELDOUT_PROMPTS,
+        SampleCandidatesJob,
+        sample_candidates,
+    )
     from morm_explorer.policy.ppo_config import PPOConfig
     from morm_explorer.policy.ppo_jobs import PPOJob, run_ppo
     from morm_explorer.scoring import score_candidate_set
@@ -120,51 +155,146 @@ def run_prepare_demo(spec: PrepareDemoJob, ctx: JobContext) -> dict:
     device = ctx.device if spec.device == "auto" else spec.device
     steps = ["data", "judge", "reward model", "scores", "SmolLM2 samples", *POLICIES,
              "comparison"]
-    built = []
+    built: list[str] = []
+    timings: dict[str, float] = {}
 
     def part(i: int) -> _Part:
         return _Part(ctx, i, len(steps), steps[i])
 
+    def timed(name: str):
+        return _Timer(timings, name)
+
+    if spec.use_bundle and not demo_complete(ws):
+        with timed("shipped demo"):
+            built += _install_shipped(spec, ws, part(0), ctx.log)
     if not all(_exists(ws, "reward_models", n) for n in (JUDGE, RM)):
         part(0).progress(0.0, "fetching HH-RLHF from the Hugging Face hub")
-        data = prepare_demo_data(ws, spec.real_pairs, log=ctx.log)
-        built += _train_reward_models(spec, ws, device, data, part)
+        with timed("data"):
+            data = prepare_demo_data(ws, spec.real_pairs, log=ctx.log)
+        built += _train_reward_models(spec, ws, device, data, part, timings)
     part(3).progress(0.0, "scoring the demo candidates")
-    score_candidate_set(ws, RM, DEMO_CANDIDATE_SET, device=device)
+    with timed("scores"):
+        score_candidate_set(ws, RM, DEMO_CANDIDATE_SET, device=device)
     if SAMPLED not in {c.name for c in list_candidate_sets(ws)}:
         p = part(4)
-        sample_candidates(ws, SampleCandidatesJob(
-            name=SAMPLED, policy=spec.policy, sampling={"n": spec.samples,
-                                                        "max_new_tokens": spec.max_new_tokens}),
-            device=device, progress=lambda d, t: p.progress(d / max(t, 1), f"{d}/{t}"),
-            check_cancelled=ctx.check_cancelled, log=ctx.log)
+        with timed(SAMPLED):
+            sample_candidates(ws, SampleCandidatesJob(
+                name=SAMPLED, policy=spec.policy,
+                sampling={"n": spec.samples, "max_new_tokens": spec.max_new_tokens}),
+                device=device, progress=lambda d, t: p.progress(d / max(t, 1), f"{d}/{t}"),
+                check_cancelled=ctx.check_cancelled, log=ctx.log)
         built.append(SAMPLED)
-    score_candidate_set(ws, RM, SAMPLED, device=device)
+    with timed("scores"):
+        score_candidate_set(ws, RM, SAMPLED, device=device)
     objectives = _rm_objectives(ws)
     for j, (name, weights) in enumerate(POLICIES.items()):
-        if not _exists(ws, "policies", name):
+        if not _policy_exists(ws, name):
             weights = {o: w for o, w in weights.items() if o in objectives}
-            cfg = PPOConfig(name=name, policy=spec.policy, reward_model=RM, weights=weights,
-                            steps=spec.ppo_steps, batch_size=spec.ppo_batch,
-                            mini_batch_size=max(1, spec.ppo_batch // 2), lr=2e-4,
-                            max_new_tokens=min(spec.max_new_tokens, 32), device=device)
-            run_ppo(PPOJob(config=cfg.to_dict()), part(5 + j))
+            cfg = PPOConfig(**demo_run_settings(spec), name=name, policy=spec.policy,
+                            reward_model=RM, weights=weights, device=device)
+            with timed(name):
+                run_ppo(PPOJob(config=cfg.to_dict()), part(5 + j))
             built.append(name)
     if COMPARISON not in {c["name"] for c in list_comparisons(ws)}:
         p = part(len(steps) - 1)
-        run_compare(ws, CompareJob(
-            name=COMPARISON, policies=[spec.policy, *POLICIES], reward_model=RM,
-            judge_model=JUDGE, limit=spec.compare_prompts,
-            sampling={"n": 2, "max_new_tokens": spec.max_new_tokens}),
-            device=device, progress=p.progress, check_cancelled=ctx.check_cancelled,
-            log=ctx.log)
+        with timed(COMPARISON):
+            run_compare(ws, CompareJob(
+                name=COMPARISON, policies=[spec.policy, *POLICIES], reward_model=RM,
+                judge_model=JUDGE, prompts=DEMO_HELDOUT_PROMPTS, limit=spec.compare_prompts,
+                sampling={"n": spec.compare_samples, "max_new_tokens": spec.max_new_tokens}),
+                device=device, progress=p.progress, check_cancelled=ctx.check_cancelled,
+                log=ctx.log)
         built.append(COMPARISON)
     ctx.log(f"demo ready; built {', '.join(built) or 'nothing (all there)'}")
-    return {"built": built}
+    return {"built": built, "timings_s": {k: round(v, 1) for k, v in timings.items()}}
+
+
+class _Timer:
+    """Adds the seconds spent inside the block to ``timings[name]``."""
+
+    def __init__(self, timings: dict[str, float], name: str) -> None:
+        self.timings, self.name = timings, name
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings[self.name] = (self.timings.get(self.name, 0.0)
+                                   + time.perf_counter() - self.t0)
+
+
+def _policy_exists(ws, name: str) -> bool:
+    """A finished run's policy: merged or an adapter folder, both carry morm_ppo.json."""
+    from morm_explorer.policy.ppo_jobs import MANIFEST
+
+    return (ws.root / "policies" / name / MANIFEST).is_file()
+
+
+def _install_shipped(spec: PrepareDemoJob, ws, part: _Part, log) -> list[str]:
+    """Install the shipped demo's missing parts (`morm_explorer.demo_bundle`) when it was built
+    with this spec and the workspace's demo reward models, if any, are the shipped ones (a
+    policy trained against another reward model would not belong with them). Returns the
+    artifact names installed; nothing when there is no usable bundle."""
+    from morm_explorer.data.candidates import list_candidate_sets
+    from morm_explorer.demo_bundle import Bundle, bundle_path, install_bundle
+    from morm_explorer.evaluation.compare import list_comparisons
+    from morm_explorer.policy.ppo_jobs import METRICS, run_dir
+
+    path = bundle_path()
+    if not path.is_file():
+        return []
+    try:
+        bundle = Bundle(path)
+    except MormError as e:
+        log(f"not using the shipped demo: {e}")
+        return []
+    if not bundle.matches(spec):
+        log("not using the shipped demo: it was made with other settings than this build's "
+            "(write it again with `morm demo --write-bundle`)")
+        return []
+    for model in (RM, JUDGE):
+        heads = ws.root / "reward_models" / model / "heads.safetensors"
+        rel = f"reward_models/{model}/heads.safetensors"
+        if heads.is_file() and heads.read_bytes() != bundle.read(rel):
+            log(f"not using the shipped demo: this workspace has its own {model}")
+            return []
+    sets = {c.name for c in list_candidate_sets(ws)}
+    comparisons = {c["name"] for c in list_comparisons(ws)}
+
+    def present(p: str) -> bool:
+        group, name = p.split("/", 1)
+        if group == "reward_models":
+            return _exists(ws, group, name)
+        if group == "policies":
+            return _policy_exists(ws, name)
+        if group == "candidates":
+            return name in sets
+        if group == "runs":
+            return (run_dir(ws, name.split("/")[-1]) / METRICS).is_file()
+        return name in comparisons
+
+    part.progress(0.0, "installing the shipped demo")
+    done = install_bundle(ws, bundle, present, progress=part.progress, log=log)
+    return [p.split("/")[-1] for p in done if not p.startswith("runs/")]
+
+
+def demo_run_settings(spec: PrepareDemoJob) -> dict:
+    """The PPOConfig fields of the demo's two RL runs (besides name, weights and device): the
+    settings `benchmarks/demo_policies.py` measured, trained on the ``demo-train`` prompts."""
+    from morm_explorer.policy.jobs import DEMO_TRAIN_PROMPTS
+
+    grouped = spec.algorithm != "ppo"
+    responses = spec.rl_batch * (spec.group_size if grouped else 1)
+    return {"algorithm": spec.algorithm, "prompts": DEMO_TRAIN_PROMPTS, "steps": spec.rl_steps,
+            "batch_size": spec.rl_batch, "group_size": spec.group_size,
+            "mini_batch_size": responses if grouped else max(1, responses // 2),
+            "multi_objective_aggregation": "normalize_then_sum", "lr": spec.rl_lr,
+            "kl_coef": spec.kl_coef, "max_new_tokens": spec.rl_new_tokens,
+            "checkpoint_every": max(1, spec.rl_steps // 3), "merge_lora": False}
 
 
 def _train_reward_models(spec: PrepareDemoJob, ws, device: str, data: DemoData,
-                         part: Callable[[int], _Part]) -> list[str]:
+                         part: Callable[[int], _Part], timings: dict[str, float]) -> list[str]:
     """Train the judge, then the reward model, where missing, each on its own part of `data`
     (no prompt shared, so the judge is held out); returns those trained."""
     from morm_explorer.reward.config import TrainConfig
@@ -178,7 +308,8 @@ def _train_reward_models(spec: PrepareDemoJob, ws, device: str, data: DemoData,
             cfg = TrainConfig(dataset=dataset, name=name, backbone=spec.backbone,
                               max_length=spec.max_length, epochs=spec.rm_epochs,
                               device=device, **extra)
-            run_train_reward_model(TrainRewardModelJob(config=cfg.to_dict()), part(i))
+            with _Timer(timings, name):
+                run_train_reward_model(TrainRewardModelJob(config=cfg.to_dict()), part(i))
             built.append(name)
     return built
 
@@ -196,7 +327,7 @@ def demo_complete(ws) -> bool:
     from morm_explorer.evaluation.compare import list_comparisons
 
     return all(_exists(ws, "reward_models", n) for n in (RM, JUDGE)) and all(
-        _exists(ws, "policies", n) for n in POLICIES) and COMPARISON in {
+        _policy_exists(ws, n) for n in POLICIES) and COMPARISON in {
         c["name"] for c in list_comparisons(ws)}
 
 
@@ -212,7 +343,7 @@ def demo_parts(ws) -> list[tuple[str, bool]]:
     return [(f"held-out judge {JUDGE}", _exists(ws, "reward_models", JUDGE)),
             (f"reward model {RM}", _exists(ws, "reward_models", RM)),
             (f"SmolLM2 samples {SAMPLED}", SAMPLED in sets),
-            *((f"fine-tuned policy {n}", _exists(ws, "policies", n)) for n in POLICIES),
+            *((f"fine-tuned policy {n}", _policy_exists(ws, n)) for n in POLICIES),
             (f"comparison {COMPARISON}", COMPARISON in {c["name"] for c in list_comparisons(ws)})]
 
 

@@ -614,6 +614,10 @@ for _id, _kind, _data, _msg, _bug in [
     ("prepare_demo rm_epochs -1", "prepare_demo", {"rm_epochs": -1}, "rm_epochs",
      "PrepareDemoJob (morm_explorer/demo_jobs.py) validates none of its fields: rm_epochs=-1, "
      "samples=0 and ppo_steps=10**12 are all accepted; add a __post_init__ with ranges"),
+    ("prepare_demo algorithm sgd", "prepare_demo", {"algorithm": "sgd"}, "algorithm must be",
+     None),
+    ("prepare_demo rl_lr -1", "prepare_demo", {"rl_lr": -1}, "rl_lr", None),
+    ("prepare_demo group_size 0", "prepare_demo", {"group_size": 0}, "group_size", None),
 ]:
     case("jobs.spec_from_dict", _id, _spec(_kind, _data), _msg, bug=_bug)
 

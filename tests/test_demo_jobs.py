@@ -30,8 +30,8 @@ def test_prepare_demo_builds_everything_then_nothing(ws, tiny_bert, tmp_path):
     assert not any(ready for _, ready in demo_parts(ws))
     spec = PrepareDemoJob(backbone=tiny_bert, max_length=64, rm_epochs=2,
                           policy=_save_tiny(tmp_path / "policy"), samples=1,
-                          max_new_tokens=4, ppo_steps=1, ppo_batch=2,
-                          compare_prompts=2, device="cpu")
+                          max_new_tokens=4, rl_steps=1, rl_batch=2, group_size=2,
+                          compare_prompts=2, compare_samples=1, device="cpu")
     info = run_inline(ws, spec)
     assert info.status == "succeeded", info.error
     assert info.result["built"] == ["demo-judge", "demo-rm", "smollm2-demo", *POLICIES,
@@ -74,7 +74,7 @@ def test_the_demo_judge_trains_on_data_disjoint_from_the_reward_models(ws, monke
 
     monkeypatch.setattr(reward_jobs, "run_train_reward_model", train)
     ensure_demo(ws)
-    info = run_inline(ws, PrepareDemoJob(real_pairs=0, device="cpu"))
+    info = run_inline(ws, PrepareDemoJob(real_pairs=0, device="cpu", use_bundle=False))
     assert info.status == "failed"
     disjoint, note = judge_training_note(ws, RM, JUDGE)
     assert disjoint, note

@@ -130,8 +130,8 @@ def _job_of_kind(kind: str, ws: Workspace, tmp: Path, tiny_bert: str):
         from morm_explorer.demo_jobs import PrepareDemoJob
 
         return (PrepareDemoJob(backbone=tiny_bert, max_length=64, rm_epochs=1000, policy=policy,
-                               samples=1, max_new_tokens=4, ppo_steps=1, ppo_batch=2,
-                               compare_prompts=2, device="cpu"),
+                               samples=1, max_new_tokens=4, rl_steps=1, rl_batch=2, group_size=2,
+                               compare_prompts=2, compare_samples=1, device="cpu"),
                 ["reward_models/demo-rm", "reward_models/demo-judge", "comparisons"])
     raise AssertionError(kind)
 

@@ -362,7 +362,8 @@ def test_the_demo_build_trains_on_real_data_and_weights_only_its_objectives(
     ensure_demo(ws)
     spec = PrepareDemoJob(real_pairs=N_DEMO, backbone=tiny_bert, max_length=64, rm_epochs=2,
                           policy=_save_tiny(tmp_path / "policy"), samples=1, max_new_tokens=4,
-                          ppo_steps=1, ppo_batch=2, compare_prompts=2, device="cpu")
+                          rl_steps=1, rl_batch=2, group_size=2, compare_prompts=2,
+                          compare_samples=1, device="cpu")
     info = run_inline(ws, spec)
     assert info.status == "succeeded", info.error
     for name, dataset in ((JUDGE, DEMO_REAL_JUDGE_DATASET), (RM, DEMO_REAL_DATASET)):

@@ -1,0 +1,180 @@
+"""The shipped demo: packing a built demo, installing it into a fresh workspace, refusing a
+damaged or stale bundle; and the shipped bundle itself against the current code (a slice of it
+made again)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+
+import morm_explorer.demo_bundle as demo_bundle
+from morm_explorer.demo import ensure_demo
+from morm_explorer.demo_bundle import Bundle, bundle_path, write_bundle
+from morm_explorer.demo_jobs import (
+    COMPARISON,
+    JUDGE,
+    POLICIES,
+    RM,
+    SAMPLED,
+    PrepareDemoJob,
+    demo_complete,
+)
+from morm_explorer.errors import MormError
+from morm_explorer.jobs.worker import run_inline
+from morm_explorer.workspace import Workspace
+from tests.test_policy import _save_tiny
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_bert):
+    """A tiny full demo built from scratch, its spec and its bundle."""
+    tmp = tmp_path_factory.mktemp("bundle")
+    ws = Workspace(tmp / "ws")
+    ensure_demo(ws)
+    spec = PrepareDemoJob(backbone=tiny_bert, max_length=64, rm_epochs=2, real_pairs=0,
+                          policy=_save_tiny(tmp / "policy"), samples=1, max_new_tokens=4,
+                          rl_steps=2, rl_batch=2, group_size=2, compare_prompts=2,
+                          compare_samples=1, device="cpu", use_bundle=False)
+    info = run_inline(ws, spec)
+    assert info.status == "succeeded", info.error
+    assert set(info.result["timings_s"]) >= {JUDGE, RM, SAMPLED, *POLICIES, COMPARISON}
+    out = tmp / "bundle.tar.xz"
+    manifest = write_bundle(ws, out, spec, info.result["timings_s"], command="test")
+    return ws, spec, out, manifest
+
+
+def _fresh(tmp_path) -> Workspace:
+    ws = Workspace(tmp_path / "fresh")
+    ensure_demo(ws)
+    return ws
+
+
+@pytest.mark.slow
+def test_the_bundle_installs_the_whole_demo_into_a_fresh_workspace(built, tmp_path,
+                                                                   monkeypatch):
+    from morm_explorer.data.candidates import load_candidate_set
+    from morm_explorer.evaluation.compare import load_comparison
+    from morm_explorer.policy.ppo_jobs import run_history
+    from morm_explorer.scoring import read_cached_scores
+
+    source, spec, out, manifest = built
+    assert all("reference.safetensors" not in f for f in manifest["files"])
+    monkeypatch.setattr(demo_bundle, "bundle_path", lambda: out)
+    ws = _fresh(tmp_path)
+    info = run_inline(ws, PrepareDemoJob(**{**spec.__dict__, "use_bundle": True}))
+    assert info.status == "succeeded", info.error
+    assert sorted(info.result["built"]) == sorted(
+        [JUDGE, RM, SAMPLED, "compare-" + COMPARISON, *POLICIES, COMPARISON])
+    assert set(info.result["timings_s"]) <= {"shipped demo", "scores"}  # nothing trained
+    assert demo_complete(ws)
+    for name in POLICIES:
+        assert not run_history(ws, name)[0].empty  # Fine-tune's curves came along
+    a, b = load_comparison(source, COMPARISON), load_comparison(ws, COMPARISON)
+    assert a.frame.equals(b.frame) and a.manifest == b.manifest
+    for model in (RM, JUDGE):  # the shipped scores are found where scoring looks
+        want = read_cached_scores(source, source.root / "reward_models" / model,
+                                  load_candidate_set(source, SAMPLED))
+        got = read_cached_scores(ws, ws.root / "reward_models" / model,
+                                 load_candidate_set(ws, SAMPLED))
+        assert (got is None) == (want is None) and (model == JUDGE or got is not None)
+        assert got is None or np.array_equal(got.values, want.values)
+    again = run_inline(ws, PrepareDemoJob(**{**spec.__dict__, "use_bundle": True}))
+    assert again.status == "succeeded" and again.result["built"] == []
+
+
+@pytest.mark.slow
+def test_a_bundle_made_with_other_settings_is_not_used(built, tmp_path, monkeypatch):
+    source, spec, out, _ = built
+    monkeypatch.setattr(demo_bundle, "bundle_path", lambda: out)
+    other = PrepareDemoJob(**{**spec.__dict__, "rl_steps": 3, "use_bundle": True})
+    assert not Bundle(out).matches(other) and Bundle(out).matches(spec)
+    neutral = PrepareDemoJob(**{**spec.__dict__, "device": "auto", "real_pairs": 10})
+    assert Bundle(out).matches(neutral)
+
+
+@pytest.mark.slow
+def test_a_damaged_bundle_installs_nothing(built, tmp_path, monkeypatch):
+    from morm_explorer.data.candidates import list_candidate_sets
+
+    _, spec, out, manifest = built
+    with tarfile.open(out, "r:xz") as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar}
+    victim = next(f for f in manifest["files"] if f.startswith("policies/"))
+    files[victim] = files[victim][:-1] + bytes([files[victim][-1] ^ 1])
+    bad = tmp_path / "bad.tar.xz"
+    with tarfile.open(bad, "w:xz") as tar:
+        for name, data in files.items():
+            entry = tarfile.TarInfo(name)
+            entry.size = len(data)
+            tar.addfile(entry, io.BytesIO(data))
+    monkeypatch.setattr(demo_bundle, "bundle_path", lambda: bad)
+    ws = _fresh(tmp_path)
+    before = {c.name for c in list_candidate_sets(ws)}
+    bundle = Bundle(bad)
+    with pytest.raises(MormError, match="SHA-256"):
+        bundle.read(victim)
+    with pytest.raises(MormError, match="SHA-256"):
+        demo_bundle.install_bundle(ws, bundle, lambda part: not part.startswith("policies/"),
+                                   log=lambda m: None)
+    policy = victim.split("/")[1]
+    assert not (ws.root / "policies" / policy).exists()  # no half-installed folder
+    assert not list((ws.root / "policies").glob(".*"))
+    assert {c.name for c in list_candidate_sets(ws)} == before
+
+
+def test_a_bundle_with_an_escaping_entry_is_refused(tmp_path):
+    path = tmp_path / "evil.tar.xz"
+    with tarfile.open(path, "w:xz") as tar:
+        entry = tarfile.TarInfo("../outside.txt")
+        entry.size = 1
+        tar.addfile(entry, io.BytesIO(b"x"))
+    with pytest.raises(MormError, match="unexpected entry"):
+        Bundle(path)
+    path.write_bytes(b"not a tar")
+    with pytest.raises(MormError, match="cannot read"):
+        Bundle(path)
+
+
+# -- the shipped bundle ---------------------------------------------------------------------
+
+shipped = pytest.mark.skipif(not bundle_path().is_file(), reason="no shipped demo bundle")
+
+
+@shipped
+def test_the_shipped_bundle_is_whole_and_made_with_the_current_demo_settings():
+    bundle = Bundle(bundle_path())
+    assert bundle.matches(PrepareDemoJob()), (
+        "the demo's settings changed since the bundle was made: run `morm demo "
+        "--write-bundle morm_explorer/data/demo_bundle.tar.xz`")
+    for rel in bundle.manifest["files"]:
+        bundle.read(rel)  # each against its SHA-256
+    assert bundle_path().stat().st_size < 16 * 2**20
+
+
+@shipped
+@pytest.mark.slow
+def test_a_slice_of_the_shipped_demo_made_again_matches(tmp_path):
+    """Scores of the shipped comparison's first responses under the shipped reward model, made
+    again here with MiniLM, equal the shipped ones."""
+    from morm_explorer.data.candidates import CandidateSet, load_candidate_set
+    from morm_explorer.evaluation.compare import candidate_set_name
+    from morm_explorer.scoring import read_cached_scores, score_candidate_set
+
+    ws = Workspace(tmp_path / "ws")
+    ensure_demo(ws)
+    bundle = Bundle(bundle_path())
+    demo_bundle.install_bundle(ws, bundle, lambda p: False, log=lambda m: None)
+    name = candidate_set_name(COMPARISON)
+    full = load_candidate_set(ws, name)
+    shipped_scores = read_cached_scores(ws, ws.root / "reward_models" / RM, full)
+    assert shipped_scores is not None
+    head = CandidateSet(full.frame.iloc[:8].reset_index(drop=True), origin="slice")
+    again = score_candidate_set(ws, RM, head, device="cpu")
+    np.testing.assert_allclose(again.values, shipped_scores.values[:8],
+                               atol=1e-4)
+    manifest = json.loads(json.dumps(bundle.manifest))
+    assert manifest["spec"]["policy"] == "smollm2"
