@@ -347,6 +347,37 @@ def demo_parts(ws) -> list[tuple[str, bool]]:
             (f"comparison {COMPARISON}", COMPARISON in {c["name"] for c in list_comparisons(ws)})]
 
 
+# Seconds each part took when the shipped bundle was made (`morm demo --write-bundle`, 2-core
+# CPU), the estimate where no bundle says otherwise; keyed like `demo_parts`' labels' last word.
+PART_SECONDS = {JUDGE: 60.0, RM: 90.0, SAMPLED: 420.0, "demo-helpful": 420.0,
+                "demo-harmless": 420.0, COMPARISON: 600.0}
+
+
+def part_seconds() -> dict[str, float]:
+    """How long each part of the full demo takes to build here, as far as is known: the times
+    the shipped bundle's build recorded, else `PART_SECONDS`."""
+    from morm_explorer.demo_bundle import Bundle, bundle_path
+
+    seconds = dict(PART_SECONDS)
+    if bundle_path().is_file():
+        try:
+            recorded = Bundle(bundle_path()).manifest.get("timings_s", {})
+        except MormError:
+            recorded = {}
+        seconds.update({k: float(v) for k, v in recorded.items()
+                        if k in seconds and isinstance(v, (int, float)) and v > 0})
+    return seconds
+
+
+def demo_time_left(ws, busy: float = 1.0) -> tuple[float, list[tuple[str, bool, float]]]:
+    """(seconds left, [(label, ready, seconds) per part]) of the full demo's build from scratch,
+    each part's time scaled by ``busy`` (1: a quiet machine)."""
+    seconds = part_seconds()
+    rows = [(label, ready, seconds.get(label.split()[-1], 0.0) * busy)
+            for label, ready in demo_parts(ws)]
+    return sum(s for _, ready, s in rows if not ready), rows
+
+
 def demo_data_line(ws) -> str | None:
     """One sentence on the data the demo reward model was (or is being) trained on, with where
     it came from; None before the demo build has chosen its data."""

@@ -6,7 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from morm_explorer.data.candidates import list_candidate_sets
-from morm_explorer.demo_jobs import PrepareDemoJob, demo_complete, demo_data_line, demo_parts
+from morm_explorer.demo_jobs import (
+    PrepareDemoJob,
+    demo_complete,
+    demo_data_line,
+    demo_time_left,
+)
 from morm_explorer.jobs.backend import get_backend
 from morm_explorer.reward.report import list_reward_models
 from morm_explorer.ui.text import plain
@@ -32,6 +37,10 @@ demo_data = demo_data_line(ws)
 if demo_data:
     st.caption(plain(demo_data))  # names a data source: a hub name, a file
 
+def _minutes(seconds: float) -> str:
+    return f"{max(1, round(seconds / 60))} min"
+
+
 def demo_status() -> None:
     """The background build of the full demo, polled while it runs."""
     jobs = backend.list(kind=PrepareDemoJob.kind, limit=1)
@@ -39,12 +48,19 @@ def demo_status() -> None:
         return
     job = jobs[0]
     if not job.done:
+        from morm_explorer.policy.cost import busy_factor
+
+        left, parts = demo_time_left(ws, busy=busy_factor() if job.status == "running" else 1.0)
+        shipped = "installing the shipped demo" in (job.message or "")
         st.info("Preparing the full demo in the background: reward models, SmolLM2 samples, "
-                "two fine-tuned policies and a comparison (about half an hour on a 2-core CPU). "
-                "Every page works meanwhile.")
+                "two fine-tuned policies and a comparison "
+                + ("(from the shipped demo: seconds). " if shipped else
+                   f"(about {_minutes(left)} left on this machine, building each part "
+                   "here). ")
+                + "Every page works meanwhile.")
         st.progress(job.progress, text=plain(job.message or job.status))
-        st.caption(" · ".join(f"{'✓' if ready else '…'} {label}"
-                              for label, ready in demo_parts(ws)))
+        st.caption(" · ".join(f"✓ {label}" if ready else f"… {label} (~{_minutes(sec)})"
+                              for label, ready, sec in parts))
     elif job.status != "succeeded":
         st.warning(f"The demo build {job.status}: {plain((job.error or '').strip()[:300])}")
         if not presenting() and st.button("Try again", key="home_demo_retry"):

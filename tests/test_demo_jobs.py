@@ -117,3 +117,19 @@ def test_the_overview_says_what_is_ready_and_what_is_still_being_prepared(ws, ti
     at.switch_page("pages/compare.py").run()  # the pages that list its parts say so too
     assert not at.exception
     assert any("still being prepared" in c.value for c in at.caption)
+
+
+def test_the_time_left_counts_the_parts_not_built_yet(ws, monkeypatch):
+    import morm_explorer.demo_bundle as demo_bundle
+    from morm_explorer.demo_jobs import PART_SECONDS, demo_time_left
+
+    monkeypatch.setattr(demo_bundle, "bundle_path", lambda: ws.root / "no-bundle.tar.xz")
+    ensure_demo(ws)
+    left, parts = demo_time_left(ws)
+    assert left == pytest.approx(sum(PART_SECONDS.values()))
+    assert [label.split()[-1] for label, _, _ in parts] == list(PART_SECONDS)
+    folder = ws.root / "reward_models" / JUDGE
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    left2, _ = demo_time_left(ws, busy=2.0)
+    assert left2 == pytest.approx(2 * (left - PART_SECONDS[JUDGE]))
