@@ -20,9 +20,11 @@ its result is already there (so a job that died is simply submitted again):
 5. the comparison ``demo`` of the base policy and the two runs on the ``demo-heldout`` prompts
    (which no run trains on), judged by ``demo-judge``.
 
-On a 2-core CPU the whole job takes about half an hour (29 min measured from a fresh clone); the
-app is usable meanwhile and the Overview lists what is ready and what is still being prepared.
-Sizes are fields, so tests run it on tiny models in seconds.
+Built from scratch on a 2-core CPU the job takes a quarter of an hour or more (`PART_SECONDS`);
+when the shipped demo (`morm_explorer.demo_bundle`) was made with the job's settings, its parts
+are installed first, in seconds, and only what is still missing is built. The app is usable
+meanwhile and the Overview lists what is ready and what is still being prepared, with the time
+left. Sizes are fields, so tests run it on tiny models in seconds.
 """
 
 from __future__ import annotations
