@@ -28,6 +28,17 @@ def test_grid_of_configs():
         SweepJob(config=base.to_dict(), objectives=["a", "b"], grid_steps=0)
 
 
+def test_a_sweep_of_group_runs_keeps_the_algorithm_and_its_settings():
+    base = PPOConfig(name="g", reward_model="rm", algorithm="rloo", group_size=3,
+                     batch_size=2, mini_batch_size=6,
+                     multi_objective_aggregation="normalize_then_sum")
+    cfgs = sweep_configs(base, ["helpful", "harmless"], 2)
+    assert len(cfgs) == 3
+    assert {(c.algorithm, c.group_size, c.multi_objective_aggregation) for c in cfgs} == {
+        ("rloo", 3, "normalize_then_sum")}
+    assert [c.weights["harmless"] for c in cfgs] == [1.0, 0.5, 0.0]
+
+
 @pytest.mark.slow
 def test_sweep_job_runs_every_grid_point(ws, tiny_rm, tmp_path):
     shutil.copytree(tiny_rm, ws.root / "reward_models" / "rm")
