@@ -66,9 +66,12 @@ def record_rollouts() -> Iterator[list[Recorded]]:
 
 
 def _timed(fn, *args) -> tuple[float, float]:
-    """(wall, CPU) seconds of ``fn(*args)``."""
+    """(wall, CPU) seconds of ``fn(*args)``, queued GPU work included."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
     t0, c0 = time.perf_counter(), time.process_time()
     fn(*args)
+    sync()
     return time.perf_counter() - t0, time.process_time() - c0
 
 
