@@ -288,7 +288,7 @@ def demo_run_settings(spec: PrepareDemoJob) -> dict:
     grouped = spec.algorithm != "ppo"
     responses = spec.rl_batch * (spec.group_size if grouped else 1)
     return {"algorithm": spec.algorithm, "prompts": DEMO_TRAIN_PROMPTS, "steps": spec.rl_steps,
-            "batch_size": spec.rl_batch, "group_size": spec.group_size,
+            "batch_size": spec.rl_batch, "group_size": spec.group_size, "ppo_epochs": 1,
             "mini_batch_size": responses if grouped else max(1, responses // 2),
             "multi_objective_aggregation": "normalize_then_sum", "lr": spec.rl_lr,
             "kl_coef": spec.kl_coef, "max_new_tokens": spec.rl_new_tokens,
