@@ -12,11 +12,16 @@ defaults, the built-in preference data, the CPU) and packs:
 - the reward model ``demo-rm`` and the judge ``demo-judge`` (config, heads, tokenizer; not the
   training embeddings kept for the out-of-distribution check, which are megabytes and optional);
 - the candidate sets ``smollm2-demo`` and ``compare-demo`` with their scores under both models;
-- the policies ``demo-helpful`` and ``demo-harmless`` (LoRA adapters over SmolLM2) and their
-  runs' curves and samples;
-- the comparison ``demo``;
+- the curves and samples of the runs ``demo-helpful`` and ``demo-harmless`` (Fine-tune shows them);
+- the comparison ``demo`` (the base policy and both runs on the held-out prompts, every sample
+  with its scores under both models);
 - ``bundle.json``: the job spec it was built with, the versions, each file's SHA-256, the build
   time of each part.
+
+Not the fine-tuned policies themselves: their LoRA adapters (every linear layer, r16) are 19 MB
+each, more than the rest of the bundle many times over, so the build trains them on the spot
+(12 GRPO steps each; about ten minutes for both on a 2-core CPU), after everything else is in
+place. `write_bundle(..., with_policies=True)` packs them too, for a bundle kept elsewhere.
 
 The demo build (`morm_explorer.demo_jobs`) installs the parts that are missing from the
 workspace when the bundle's spec is the build's own (a changed default means a stale bundle: the
@@ -49,7 +54,8 @@ FORMAT = "morm-demo-bundle"
 VERSION = 1
 BUNDLE_FILE = "demo_bundle.tar.xz"
 MANIFEST = "bundle.json"
-MAX_BUNDLE_BYTES = 64 * 2**20  # what the repository can carry; a bigger one is a mistake
+MAX_BUNDLE_BYTES = 64 * 2**20  # no bundle this version writes is near this; a bigger one is a
+# mistake (the shipped one, without policies, is checked against a far smaller bound in tests)
 SKIP = ("reference.safetensors",)  # optional, large: the OOD check's training embeddings
 # The spec fields that do not change what the demo holds (where it runs, where data comes
 # from when the hub is not asked: the bundle is always made from the built-in data).
@@ -71,9 +77,10 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def demo_parts_to_pack(ws: Workspace) -> dict[str, list[str]]:
+def demo_parts_to_pack(ws: Workspace, with_policies: bool = False) -> dict[str, list[str]]:
     """Part name -> the workspace-relative files that make it, for a workspace holding the full
-    demo. Folder parts list every file but `SKIP`."""
+    demo. Folder parts list every file but `SKIP`; the policies' folders only ``with_policies``
+    (their runs' curves and samples always)."""
     from morm_explorer.data.candidates import candidate_set_info, load_candidate_set
     from morm_explorer.demo_jobs import COMPARISON, JUDGE, POLICIES, RM, SAMPLED
     from morm_explorer.evaluation.compare import COMPARISONS, candidate_set_name
@@ -101,7 +108,8 @@ def demo_parts_to_pack(ws: Workspace) -> dict[str, list[str]]:
                 files.append(str(path.relative_to(ws.root)))
         parts[f"candidates/{cset}"] = files
     for name in POLICIES:
-        parts[f"policies/{name}"] = folder(f"policies/{name}")
+        if with_policies:
+            parts[f"policies/{name}"] = folder(f"policies/{name}")
         run = run_dir(ws, name)
         parts[f"runs/ppo/{name}"] = [str((run / f).relative_to(ws.root))
                                      for f in (METRICS, SAMPLES) if (run / f).is_file()]
@@ -110,7 +118,7 @@ def demo_parts_to_pack(ws: Workspace) -> dict[str, list[str]]:
 
 
 def write_bundle(ws: Workspace, out: str | Path, spec: Any, timings: dict[str, float],
-                 command: str = "") -> dict:
+                 command: str = "", with_policies: bool = False) -> dict:
     """Pack the full demo of ``ws`` (built with ``spec``) into ``out`` (written atomically);
     returns the manifest."""
     import platform
@@ -120,7 +128,7 @@ def write_bundle(ws: Workspace, out: str | Path, spec: Any, timings: dict[str, f
 
     from morm_explorer import __version__
 
-    parts = demo_parts_to_pack(ws)
+    parts = demo_parts_to_pack(ws, with_policies=with_policies)
     manifest = {"format": FORMAT, "version": VERSION, "morm_version": __version__,
                 "created_at": time.time(), "command": command, "spec": asdict(spec),
                 "torch": torch.__version__, "transformers": transformers.__version__,

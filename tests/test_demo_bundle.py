@@ -69,7 +69,9 @@ def test_the_bundle_installs_the_whole_demo_into_a_fresh_workspace(built, tmp_pa
     assert info.status == "succeeded", info.error
     assert sorted(info.result["built"]) == sorted(
         [JUDGE, RM, SAMPLED, "compare-" + COMPARISON, *POLICIES, COMPARISON])
-    assert set(info.result["timings_s"]) <= {"shipped demo", "scores"}  # nothing trained
+    # only the policies were trained here: they do not ship
+    assert set(info.result["timings_s"]) <= {"shipped demo", "scores", *POLICIES}
+    assert not any(f.startswith("policies/") for f in manifest["files"])
     assert demo_complete(ws)
     for name in POLICIES:
         assert not run_history(ws, name)[0].empty  # Fine-tune's curves came along
@@ -103,7 +105,7 @@ def test_a_damaged_bundle_installs_nothing(built, tmp_path, monkeypatch):
     _, spec, out, manifest = built
     with tarfile.open(out, "r:xz") as tar:
         files = {m.name: tar.extractfile(m).read() for m in tar}
-    victim = next(f for f in manifest["files"] if f.startswith("policies/"))
+    victim = next(f for f in manifest["files"] if f.startswith("reward_models/demo-rm/"))
     files[victim] = files[victim][:-1] + bytes([files[victim][-1] ^ 1])
     bad = tmp_path / "bad.tar.xz"
     with tarfile.open(bad, "w:xz") as tar:
@@ -118,11 +120,10 @@ def test_a_damaged_bundle_installs_nothing(built, tmp_path, monkeypatch):
     with pytest.raises(MormError, match="SHA-256"):
         bundle.read(victim)
     with pytest.raises(MormError, match="SHA-256"):
-        demo_bundle.install_bundle(ws, bundle, lambda part: not part.startswith("policies/"),
+        demo_bundle.install_bundle(ws, bundle, lambda part: part != f"reward_models/{RM}",
                                    log=lambda m: None)
-    policy = victim.split("/")[1]
-    assert not (ws.root / "policies" / policy).exists()  # no half-installed folder
-    assert not list((ws.root / "policies").glob(".*"))
+    assert not (ws.root / "reward_models" / RM).exists()  # no half-installed folder
+    assert not list((ws.root / "reward_models").glob(".*"))
     assert {c.name for c in list_candidate_sets(ws)} == before
 
 
@@ -152,7 +153,7 @@ def test_the_shipped_bundle_is_whole_and_made_with_the_current_demo_settings():
         "--write-bundle morm_explorer/data/demo_bundle.tar.xz`")
     for rel in bundle.manifest["files"]:
         bundle.read(rel)  # each against its SHA-256
-    assert bundle_path().stat().st_size < 16 * 2**20
+    assert bundle_path().stat().st_size < 2 * 2**20  # the repository carries it
 
 
 @shipped
@@ -170,12 +171,11 @@ def test_a_slice_of_the_shipped_demo_made_again_matches(tmp_path):
     ensure_demo(ws)
     bundle = Bundle(bundle_path())
     t0 = time.perf_counter()
-    info = run_inline(ws, PrepareDemoJob(device="cpu"))  # what the app's first start runs
-    seconds = time.perf_counter() - t0
-    assert info.status == "succeeded", info.error
-    assert demo_complete(ws) and "shipped demo" in info.result["timings_s"]
-    assert not set(info.result["timings_s"]) - {"shipped demo", "scores"}  # nothing built
-    print(f"full demo from the shipped bundle in {seconds:.1f} s")
+    installed = demo_bundle.install_bundle(ws, bundle, lambda p: False, log=lambda m: None)
+    print(f"the shipped demo installed in {time.perf_counter() - t0:.1f} s")
+    assert set(installed) == set(bundle.parts)
+    assert {f"reward_models/{RM}", f"reward_models/{JUDGE}", f"comparisons/{COMPARISON}",
+            f"candidates/{SAMPLED}"} <= set(installed)
     name = candidate_set_name(COMPARISON)
     full = load_candidate_set(ws, name)
     shipped_scores = read_cached_scores(ws, ws.root / "reward_models" / RM, full)
