@@ -233,11 +233,10 @@ def test_explore_a_slider_step_reruns_only_what_follows_the_weights(page, app_se
     expect(metric(page, "Winners changed")).not_to_have_text("–")
     wait_idle(page)
     stale = set(page.evaluate("() => Array.from(window.__stale)"))
-    # the fragment's widgets were rerun (which of them Streamlit marks stale before they are
-    # drawn again depends on timing, so any of them) ...
-    assert stale & {"explore_w_helpful", "explore_w_harmless", "explore_w_honest",
-                    "explore_only_changed", "explore_constrained", "explore_3d"}, stale
-    assert not stale & {"explore_model", "explore_set", "explore_preset"}, stale  # the page not
+    # Streamlit marks an element stale only while a rerun that will draw it again is slow
+    # enough, so which of the fragment's widgets show up (if any) depends on the machine's
+    # speed; a rerun of the whole page would mark the page's own pickers too.
+    assert not stale & {"explore_model", "explore_set", "explore_preset"}, stale
     assert_no_exception(page, app_server)
 
 

@@ -155,7 +155,7 @@ def test_worker_killed_during_each_job_type(kind, ws, tiny_bert, tiny_rm, tmp_pa
     worker = spawn_worker(ws)
     t0 = time.monotonic()
     running = wait_for(lambda: (j := backend.get(job_id)).status == "running" and j.pid
-                       and j.progress > 0 and j, 90, every=0.05)
+                       and j.progress > 0 and j, 180, every=0.05)  # slow to start at load 8
     caught = time.monotonic() - t0
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=10)
