@@ -363,11 +363,16 @@ def part_seconds() -> dict[str, float]:
     seconds = dict(PART_SECONDS)
     if bundle_path().is_file():
         try:
-            recorded = Bundle(bundle_path()).manifest.get("timings_s", {})
+            bundle = Bundle(bundle_path())
         except MormError:
-            recorded = {}
+            return seconds
+        recorded = bundle.manifest.get("timings_s", {})
         seconds.update({k: float(v) for k, v in recorded.items()
                         if k in seconds and isinstance(v, (int, float)) and v > 0})
+        if bundle.matches(PrepareDemoJob()):  # what the app's build installs: seconds
+            shipped = {part.split("/")[-1] for part in bundle.parts
+                       if not part.startswith("runs/")}  # a run's curves are not its policy
+            seconds.update({k: 1.0 for k in seconds if k in shipped})
     return seconds
 
 

@@ -51,7 +51,7 @@ def demo_status() -> None:
         from morm_explorer.policy.cost import busy_factor
 
         left, parts = demo_time_left(ws, busy=busy_factor() if job.status == "running" else 1.0)
-        shipped = "installing the shipped demo" in (job.message or "")
+        shipped = "installing" in (job.message or "")
         st.info("Preparing the full demo in the background: reward models, SmolLM2 samples, "
                 "two fine-tuned policies and a comparison "
                 + ("(from the shipped demo: seconds). " if shipped else

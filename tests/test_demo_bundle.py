@@ -186,3 +186,16 @@ def test_a_slice_of_the_shipped_demo_made_again_matches(tmp_path):
                                atol=1e-4)
     manifest = json.loads(json.dumps(bundle.manifest))
     assert manifest["spec"]["policy"] == "smollm2"
+
+
+@shipped
+def test_the_overview_counts_the_shipped_parts_as_seconds(tmp_path):
+    from morm_explorer.demo_jobs import PART_SECONDS, demo_time_left
+
+    ws = Workspace(tmp_path / "ws")
+    ensure_demo(ws)
+    left, parts = demo_time_left(ws)
+    by_name = {label.split()[-1]: sec for label, _, sec in parts}
+    assert by_name[RM] == by_name[JUDGE] == by_name[COMPARISON] == 1.0
+    assert all(by_name[p] > 60 for p in POLICIES)  # the policies do not ship: trained here
+    assert left < sum(PART_SECONDS.values())
