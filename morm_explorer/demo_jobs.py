@@ -29,6 +29,7 @@ left. Sizes are fields, so tests run it on tiny models in seconds.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -358,14 +359,23 @@ PART_SECONDS = {JUDGE: 60.0, RM: 90.0, SAMPLED: 420.0, "demo-helpful": 420.0,
 def part_seconds() -> dict[str, float]:
     """How long each part of the full demo takes to build here, as far as is known: the times
     the shipped bundle's build recorded, else `PART_SECONDS`."""
-    from morm_explorer.demo_bundle import Bundle, bundle_path
+    from morm_explorer.demo_bundle import bundle_path
+
+    path = bundle_path()
+    stamp = path.stat().st_mtime_ns if path.is_file() else None
+    return dict(_part_seconds(str(path), stamp))  # the Overview asks every few seconds
+
+
+@functools.lru_cache(maxsize=4)
+def _part_seconds(path: str, stamp: int | None) -> tuple[tuple[str, float], ...]:
+    from morm_explorer.demo_bundle import Bundle
 
     seconds = dict(PART_SECONDS)
-    if bundle_path().is_file():
+    if stamp is not None:
         try:
-            bundle = Bundle(bundle_path())
+            bundle = Bundle(path)
         except MormError:
-            return seconds
+            return tuple(seconds.items())
         recorded = bundle.manifest.get("timings_s", {})
         seconds.update({k: float(v) for k, v in recorded.items()
                         if k in seconds and isinstance(v, (int, float)) and v > 0})
@@ -373,7 +383,7 @@ def part_seconds() -> dict[str, float]:
             shipped = {part.split("/")[-1] for part in bundle.parts
                        if not part.startswith("runs/")}  # a run's curves are not its policy
             seconds.update({k: 1.0 for k in seconds if k in shipped})
-    return seconds
+    return tuple(seconds.items())
 
 
 def demo_time_left(ws, busy: float = 1.0) -> tuple[float, list[tuple[str, bool, float]]]:
