@@ -43,6 +43,26 @@ def no_worker(monkeypatch):
     monkeypatch.setattr(LocalBackend, "ensure_worker", lambda self: False)
 
 
+@pytest.fixture(scope="module")
+def ray_two_nodes(tmp_path_factory):
+    """A started two-node Ray cluster for a module's (slow) tests: the head as root, node 2
+    as another user who cannot read pytest's base temp folder, so no test's workspace
+    (tests/ray_cluster.py). Node 2 has the resource {"node2": 1}."""
+    import time
+
+    from tests.ray_cluster import TwoNodeCluster, skip_reason
+
+    if reason := skip_reason():
+        pytest.skip(reason)
+    cluster = TwoNodeCluster(tmp_path_factory.mktemp("ray-2-nodes"),
+                             hidden=[tmp_path_factory.getbasetemp()])
+    t0 = time.monotonic()
+    cluster.start(timeout=120)
+    print(f"\ntwo-node Ray cluster up in {time.monotonic() - t0:.1f} s")
+    yield cluster
+    cluster.stop()
+
+
 def run_concurrently(*calls: Callable[[], Any]) -> list:
     """Run each call in its own thread, all started before any is waited for; returns their
     results in the order of ``calls`` and re-raises the first exception a call raised."""
