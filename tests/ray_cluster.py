@@ -99,7 +99,7 @@ def node_user() -> pwd.struct_passwd:
         return pwd.getpwnam("nobody")
 
 
-def _run_as(user: pwd.struct_passwd, cmd: list[str], **kw) -> subprocess.CompletedProcess:
+def run_as(user: pwd.struct_passwd, cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, user=user.pw_uid, group=user.pw_gid, extra_groups=[],
                           capture_output=True, text=True, timeout=60, **kw)
 
@@ -134,12 +134,25 @@ def grant_traverse(folder: Path, uid: int) -> None:
                            f"'chmod o+x {folder}' once, or test as a user who can") from e
 
 
-def _blocked_folders(user: pwd.struct_passwd, paths: list[Path]) -> list[Path]:
-    """The folders above ``paths`` that ``user`` may not traverse."""
-    folders = sorted({p for path in paths for p in Path(path).parents})
+def blocked_folders(user: pwd.struct_passwd, paths: list[Path]) -> list[Path]:
+    """The folders among and above ``paths`` that ``user`` may not traverse."""
+    folders = sorted({p for path in paths for p in (path, *path.parents) if p.is_dir()})
     check = 'for d in "$@"; do [ -x "$d" ] || echo "$d"; done'
-    out = _run_as(user, ["/bin/sh", "-c", check, "sh", *map(str, folders)], cwd="/").stdout
+    out = run_as(user, ["/bin/sh", "-c", check, "sh", *map(str, folders)], cwd="/").stdout
     return [Path(line) for line in out.splitlines()]
+
+
+def let_through(user: pwd.struct_passwd, paths: list[Path]) -> list[Path]:
+    """Grant ``user`` the traversal of each folder among and above ``paths`` it cannot
+    traverse, shallowest first (what lies under a closed folder is blocked by it alone);
+    returns the folders granted."""
+    granted: list[Path] = []
+    while blocked := blocked_folders(user, paths):
+        if granted and blocked[0] == granted[-1]:
+            raise RuntimeError(f"{user.pw_name} still cannot traverse {blocked[0]}")
+        grant_traverse(blocked[0], user.pw_uid)
+        granted.append(blocked[0])
+    return granted
 
 
 def node_pids(session: int, marker: str) -> list[int]:
@@ -250,8 +263,7 @@ class TwoNodeCluster:
             p.chmod(0o700)
         needed = [Path(sys.executable), Path(sys.executable).resolve(), Path(sys.prefix),
                   Path(sys.base_prefix), REPO]
-        for folder in _blocked_folders(u, needed):
-            grant_traverse(folder, u.pw_uid)
+        let_through(u, needed)
         # As the node-2 user: the interpreter and Ray load, and each hidden folder refuses
         # both a listing and a look at a name inside it.
         probe = ("import os, sys, ray\n"
@@ -262,7 +274,7 @@ class TwoNodeCluster:
                  "        except PermissionError:\n"
                  "            continue\n"
                  "        sys.exit(f'{arg} is not hidden: {f.__name__} succeeded')\n")
-        r = _run_as(u, [sys.executable, "-c", probe, *map(str, self.hidden)], cwd="/",
+        r = run_as(u, [sys.executable, "-c", probe, *map(str, self.hidden)], cwd="/",
                     env={"PATH": "/usr/bin:/bin", "HOME": "/"})
         if r.returncode != 0:
             raise RuntimeError(f"as user {u.pw_name}: {r.stderr.strip()[-2000:]}")

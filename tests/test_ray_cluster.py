@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,9 +25,15 @@ ray = pytest.importorskip("ray")
 from ray.job_submission import JobStatus, JobSubmissionClient  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
-from tests.ray_cluster import TwoNodeCluster, skip_reason  # noqa: E402
-
-pytestmark = pytest.mark.slow
+from tests.ray_cluster import (  # noqa: E402
+    TwoNodeCluster,
+    blocked_folders,
+    grant_traverse,
+    let_through,
+    node_user,
+    run_as,
+    skip_reason,
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +66,7 @@ def _read(path: str) -> tuple[str, str, str]:
     return ray.get_runtime_context().get_node_id(), pwd.getpwuid(os.getuid()).pw_name, outcome
 
 
+@pytest.mark.slow
 def test_a_task_on_node2_runs_as_another_user_and_cannot_read_the_workspace(cluster,
                                                                              tmp_path):
     secret = tmp_path / "ws" / "secret.txt"
@@ -97,6 +106,7 @@ print("RESULT " + json.dumps({
 '''
 
 
+@pytest.mark.slow
 def test_a_job_entrypoint_runs_on_the_head_and_gets_bytes_from_node2(cluster, tmp_path):
     script, data = tmp_path / "entry.py", tmp_path / "input.bin"
     script.write_text(JOB)
@@ -134,6 +144,7 @@ def _long(marks: str, slow_on: str, seconds: float) -> str:
     return node
 
 
+@pytest.mark.slow
 def test_a_task_whose_node_is_killed_is_retried_on_the_head(cluster):
     marks = cluster.node2_home / "marks"  # a folder both nodes may write
     marks.mkdir()
@@ -168,6 +179,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_stop_leaves_no_process_of_either_node(cluster):
     # A job's entrypoint leaves the head's session (Ray starts it in one of its own): stop
     # finds it by the cluster's mark in its environment.
@@ -190,6 +202,36 @@ def test_stop_leaves_no_process_of_either_node(cluster):
     cluster.stop()  # again: nothing to do
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two other users")
+def test_grant_traverse_lets_that_user_through_and_no_one_else():
+    import pwd
+
+    user, other = node_user(), pwd.getpwnam("nobody")
+    folder = Path(tempfile.mkdtemp())  # /tmp: a place both users reach
+    try:
+        (folder / "inner").mkdir()
+        (folder / "inner" / "f").write_text("x")
+        folder.chmod(0o700)
+        target = str(folder / "inner" / "f")
+
+        def reads(u) -> bool:
+            return run_as(u, ["/bin/cat", target], cwd="/").returncode == 0
+
+        assert blocked_folders(user, [folder / "inner"]) == [folder, folder / "inner"]
+        assert not reads(user)
+        assert let_through(user, [folder / "inner"]) == [folder]  # inner was blocked by it
+        grant_traverse(folder, user.pw_uid)  # again: the same ACL
+        assert reads(user) and not reads(other)
+        assert blocked_folders(user, [folder / "inner"]) == []
+        assert run_as(user, ["/bin/ls", str(folder)], cwd="/").returncode != 0  # no listing
+        assert folder.stat().st_mode & 0o777 == 0o710  # the mask shows as the group's bits
+        grant_traverse(folder, other.pw_uid)  # a second user keeps the first one's entry
+        assert reads(user) and reads(other)
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.mark.slow
 def test_a_failed_start_stops_what_it_started_and_says_why(tmp_path):
     if reason := skip_reason():
         pytest.skip(reason)
