@@ -97,6 +97,9 @@ class PrepareDemoJob(JobSpec):
     device: str = "auto"
     """auto, cpu or cuda"""
 
+    def runs_on_any_node(self) -> bool:
+        return False  # it builds the whole demo into the app's workspace
+
     def __post_init__(self) -> None:
         limits = {"real_pairs": (0, 1_000_000), "max_length": (8, 8192),
                   "rm_epochs": (1, 1000), "samples": (1, 64), "max_new_tokens": (1, 4096),

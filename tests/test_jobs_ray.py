@@ -1,5 +1,6 @@
 """The Ray backend on a real Ray cluster, no mocks: a head node started for this module on
-this machine, with 2 CPUs and 1 logical GPU, jobs submitted through the Ray Jobs API.
+this machine, with 2 CPUs and 1 logical GPU, jobs submitted through the Ray Jobs API, in the
+shared-workspace mode (the job runs in its entry process, on the head).
 
 Covered: a sleep job's progress, metrics, logs and artifact flow back into the workspace;
 a job asking for a GPU is given one; a job Ray cannot schedule stays queued until cancelled;
@@ -45,6 +46,15 @@ from tests.test_jobs import (
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="ray is not installed; the Ray backend is "
                                "optional: pip install 'ray[default]' to test it")
+
+
+@pytest.fixture(autouse=True)
+def _shared_workspace(monkeypatch):
+    """These tests cover the shared-workspace mode (jobs run in their entry process on the
+    head); tests/test_ray_remote.py covers the default remote mode on two nodes."""
+    monkeypatch.setenv("MORM_RAY_SHARED_WORKSPACE", "1")
+
+
 # 0.1 s steps, a staged file per step: long enough to be caught mid-way.
 LONG = SleepJob(seconds=60, steps=600, artifact="long")
 
@@ -200,7 +210,7 @@ def test_a_sleep_job_runs_on_ray_and_reports_into_the_workspace(ws, ray_address,
     assert info.result["steps"] == 5 and info.result["artifacts"] == ["diagnostics/on-ray"]
     assert len(backend.metrics(job_id, wide=True)) == 5
     logs = backend.logs(job_id)
-    assert f"submitted to the Ray cluster at {ray_address} (0 GPU)" in logs
+    assert f"submitted to the Ray cluster at {ray_address} (0 GPU; the workspace shared)" in logs
     assert f"claimed by worker {info.worker_id}" in logs
     assert any(line.endswith("CUDA_VISIBLE_DEVICES=''") for line in logs)  # no GPU: none seen
     assert "step 5/5" in logs and "committed diagnostics/on-ray" in logs
@@ -227,7 +237,7 @@ def test_a_job_asking_for_a_gpu_gets_one(ws, ray_address):
     job_id = backend.submit(SleepJob(seconds=0.1, steps=1), num_gpus=1)
     assert backend.wait(job_id, timeout=60, poll=0.1).status == "succeeded"
     logs = backend.logs(job_id)
-    assert f"submitted to the Ray cluster at {ray_address} (1 GPU)" in logs
+    assert f"submitted to the Ray cluster at {ray_address} (1 GPU; the workspace shared)" in logs
     assert any(line.endswith("CUDA_VISIBLE_DEVICES='0'") for line in logs)  # Ray's GPU 0
 
 

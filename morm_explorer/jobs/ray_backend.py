@@ -4,16 +4,23 @@
 `morm jobs` read progress, metrics and logs from the same tables whichever backend ran a job.
 What differs is who runs it. `submit` records the job (queued, reserved for Ray so that no
 local worker takes it), then submits ``python -m morm_explorer.jobs.ray_entry --workspace ROOT
---job-id ID`` as a Ray job whose submission id is the job id. That entry process, on some Ray
-node, claims the job and runs it with the local machinery (`run.run_child`): progress,
-metrics, logs, staging and `commit_artifact` write straight into the workspace.
+--job-id ID`` as a Ray job whose submission id is the job id. Its entrypoint runs on the
+cluster's head node, which is the app's machine (or one that mounts its workspace): it claims
+the job, heartbeats it and writes the outcome into the store, on the machine that holds it.
 
-The workspace is therefore the *shared artifact root*: every Ray node must see it at the same
-path, on a shared filesystem. Its job store is SQLite in WAL mode, which SQLite supports only
-when every process using it runs on one machine; on a multi-node cluster the nodes would share
-one database over the network, which SQLite does not support. So as it stands this backend is
-sound only where the jobs run on the machine that holds the workspace: a one-node cluster,
-such as a single GPU server shared through Ray.
+By default (the remote mode) the work itself runs elsewhere: the entry sends the job as a Ray
+task to any node whose resources fit it (1 CPU, the GPU its device asks for, custom
+``resources``, a ``prefer_node``), and that node needs no access to the app's disk. Inputs
+travel by content digest through a storage URI (``storage``: ``file://`` on shared storage,
+``s3://``, ``gs://``) or, without one, through Ray's object store; progress, logs, metrics and
+checkpoints come back through an actor living with the app; the job's outputs come back the
+same way and are committed into the workspace atomically by the app's side. A task whose node
+dies is retried on another that fits, from its last checkpoint. Code travels with the Ray job's
+``runtime_env`` (this ``morm_explorer`` as a py_module, and with ``pip=True`` the app's pinned
+dependencies). See `ray_remote` and `transfer`.
+
+``shared_workspace=True`` (or ``$MORM_RAY_SHARED_WORKSPACE=1``) keeps the older mode for a
+one-node cluster: the job runs inside its entry process, writing straight into the workspace.
 
 A job never stays "running" after its Ray job ended: the entry process heartbeats like a local
 worker (`JobStore.reap` fails the job of a silent one), and `get` and `list` compare the store
@@ -21,16 +28,19 @@ with Ray's status, ending as failed (or cancelled, if asked) a job whose Ray job
 recording anything: killed, failed to start, or lost by a restarted cluster.
 
 ``ray[default]`` is an optional dependency (``pip install 'morm-explorer[ray]'``), imported
-only here and only when a Ray backend talks to its cluster.
+only here and only when a Ray backend talks to its cluster. Ray has no authentication of its
+own: keep its ports on 127.0.0.1 or a private network (see the README).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from morm_explorer.errors import MormError
@@ -65,6 +75,33 @@ def spec_device(spec: JobSpec) -> str | None:
     return None
 
 
+def pinned_requirements() -> list[str]:
+    """The app's requirements (requirements.txt beside the package) pinned to the versions
+    installed here (``name==version``), for a node's ``pip`` runtime environment."""
+    import re
+    from importlib import metadata
+
+    import morm_explorer
+
+    path = Path(morm_explorer.__file__).resolve().parent.parent / "requirements.txt"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        name = re.split(r"[\s<>=!~;\[@]", line, maxsplit=1)[0]
+        try:
+            # a local build tag (+cpu) names this machine's wheel, not the node's
+            out.append(f"{name}=={metadata.version(name).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            out.append(line)
+    return out
+
+
 def is_ray_job(info: JobInfo) -> bool:
     """Whether the job was submitted to Ray (queued for it, or claimed by its entry)."""
     return info.worker_id == RAY_WORKER or (info.worker_id or "").startswith(RAY_WORKER + "-")
@@ -96,11 +133,22 @@ class RayBackend(StoreBackend):
 
     def __init__(self, ws: Workspace, address: str | None = None, python: str = "python",
                  runtime_env: dict[str, Any] | None = None,
-                 stale_after: float = STALE_AFTER_S) -> None:
+                 stale_after: float = STALE_AFTER_S, *, shared_workspace: bool | None = None,
+                 storage: str | None = None, ship_code: bool = True, pip: bool = False) -> None:
         super().__init__(ws, stale_after)
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.python = python
         self.runtime_env = dict(runtime_env or {})
+        if shared_workspace is None:
+            shared_workspace = os.environ.get("MORM_RAY_SHARED_WORKSPACE", "") == "1"
+        self.shared_workspace = shared_workspace
+        self.storage = storage or os.environ.get("MORM_RAY_STORAGE", "").strip() or None
+        if self.storage:
+            from morm_explorer.jobs.transfer import Storage
+
+            Storage(self.storage)  # a bad URI fails here, before anything is queued
+        self.ship_code = ship_code
+        self.pip = pip
         self._client: JobSubmissionClient | None = None
         self._cluster_gpus: float | None = None
 
@@ -147,34 +195,84 @@ class RayBackend(StoreBackend):
             return 1
         return 0
 
-    def submit(self, spec: JobSpec, num_gpus: float | None = None) -> str:
-        """Queue ``spec`` in the store, then as a Ray job using 1 CPU and ``num_gpus`` GPUs
-        (default: `gpus_for`); returns the job id, which is also its Ray submission id."""
-        if num_gpus is not None and not (isinstance(num_gpus, int | float) and num_gpus >= 0):
-            raise MormError(f"num_gpus must be a number >= 0, got {num_gpus!r}",
-                            field="num_gpus")
-        client = self.client  # unreachable: fail before anything is queued
-        gpus = self.gpus_for(spec) if num_gpus is None else num_gpus
-        job_id = self.store.submit(spec, reserved_for=RAY_WORKER, launched_by=self.launched_by)
+    def job_runtime_env(self) -> dict[str, Any]:
+        """The Ray job's runtime environment: the given one, the forwarded settings, and in the
+        remote mode this ``morm_explorer`` as a py_module (and the pinned dependencies with
+        ``pip``), so that every node runs the app's code and versions."""
         root = str(self.ws.root.resolve())
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         runtime_env = {**self.runtime_env, "env_vars": {
             **env, **self.runtime_env.get("env_vars", {}), "MORM_WORKSPACE": root}}
+        if not self.shared_workspace and self.ship_code:
+            import morm_explorer
+
+            runtime_env.setdefault("py_modules", [str(Path(morm_explorer.__file__).parent)])
+            # the demo bundle is the app's to install, never a node's
+            runtime_env.setdefault("excludes", ["__pycache__", "*.pyc", "*.tar.xz"])
+        if not self.shared_workspace and self.pip:
+            runtime_env.setdefault("pip", pinned_requirements())
+        return runtime_env
+
+    def submit(self, spec: JobSpec, num_gpus: float | None = None,
+               resources: dict[str, float] | None = None, prefer_node: str | None = None,
+               num_cpus: float | None = None, max_retries: int | None = None) -> str:
+        """Queue ``spec`` in the store, then as a Ray job; returns the job id, which is also
+        its Ray submission id. The job gets ``num_cpus`` CPUs (1) and ``num_gpus`` GPUs
+        (default: `gpus_for`), and in the remote mode the custom ``resources`` too, on
+        ``prefer_node`` (a Ray node id) while that node is alive; a task whose node dies is
+        retried ``max_retries`` times (3)."""
+        if num_gpus is not None and not (isinstance(num_gpus, int | float) and num_gpus >= 0):
+            raise MormError(f"num_gpus must be a number >= 0, got {num_gpus!r}",
+                            field="num_gpus")
+        if num_cpus is not None and not (isinstance(num_cpus, int | float) and num_cpus >= 0):
+            raise MormError(f"num_cpus must be a number >= 0, got {num_cpus!r}",
+                            field="num_cpus")
+        if resources is not None and not (isinstance(resources, dict) and all(
+                isinstance(k, str) and k and isinstance(v, int | float) and v >= 0
+                for k, v in resources.items())):
+            raise MormError(f"resources must map names to numbers >= 0, got {resources!r}",
+                            field="resources")
+        if max_retries is not None and not (isinstance(max_retries, int) and max_retries >= 0):
+            raise MormError(f"max_retries must be an integer >= 0, got {max_retries!r}",
+                            field="max_retries")
+        if self.shared_workspace and (resources or prefer_node):
+            raise MormError("custom resources and a preferred node need the remote mode (the "
+                            "shared-workspace mode runs jobs on the head)", field="resources")
+        client = self.client  # unreachable: fail before anything is queued
+        gpus = self.gpus_for(spec) if num_gpus is None else num_gpus
+        job_id = self.store.submit(spec, reserved_for=RAY_WORKER, launched_by=self.launched_by)
+        root = str(self.ws.root.resolve())
+        runtime_env = self.job_runtime_env()
+        entry = (f"exec {shlex.quote(self.python)} -m morm_explorer.jobs.ray_entry "
+                 f"--workspace {shlex.quote(root)} --job-id {shlex.quote(job_id)} "
+                 f"--gpus {gpus:g}")
+        if self.shared_workspace:
+            entry_cpus, entry_gpus = (1 if num_cpus is None else num_cpus), gpus
+        else:  # the entry only drives; its task takes the job's resources
+            remote = {"spec_gpus": gpus, "num_cpus": 1 if num_cpus is None else num_cpus,
+                      "resources": resources or {}, "prefer_node": prefer_node,
+                      "storage": self.storage}
+            if max_retries is not None:
+                remote["max_retries"] = max_retries
+            entry += f" --remote {shlex.quote(json.dumps(remote))}"
+            if self.ship_code:  # Ray puts the driver's folder on its workers' path: not a checkout
+                entry = f"cd / && {entry}"
+            entry_cpus, entry_gpus = 0, 0
         try:
             client.submit_job(
                 # exec: the entry is the process Ray signals and waits for, with no shell between
-                entrypoint=f"exec {shlex.quote(self.python)} -m morm_explorer.jobs.ray_entry "
-                           f"--workspace {shlex.quote(root)} --job-id {shlex.quote(job_id)} "
-                           f"--gpus {gpus:g}",
-                submission_id=job_id, runtime_env=runtime_env, entrypoint_num_cpus=1,
-                entrypoint_num_gpus=gpus,
+                entrypoint=entry, submission_id=job_id, runtime_env=runtime_env,
+                entrypoint_num_cpus=entry_cpus, entrypoint_num_gpus=entry_gpus,
                 metadata={"morm_kind": spec.kind, "morm_workspace": root})
         except (RuntimeError, OSError, ValueError) as e:
             end_unfinished(self.store, job_id, f"could not be submitted to Ray: {e}")
             raise MormError(f"could not submit job {job_id} to the Ray cluster at "
                             f"{client.get_address()}: {e}") from e
+        where = ("the workspace shared" if self.shared_workspace else
+                 f"inputs through {self.storage or 'the object store'}")
+        extra = "".join(f", {v:g} {k}" for k, v in (resources or {}).items())
         self.store.add_log(job_id, f"submitted to the Ray cluster at {client.get_address()} "
-                           f"({gpus:g} GPU)")
+                           f"({gpus:g} GPU{extra}; {where})")
         return job_id
 
     # -- reading --------------------------------------------------------------------------

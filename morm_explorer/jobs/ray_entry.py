@@ -18,6 +18,7 @@ so that Ray's own job status agrees. Whatever a SIGKILL leaves unrecorded is set
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -30,8 +31,8 @@ from pathlib import Path
 
 from morm_explorer.errors import MormError
 from morm_explorer.jobs.ray_backend import RAY_WORKER
-from morm_explorer.jobs.run import run_child
-from morm_explorer.jobs.spec import load_job_modules
+from morm_explorer.jobs.run import record, run_child
+from morm_explorer.jobs.spec import load_job_modules, spec_from_dict
 from morm_explorer.jobs.store import JobStore, WorkerInfo, new_worker_id
 from morm_explorer.jobs.worker import _Heartbeat
 from morm_explorer.workspace import Workspace
@@ -67,9 +68,11 @@ def _record_stop(store: JobStore, worker_id: str, job_id: str, status: str) -> s
     return "failed"
 
 
-def run_entry(ws: Workspace, job_id: str) -> str:
+def run_entry(ws: Workspace, job_id: str, remote: dict | None = None) -> str:
     """Claim and run job ``job_id``; returns its final status (its current one if it was not
-    there to claim: cancelled before it started, or already run)."""
+    there to claim: cancelled before it started, or already run). With ``remote`` (placement
+    and storage options), the job runs as a Ray task on any node that fits it
+    (`ray_remote.drive`); without, here, in a child process."""
     store = JobStore(ws)
     stopping = threading.Event()
     hb: _Heartbeat | None = None
@@ -100,7 +103,26 @@ def run_entry(ws: Workspace, job_id: str) -> str:
         store.add_log(job_id, f"on Ray node {worker.host}, entry pid {worker.pid}, "
                       f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}")
         try:
-            status = run_child(store, hb, job)
+            if remote is not None and not spec_from_dict(job.kind, job.spec).runs_on_any_node():
+                store.add_log(job_id, "it orchestrates other jobs: it runs here, beside the "
+                              "workspace, and sends its own jobs to the cluster")
+                if remote.get("storage"):  # the jobs it submits use the same storage
+                    os.environ["MORM_RAY_STORAGE"] = remote["storage"]
+                remote = None
+            if remote is not None:
+                from morm_explorer.jobs.ray_remote import drive
+
+                try:
+                    msg = drive(store, hb, job, remote, stopping)
+                except Exception as e:  # the cluster or the storage failed the entry itself
+                    log.exception("the remote job failed")
+                    msg = {"status": "failed",
+                           "error": str(e) if isinstance(e, MormError)
+                           else f"{type(e).__name__}: {e}"}
+                status = "lost" if msg["status"] == "lost" else record(store, worker.id,
+                                                                        job_id, msg)
+            else:
+                status = run_child(store, hb, job)
             if stopping.is_set():
                 status = _record_stop(store, worker.id, job_id, status)
         finally:
@@ -117,18 +139,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workspace", required=True, help="the shared workspace folder")
     p.add_argument("--job-id", required=True, help="the job to run (queued by RayBackend)")
     p.add_argument("--gpus", type=float, default=0.0, help="GPUs Ray reserved for the job")
+    p.add_argument("--remote", default=None, metavar="JSON",
+                   help="run the job as a Ray task on any node that fits it, with these "
+                        "placement and storage options (see ray_remote.placement)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.gpus == 0:
+    remote = None
+    if args.remote is not None:
+        try:
+            remote = json.loads(args.remote)
+        except ValueError as e:
+            print(f"error: --remote is not JSON: {e}", file=sys.stderr)
+            return 2
+    if args.gpus == 0 and remote is None:
         # Ray leaves an entrypoint that reserved no GPU free to see every GPU of its node;
         # hide them, so that the job cannot take one that Ray gave to another.
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:
-        if not (Path(args.workspace) / "morm.sqlite").is_file():
+        if not (Path(args.workspace) / "morm.sqlite").is_file():  # the entry runs on the head
             raise MormError(f"no workspace at {args.workspace} on Ray node "
                             f"{socket.gethostname()}: the workspace must be on a filesystem "
                             "that every Ray node mounts at the same path")
-        status = run_entry(Workspace(args.workspace), args.job_id)
+        status = run_entry(Workspace(args.workspace), args.job_id, remote)
     except MormError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -58,6 +58,9 @@ class SweepJob(JobSpec):
     parallel: bool = False
     """submit the runs as separate jobs (side by side on Ray) instead of one after another"""
 
+    def runs_on_any_node(self) -> bool:
+        return not self.parallel  # a parallel sweep submits and waits for its runs' jobs
+
     def __post_init__(self) -> None:
         check_int("grid_steps", self.grid_steps, 1, 10)
         base = PPOConfig.from_dict(self.config)
