@@ -168,12 +168,6 @@ class JobInfo:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def runs_on_any_node(self) -> bool:
-        """Whether a Ray cluster may run this job on a node without the workspace (see
-        `jobs.ray_remote`); False for a job that orchestrates other jobs, which runs where the
-        workspace is."""
-        return True
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobInfo:
         return cls(**data)
