@@ -23,10 +23,13 @@ traverse (not list) each such folder above the interpreter, its standard library
 the repository, as a POSIX ACL entry; the entry is left in place, since another test run may be
 using the same user at the same time.
 
-Both nodes bind 127.0.0.1 on ports picked free; workers bind ports the OS chooses
+Every port is picked free and passed explicitly; workers bind ports the OS chooses
 (``--min-worker-port 0 --max-worker-port 0``), so the two nodes, and other Ray clusters on the
-machine, never collide on a worker port. The GCS health check is tightened so that a killed
-node is declared dead in about 2 s rather than the default 20 s or more. Each node's
+machine, never collide on one. Ray 2.60 keeps no node on loopback: it replaces
+``--node-ip-address 127.0.0.1`` by the machine's own address (both nodes alike, so a driver
+here still attaches to the head) and its GCS, raylets and agents listen on every interface;
+only the dashboard binds 127.0.0.1. The GCS health check is tightened so that a killed node is
+declared dead in about 1.5 s rather than the default 20 s or more. Each node's
 ``ray start --block`` leads a session of its own, which every process of that node (workers
 too) stays in, except a job's entrypoint, which Ray starts in a session of its own; every
 process also carries the cluster's mark in its environment. ``kill_node2`` and ``stop`` find a
@@ -281,9 +284,7 @@ class TwoNodeCluster:
 
     def _node_flags(self) -> list[str]:
         agent, agent_grpc, env_agent, metrics, nm, om = free_ports(6)
-        # Ray turns a loopback --node-ip-address into this machine's routable address (both
-        # nodes alike, so a driver here still finds the head), and its gRPC servers listen on
-        # every interface whatever the flag; the dashboard alone binds 127.0.0.1.
+        # Ray replaces the loopback address by the machine's own (module docstring)
         return ["--node-ip-address", "127.0.0.1", "--dashboard-agent-listen-port", str(agent),
                 "--dashboard-agent-grpc-port", str(agent_grpc), "--runtime-env-agent-port",
                 str(env_agent), "--metrics-export-port", str(metrics), "--node-manager-port",
