@@ -334,6 +334,7 @@ def run_on_node(payload: dict) -> dict:
                    for a, b in payload.get("mapping", {}).items()]
         for item in payload["inputs"]:  # absolute paths in the inputs' own JSON files
             transfer.localize_json(shadow / item["rel"], to_node)
+        transfer.insert_rows(ws, payload.get("rows") or {})
         load_job_modules()
         spec = spec_from_dict(payload["kind"], transfer.resolve_shadow(payload["spec"], shadow))
         store = JobStore(ws)
@@ -384,6 +385,18 @@ def run_on_node(payload: dict) -> dict:
 
 
 # -- on the app's side ----------------------------------------------------------------------------
+def task_error(e: BaseException) -> str:
+    """A failed task in one line: the error raised on the node (a `MormError`'s own message),
+    else the last line of Ray's report (a node that died, a worker killed, ...)."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, MormError):
+        return str(cause)
+    if cause is not None and not isinstance(cause, type(e)):
+        return f"{type(cause).__name__}: {cause}"
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
 def placement(options: dict[str, Any], spec_gpus: float) -> dict[str, Any]:
     """Ray task options from the job's placement: ``num_cpus`` (1), ``num_gpus`` (the spec's),
     ``resources`` (custom ones, e.g. {"a100": 1}), ``prefer_node`` (a node id: tried first, any
@@ -433,7 +446,9 @@ def drive(store: JobStore, hb, job: JobInfo, options: dict[str, Any],
         num_cpus=0, max_concurrency=8,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
     ).remote(str(ws.root.resolve()), job.id, tars, storage_uri)
+    rows = transfer.unit_rows(ws.root, [m["rel"] for m in manifest])  # datasets' rows, ...
     payload = {"job_id": job.id, "kind": job.kind, "spec": spec, "inputs": manifest,
+               "rows": rows,
                "storage": storage_uri, "relay": relay, "mapping": mapping,
                "app_root": str(ws.root.resolve()),
                "smollm2": transfer.needs_smollm2(spec, inputs)}
@@ -460,9 +475,8 @@ def drive(store: JobStore, hb, job: JobInfo, options: dict[str, Any],
         except ray.exceptions.TaskCancelledError:
             return {"status": "cancelled", "note": "cancelled"}
         except ray.exceptions.RayError as e:
-            text = str(e).strip().splitlines()
-            return {"status": "failed", "error": "its task on the Ray cluster failed: "
-                    + (" ".join(text[:3]) if text else type(e).__name__)}
+            return {"status": "failed", "error": f"its task on the Ray cluster failed: "
+                    f"{task_error(e)}"}
         if out["status"] != "succeeded":
             if out["status"] == "cancelled" or store.cancel_requested(job.id):
                 return {"status": "cancelled", "note": "cancelled"}

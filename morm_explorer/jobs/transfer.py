@@ -456,6 +456,25 @@ def changed_units(root: Path, before: dict[str, tuple[int, int, int]]) -> tuple[
     return sorted(changed), sorted(gone)
 
 
+def insert_rows(ws: Workspace, rows: dict[str, list[dict]], con=None) -> None:
+    """Insert or replace ``rows`` (table -> row dicts, as `unit_rows` gives) in ``ws``'s
+    database; only the tables of `TABLES`, only their own columns."""
+    def write(c) -> None:
+        for table, table_rows in rows.items():
+            if table not in TABLES.values():
+                continue
+            known = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+            for r in table_rows:
+                cols = [k for k in r if k in known]
+                c.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES "
+                          f"({', '.join('?' * len(cols))})", [r[k] for k in cols])
+    if con is not None:
+        write(con)
+    else:
+        with ws.transaction() as c:
+            write(c)
+
+
 def unit_rows(root: Path, units: list[str]) -> dict[str, list[dict]]:
     """The database rows (datasets, candidate sets) of ``units`` in the node's workspace."""
     out: dict[str, list[dict]] = {}
@@ -540,13 +559,7 @@ def commit_units(ws: Workspace, units: list[Unit], rows: dict[str, list[dict]], 
                     shutil.rmtree(target, ignore_errors=True)
                 else:
                     target.unlink(missing_ok=True)
-            for table, table_rows in rows.items():
-                if table not in TABLES.values():
-                    continue
-                for r in table_rows:
-                    cols = list(r)
-                    con.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES "
-                                f"({', '.join('?' * len(cols))})", [r[c] for c in cols])
+            insert_rows(ws, rows, con)
             from morm_explorer.jobs.store import JobStore
 
             for name in done:
