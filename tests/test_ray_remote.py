@@ -165,11 +165,12 @@ def test_inputs_travel_through_a_storage_folder_once(cluster, remote_ws, tiny_be
         stored = sorted(p.name for p in (storage / "cas").iterdir())
         assert len(stored) >= 2  # the dataset and the backbone, by digest
         assert any((storage / "jobs" / first / "out").iterdir())
-        second = backend.submit(TrainRewardModelJob(config=cfg.to_dict(), overwrite=True),
-                                resources={"node2": 1})
+        again = {**cfg.to_dict(), "name": "rm-stored-2"}  # the same inputs
+        second = backend.submit(TrainRewardModelJob(config=again), resources={"node2": 1})
         info = backend.wait(second, timeout=240, poll=0.3)
         assert info.status == "succeeded", info.error
-        assert any("(0.0 MiB fetched" in line for line in backend.logs(second))
+        ready = [line for line in backend.logs(second) if line.startswith("inputs ready")]
+        assert "(0.0 MiB fetched" in ready[0], ready
         assert sorted(p.name for p in (storage / "cas").iterdir()) == stored
         # a job without inputs, through the object store, on whichever node fits
         plain = RayBackend(ws, address=cluster.dashboard_url)
@@ -215,7 +216,7 @@ def test_node2_killed_mid_run_the_rl_job_resumes_on_the_head(cluster, remote_ws)
 
     ws = remote_ws
     policy = _save_tiny(cluster.app_dir / "long-policy")
-    steps = 30
+    steps = 80
     cfg = PPOConfig(name="survivor", policy=policy, reward_model="rm", steps=steps,
                     batch_size=2, mini_batch_size=2, ppo_epochs=1, max_new_tokens=4,
                     lora=False, prompt_limit=4, checkpoint_every=2, sample_every=1000,

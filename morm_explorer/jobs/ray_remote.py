@@ -178,11 +178,13 @@ class _Forwarder(threading.Thread):
     """Sends what the job records in the node's store to the relay; syncs checkpoints."""
 
     def __init__(self, ray, relay, store: JobStore, job_id: str, remote_id: str,
-                 storage: transfer.Storage | None, scratch: Path) -> None:
+                 storage: transfer.Storage | None, scratch: Path,
+                 to_app: list[tuple[str, str]]) -> None:
         super().__init__(name="morm-forward", daemon=True)
         self.ray, self.relay, self.store = ray, relay, store
         self.job_id, self.remote_id = job_id, remote_id
         self.storage, self.scratch = storage, scratch
+        self.to_app = to_app  # the node's paths -> the app's, in what goes back
         self.done = threading.Event()
         self.seq = 0
         self.metric_row = 0
@@ -231,7 +233,7 @@ class _Forwarder(threading.Thread):
                 if sig == self.signatures.get(rel):
                     continue
                 tar = self.scratch / f"sync-{secrets.token_hex(4)}.tar"
-                transfer.pack(folder, tar, hidden=False)
+                transfer.pack(folder, tar, rewrite=self.to_app)
                 if transfer.PackCache.signature(ckpt) != sig:
                     tar.unlink(missing_ok=True)
                     continue  # a save was under way: the next round takes it whole
@@ -262,10 +264,11 @@ class _Forwarder(threading.Thread):
 
 
 def _materialize(ray, relay, payload: dict, cache: transfer.NodeCache, shadow: Path,
-                 storage: transfer.Storage | None) -> int:
-    """Put the job's inputs into ``shadow`` (fetching those the node lacks); returns the
-    bytes fetched."""
+                 storage: transfer.Storage | None) -> tuple[int, list[str]]:
+    """Put the job's inputs into ``shadow`` (fetching those the node lacks), then the last
+    checkpoints of a retried task; returns (bytes fetched, the folders placed)."""
     fetched = 0
+    placed = [item["rel"] for item in payload["inputs"]]
     incoming = cache.root / "incoming"
     incoming.mkdir(exist_ok=True)
     for item in payload["inputs"]:
@@ -299,6 +302,7 @@ def _materialize(ray, relay, payload: dict, cache: transfer.NodeCache, shadow: P
             target = shadow.joinpath(*parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             replace_dir(tmp, target)
+            placed.append(rel)
         finally:
             tar.unlink(missing_ok=True)
     if payload.get("smollm2"):
@@ -306,7 +310,7 @@ def _materialize(ray, relay, payload: dict, cache: transfer.NodeCache, shadow: P
 
         made = convert_smollm2(Workspace(cache.root / "derived"))  # once per node
         transfer.place(made, shadow / "models" / SMOLLM2_DIR, link=True)
-    return fetched
+    return fetched, placed
 
 
 def run_on_node(payload: dict) -> dict:
@@ -329,12 +333,14 @@ def run_on_node(payload: dict) -> dict:
     try:
         ws = Workspace(shadow)
         t0 = time.monotonic()
-        fetched = _materialize(ray, relay, payload, cache, shadow, storage)
+        fetched, placed = _materialize(ray, relay, payload, cache, shadow, storage)
         to_node = [(a, transfer.resolve_shadow(b, shadow))
                    for a, b in payload.get("mapping", {}).items()]
-        for item in payload["inputs"]:  # absolute paths in the inputs' own JSON files
-            transfer.localize_json(shadow / item["rel"], to_node)
+        to_node.append((payload["app_root"], str(shadow)))
+        for rel in placed:  # absolute paths in the inputs' own JSON files
+            transfer.localize_json(shadow / rel, to_node)
         transfer.insert_rows(ws, payload.get("rows") or {})
+        to_app = [(b, a) for a, b in to_node] + [(str(shadow), payload["app_root"])]
         load_job_modules()
         spec = spec_from_dict(payload["kind"], transfer.resolve_shadow(payload["spec"], shadow))
         store = JobStore(ws)
@@ -349,7 +355,8 @@ def run_on_node(payload: dict) -> dict:
         hb = _JobHeartbeat(store, worker)
         hb.start_job(local_id)
         hb.start()
-        fwd = _Forwarder(ray, relay, store, local_id, job_id, storage, cache.root / "incoming")
+        fwd = _Forwarder(ray, relay, store, local_id, job_id, storage, cache.root / "incoming",
+                         to_app)
         fwd.start()
         try:
             status = run_child(store, hb, job)
@@ -365,12 +372,10 @@ def run_on_node(payload: dict) -> dict:
         changed, gone = transfer.changed_units(shadow, before)
         out["gone"] = gone
         out["rows"] = transfer.unit_rows(shadow, changed)
-        to_app = [(b, a) for a, b in to_node] + [(str(shadow), payload["app_root"])]
         for unit in changed:
             tar = cache.root / "incoming" / f"out-{secrets.token_hex(4)}.tar"
             try:
-                transfer.localize_json(shadow / unit, to_app)  # the app's paths, not the node's
-                transfer.pack(shadow / unit, tar)
+                transfer.pack(shadow / unit, tar, rewrite=to_app)  # the app's paths
                 if storage is not None:
                     key = f"jobs/{job_id}/out/{hashlib.sha256(unit.encode()).hexdigest()[:16]}.tar"
                     storage.put(key, tar)

@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from morm_explorer.errors import MormError
-from morm_explorer.workspace import Workspace, atomic_write_text, replace_dir, sanitize_name
+from morm_explorer.workspace import (
+    Workspace,
+    atomic_write_bytes,
+    atomic_write_text,
+    replace_dir,
+    sanitize_name,
+)
 
 # The node's workspace root in a rewritten spec, replaced by the node before the job runs.
 SHADOW = "${MORM_SHADOW}"
@@ -102,10 +108,15 @@ def digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def pack(root: Path, out: Path, hidden: bool = False) -> None:
+def pack(root: Path, out: Path, hidden: bool = False,
+         rewrite: list[tuple[str, str]] | None = None) -> None:
     """Write ``root`` (a folder, or one file) as an uncompressed tar at ``out``, atomically:
     members relative to it (a file as its own name), no owners, no times; entries whose names
-    start with a dot (temporary ones) left out unless ``hidden``."""
+    start with a dot (temporary ones) left out unless ``hidden``; in JSON files, the paths of
+    ``rewrite`` swapped (a node's paths for the app's, see `localize_json`)."""
+    import io
+
+    pairs = _json_pairs(rewrite or [])
     root = Path(root)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
@@ -119,6 +130,11 @@ def pack(root: Path, out: Path, hidden: bool = False) -> None:
                 info.uname = info.gname = ""
                 info.mtime = 0
                 info.mode = 0o644 | (info.mode & 0o111)
+                if pairs and path.suffix == ".json" and info.size <= MAX_REF_JSON:
+                    data = rewrite_json(path.read_bytes(), pairs)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+                    continue
                 with open(path, "rb") as fh:
                     tar.addfile(info, fh)
         os.replace(tmp, out)
@@ -292,28 +308,36 @@ def job_inputs(ws: Workspace, spec: dict[str, Any]
     return _rewrite(spec, mapping), sorted(found.values(), key=lambda i: i.rel), mapping
 
 
+def _json_pairs(replace: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """(old, new) path pairs as they appear inside JSON strings, longest first."""
+    pairs = {(json.dumps(a)[1:-1].encode(), json.dumps(b)[1:-1].encode())
+             for a, b in replace if a != b}
+    return sorted(pairs, key=lambda p: -len(p[0]))
+
+
+def rewrite_json(data: bytes, pairs: list[tuple[bytes, bytes]]) -> bytes:
+    for a, b in pairs:
+        data = data.replace(a, b)
+    return data
+
+
 def localize_json(folder: Path, replace: list[tuple[str, str]]) -> None:
-    """Rewrite the top-level JSON files of ``folder`` (or the JSON file ``folder``) with each
-    (old, new) string of ``replace`` swapped, longest first; a hard-linked file is unlinked
-    first, so the node's cache keeps its original."""
-    pairs = sorted(((json.dumps(a)[1:-1], json.dumps(b)[1:-1]) for a, b in replace if a != b),
-                   key=lambda p: -len(p[0]))
+    """Rewrite the JSON files under ``folder`` (or the JSON file ``folder``), each up to
+    `MAX_REF_JSON`, with each (old, new) path of ``replace`` swapped; a hard-linked file is
+    unlinked first, so the node's cache keeps its original."""
+    pairs = _json_pairs(replace)
     if not pairs:
         return
-    files = [folder] if folder.is_file() else sorted(folder.glob("*.json"))
+    files = [folder] if folder.is_file() else sorted(folder.rglob("*.json"))
     for path in files:
-        if path.suffix != ".json" or not path.is_file() or path.stat().st_size > MAX_REF_JSON:
+        if path.suffix != ".json" or not path.is_file() or path.is_symlink() \
+                or path.stat().st_size > MAX_REF_JSON:
             continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        new = text
-        for a, b in pairs:
-            new = new.replace(a, b)
-        if new != text:
+        data = path.read_bytes()
+        new = rewrite_json(data, pairs)
+        if new != data:
             path.unlink()
-            atomic_write_text(path, new)
+            atomic_write_bytes(path, new)
 
 
 def needs_smollm2(spec: dict[str, Any], inputs: list[Input]) -> bool:
