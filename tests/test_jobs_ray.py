@@ -1,6 +1,7 @@
 """The Ray backend on a real Ray cluster, no mocks: a head node started for this module on
 this machine, with 2 CPUs and 1 logical GPU, jobs submitted through the Ray Jobs API, in the
-shared-workspace mode (the job runs in its entry process, on the head).
+shared-workspace mode (the job runs in its entry process, on the head). The default, remote
+mode, and RL runs, resumes and sweeps on Ray, are tests/test_ray_remote.py's.
 
 Covered: a sleep job's progress, metrics, logs and artifact flow back into the workspace;
 a job asking for a GPU is given one; a job Ray cannot schedule stays queued until cancelled;
@@ -328,59 +329,3 @@ def test_a_killed_entry_process_fails_the_job_never_leaves_it_running(ws, ray_ad
     assert "exit code" in info.error  # Ray's own account of it
     assert wait_for(lambda: not pid_alive(running.pid), 5)  # the runner died with its entry
     assert_nothing_half_written(ws, job_id)
-
-
-@pytest.mark.slow
-def test_a_ppo_run_killed_on_ray_resumes_from_its_checkpoint(ws, ray_address, tiny_rm,
-                                                             tmp_path):
-    import shutil
-
-    from morm_explorer.jobs.backend import retry
-    from morm_explorer.policy.ppo_jobs import run_dir
-    from tests.test_policy import _save_tiny
-    from tests.test_ppo_faults import long_run
-
-    shutil.copytree(tiny_rm, ws.root / "reward_models" / "rm")
-    backend = RayBackend(ws, address=ray_address)
-    job_id = backend.submit(long_run(_save_tiny(tmp_path / "policy"), steps=60))
-    ckpt = run_dir(ws, "long") / "checkpoint"
-    running = wait_for(lambda: (info := backend.get(job_id)).status == "running" and info.pid
-                       and ckpt.is_dir() and info, 120, every=0.05)
-    with open(f"/proc/{running.pid}/stat") as fh:  # the runner's parent is the entry
-        entry_pid = int(fh.read().rsplit(")", 1)[1].split()[1])
-    os.kill(entry_pid, signal.SIGKILL)
-    info = wait_for(lambda: finished(backend, job_id), 30, every=0.1)
-    assert info.status == "failed" and not (ws.root / "policies" / "long").exists()
-    again = retry(backend, job_id)
-    info = backend.wait(again, timeout=180, poll=0.2)
-    assert info.status == "succeeded", info.error
-    assert info.result["resumed_from"] >= 2
-    assert (ws.root / "policies" / "long" / "morm_ppo.json").is_file()
-
-
-@pytest.mark.slow
-def test_a_parallel_sweep_on_ray_runs_each_point_as_a_ray_job_of_its_own(ws, ray_address,
-                                                                          tiny_rm, tmp_path):
-    import shutil
-
-    from morm_explorer.policy.ppo_config import PPOConfig
-    from morm_explorer.policy.ppo_jobs import PPOJob
-    from morm_explorer.policy.sweep import SweepJob
-    from tests.test_policy import _save_tiny
-
-    shutil.copytree(tiny_rm, ws.root / "reward_models" / "rm")
-    base = PPOConfig(name="par", policy=_save_tiny(tmp_path / "policy"), reward_model="rm",
-                     steps=1, batch_size=2, mini_batch_size=2, ppo_epochs=1, max_new_tokens=4,
-                     lora=False, prompt_limit=4, checkpoint_every=10, device="cpu")
-    backend = RayBackend(ws, address=ray_address)
-    job_id = backend.submit(SweepJob(config=base.to_dict(), objectives=["helpful", "harmless"],
-                                     grid_steps=1, parallel=True))
-    info = backend.wait(job_id, timeout=300, poll=0.5)
-    assert info.status == "succeeded", (info.error, backend.logs(job_id))
-    runs = info.result["runs"]
-    assert [r["name"] for r in runs] == ["par-0", "par-1"]
-    children = {j.id: j for j in backend.list(kind=PPOJob.kind, limit=10)}
-    assert {r["job"] for r in runs} == set(children)  # each point was a PPO job of its own
-    assert all(children[r["job"]].status == "succeeded" for r in runs)
-    assert all((ws.root / "policies" / r["name"] / "morm_ppo.json").is_file() for r in runs)
-    assert not any("running the runs in turn" in line for line in backend.logs(job_id))
