@@ -3,7 +3,7 @@
 Pages and commands talk only to a `JobBackend`: submit a spec, then poll `get`, `metrics` and
 `logs`, and `cancel`. `LocalBackend` keeps jobs in the workspace database and runs them in a
 local worker process, started on demand. `ray_backend.RayBackend` keeps them in the same
-database and runs them as Ray jobs (the workspace is then the shared artifact root);
+database and runs them as Ray jobs, on nodes that need no access to the workspace;
 `get_backend` chooses between the two, so no page knows which one runs its jobs. Both derive
 from `StoreBackend`, which reads metrics and logs and waits on the store they share.
 """

@@ -158,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not (Path(args.workspace) / "morm.sqlite").is_file():  # the entry runs on the head
             raise MormError(f"no workspace at {args.workspace} on Ray node "
-                            f"{socket.gethostname()}: the workspace must be on a filesystem "
-                            "that every Ray node mounts at the same path")
+                            f"{socket.gethostname()}: a job's entrypoint runs on the cluster's "
+                            "head, which must be the app's machine (or mount its workspace at "
+                            "the same path)")
         status = run_entry(Workspace(args.workspace), args.job_id, remote)
     except MormError as e:
         print(f"error: {e}", file=sys.stderr)
