@@ -178,6 +178,35 @@ def test_a_job_reserved_for_ray_is_taken_only_by_its_id(ws):
     assert job.status == "running" and job.worker_id == "ray-w-node"
 
 
+def test_the_remote_mode_ships_the_code_and_takes_placement_from_the_environment(
+        ws, monkeypatch):
+    import morm_explorer
+
+    monkeypatch.delenv("MORM_RAY_SHARED_WORKSPACE")
+    monkeypatch.setenv("MORM_RAY_RESOURCES", '{"a100": 1}')
+    backend = RayBackend(ws, address="http://127.0.0.1:1")
+    assert not backend.shared_workspace and backend.default_resources == {"a100": 1.0}
+    env = backend.job_runtime_env()
+    assert env["py_modules"] == [str(Path(morm_explorer.__file__).parent)]
+    assert "*.tar.xz" in env["excludes"]  # the demo bundle stays with the app
+    assert env["env_vars"]["MORM_WORKSPACE"] == str(ws.root.resolve())
+    pins = ray_backend.pinned_requirements()
+    assert any(p.startswith("torch==") and "+" not in p for p in pins)
+    monkeypatch.setenv("MORM_RAY_RESOURCES", "[1]")
+    with pytest.raises(MormError, match="MORM_RAY_RESOURCES"):
+        RayBackend(ws)
+    monkeypatch.delenv("MORM_RAY_RESOURCES")
+    with pytest.raises(MormError, match="storage URI"):
+        RayBackend(ws, storage="not-a-uri")
+    with pytest.raises(MormError, match="credentials"):
+        RayBackend(ws, storage="s3://key:secret@bucket/x")
+    shared = RayBackend(ws, shared_workspace=True)
+    assert "py_modules" not in shared.job_runtime_env()
+    with pytest.raises(MormError, match="remote mode"):
+        shared.submit(SleepJob(), resources={"a100": 1})
+    assert JobStore(ws).list() == []  # nothing was queued
+
+
 def test_the_device_of_a_spec_decides_its_gpu(ws):
     assert spec_device(DeviceJob(device="cuda")) == "cuda"
     assert spec_device(ConfigJob(config={"device": "cpu", "lr": 1e-3})) == "cpu"

@@ -149,8 +149,28 @@ class RayBackend(StoreBackend):
             Storage(self.storage)  # a bad URI fails here, before anything is queued
         self.ship_code = ship_code
         self.pip = pip
+        # custom resources every job asks for (e.g. {"a100": 1}), for the app and `morm`
+        # commands: $MORM_RAY_RESOURCES as JSON
+        self.default_resources = self._env_resources()
         self._client: JobSubmissionClient | None = None
         self._cluster_gpus: float | None = None
+
+    @staticmethod
+    def _env_resources() -> dict[str, float]:
+        text = os.environ.get("MORM_RAY_RESOURCES", "").strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError as e:
+            raise MormError(f"MORM_RAY_RESOURCES must be a JSON object such as "
+                            f'{{"a100": 1}}: {e}', field="MORM_RAY_RESOURCES") from e
+        if not (isinstance(value, dict) and all(isinstance(k, str) and k and isinstance(
+                v, int | float) and not isinstance(v, bool) and v >= 0
+                for k, v in value.items())):
+            raise MormError(f"MORM_RAY_RESOURCES must map resource names to numbers >= 0, got "
+                            f"{text!r}", field="MORM_RAY_RESOURCES")
+        return {k: float(v) for k, v in value.items()}
 
     def __repr__(self) -> str:
         return f"RayBackend({str(self.ws.root)!r}, address={self.address!r})"
@@ -232,6 +252,8 @@ class RayBackend(StoreBackend):
                 for k, v in resources.items())):
             raise MormError(f"resources must map names to numbers >= 0, got {resources!r}",
                             field="resources")
+        if resources is None and not self.shared_workspace:
+            resources = self.default_resources or None
         if max_retries is not None and not (isinstance(max_retries, int) and max_retries >= 0):
             raise MormError(f"max_retries must be an integer >= 0, got {max_retries!r}",
                             field="max_retries")
