@@ -148,7 +148,7 @@ class RayBackend(StoreBackend):
 
             Storage(self.storage)  # a bad URI fails here, before anything is queued
         self.ship_code = ship_code
-        self.pip = pip
+        self.pip = pip or os.environ.get("MORM_RAY_PIP", "") == "1"
         # custom resources every job asks for (e.g. {"a100": 1}), for the app and `morm`
         # commands: $MORM_RAY_RESOURCES as JSON
         self.default_resources = self._env_resources()
