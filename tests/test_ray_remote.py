@@ -6,7 +6,8 @@ Covered: a reward-model training job and a short RL run placed on node 2 succeed
 progress and metrics reach the app's job store while they run, and their artifacts load from
 the workspace afterwards; inputs travel through the object store, by content (a later job does
 not fetch what its node holds already), or through a ``file://`` storage folder only the
-job's user and the app can read; a parallel sweep of three points runs as three jobs on the
+job's user and the app can read; a cancel stops the job on its node, committing nothing; a
+parallel sweep of three points runs as three jobs on the
 cluster; node 2 killed mid-run, the RL job resumes on the head from its last checkpoint and
 ends with all its steps. The cluster is shared by the module; the node-killing test runs last.
 """
@@ -212,6 +213,24 @@ def test_a_parallel_sweep_runs_its_three_points_as_jobs_on_the_cluster(cluster, 
     assert nodes  # each point ran as a task of its own on a node of the cluster
     assert all((ws.root / "policies" / r["name"] / "morm_ppo.json").is_file() for r in runs)
     assert backend.list(kind=PPOJob.kind, limit=20)
+
+
+def test_a_cancelled_remote_job_stops_on_its_node_and_commits_nothing(cluster, remote_ws):
+    from morm_explorer.jobs.builtin import SleepJob
+
+    ws = remote_ws
+    backend = RayBackend(ws, address=cluster.dashboard_url)
+    job_id = backend.submit(SleepJob(seconds=120, steps=240, artifact="never"),
+                            resources={"node2": 1})
+    wait_for(lambda: (info := backend.get(job_id)).status == "running" and info.progress > 0,
+             180, every=0.2)
+    t0 = time.monotonic()
+    backend.cancel(job_id)
+    info = backend.wait(job_id, timeout=60, poll=0.2)
+    print(f"\nremote job cancelled in {time.monotonic() - t0:.1f} s")
+    assert info.status == "cancelled", (info.error, backend.logs(job_id)[-10:])
+    assert not (ws.root / "diagnostics" / "never").exists()
+    assert not list(ws.root.glob("diagnostics/.*"))  # nor anything half-written
 
 
 def test_node2_killed_mid_run_the_rl_job_resumes_on_the_head(cluster, remote_ws):
