@@ -190,7 +190,7 @@ def kill_node(session: int, marker: str, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
-def _jobs_api_up(url: str) -> bool:
+def jobs_api_up(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/api/jobs/", timeout=2) as r:
             return r.status == 200
@@ -358,7 +358,7 @@ class TwoNodeCluster:
             self._check_alive("head", deadline)
             self._check_alive("node2", deadline)
             time.sleep(0.2)
-            if _jobs_api_up(self.dashboard_url):
+            if jobs_api_up(self.dashboard_url):
                 try:
                     alive = [n for n in self.nodes() if n.state == "ALIVE"]
                 except (RayStateApiException, OSError):  # its state module still starting

@@ -18,11 +18,9 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -36,6 +34,7 @@ from morm_explorer.jobs.builtin import SleepJob
 from morm_explorer.jobs.ray_backend import RayBackend, spec_device
 from morm_explorer.jobs.store import JobStore, pid_alive
 from tests.conftest import REPO
+from tests.ray_cluster import free_ports, jobs_api_up
 from tests.test_jobs import (
     _morm_jobs,
     assert_nothing_half_written,
@@ -72,24 +71,6 @@ class ConfigJob(JobSpec):
     config: dict = field(default_factory=dict)
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _jobs_api_up(address: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{address}/api/jobs/", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def ray_address(tmp_path_factory):
     """A Ray head on this machine for this module's tests; yields its dashboard (Jobs API)
@@ -98,7 +79,7 @@ def ray_address(tmp_path_factory):
     if not HAS_RAY or not ray_cli.exists():
         pytest.skip("ray is not installed; the Ray backend is optional: pip install "
                     "'ray[default]' to test it")
-    gcs, dashboard, client, agent = _free_ports(4)
+    gcs, dashboard, client, agent = free_ports(4)
     # The venv first on PATH: the entrypoint's "python" must be the one with morm_explorer.
     # No drain on SIGTERM: the head goes down in ~2 s rather than 30.
     env = {**os.environ, "PATH": f"{ray_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -119,7 +100,7 @@ def ray_address(tmp_path_factory):
                                 stderr=subprocess.STDOUT, env=env, cwd=REPO,
                                 start_new_session=True)
     try:
-        while not _jobs_api_up(address):
+        while not jobs_api_up(address):
             if proc.poll() is not None or time.monotonic() - t0 > 90:
                 pytest.fail(f"the Ray head did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.2)
@@ -219,7 +200,7 @@ def test_the_device_of_a_spec_decides_its_gpu(ws):
 
 @needs_ray
 def test_an_unreachable_cluster_is_a_clear_error_and_queues_nothing(ws):
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     backend = RayBackend(ws, address=f"http://127.0.0.1:{port}")
     with pytest.raises(MormError, match="cannot reach the Ray cluster.*RAY_ADDRESS"):
         backend.submit(SleepJob())
