@@ -108,6 +108,12 @@ class Explorer:
                 for c in ("prompt_id", "prompt", "response", "source", "category")}
 
     @cached_property
+    def sources(self) -> pd.Categorical:
+        """(N,) each candidate's source, factorized once: the scatter colours by it on every
+        slider step."""
+        return pd.Categorical(self.frame["source"])
+
+    @cached_property
     def labels(self) -> np.ndarray:
         """(N,) "prompt_id · response" of every candidate, e.g. for hover text."""
         return (self.frame["prompt_id"].astype(str) + " · "

@@ -205,46 +205,59 @@ with st.sidebar:
     pc2.button("Apply", on_click=apply_preset, key="explore_apply", width="stretch")
 
 
-def controls() -> Choice:
-    """The sidebar's weights, scalarizer and constraints, as one `Choice`."""
+def read_choice() -> Choice:
+    """The sidebar's weights, scalarizer and constraints, as one `Choice`, read from the
+    widgets' state before they are drawn (`draw_controls`), so a step's winners reach the
+    browser ahead of the sidebar. Defaults go into the state, never through ``value=``."""
     saved = st.session_state.get("explore_weights") or {}
+    weights = {o: float(st.session_state[wkey(o)]) for o in objectives}
+    st.session_state["explore_weights"] = {**saved, **weights}
+    st.session_state.setdefault("explore_simplex", True)
+    st.session_state.setdefault("explore_method", next(iter(SCALARIZER_NAMES)))
+    st.session_state.setdefault("explore_std", explorer.can_standardize)
+    st.session_state.setdefault("explore_constrained", [])
+    standardized = st.session_state["explore_std"]
+    constraints = []
+    for o in st.session_state["explore_constrained"]:
+        if o in objectives:
+            k = objectives.index(o)
+            values = explorer.values(standardized and explorer.can_standardize)
+            default = float(np.round(np.quantile(values[:, k], 0.25), 2))
+            tau = st.session_state.setdefault(f"explore_tau_{o}", default)
+            constraints.append(Constraint(o, float(tau)))
+    return Choice.of(weights, st.session_state["explore_method"], standardized, constraints,
+                     st.session_state["explore_simplex"])
+
+
+def draw_controls(choice: Choice) -> None:
+    """The widgets `read_choice` read, in the sidebar."""
     for o in objectives:
         st.slider(plain(o), 0.0, 1.0, step=0.05, key=wkey(o))
-    st.session_state["explore_weights"] = {**saved, **{o: st.session_state[wkey(o)]
-                                                       for o in objectives}}
-    simplex = st.toggle("Normalize weights to sum 1", value=True, key="explore_simplex")
-    method = st.radio("Scalarizer", list(SCALARIZER_NAMES), key="explore_method",
-                      format_func=SCALARIZER_NAMES.get)
-    standardized = st.toggle("Standardize scores (model's mean and std)",
-                             value=explorer.can_standardize, key="explore_std",
-                             disabled=not explorer.can_standardize,
-                             help="Objectives' raw scores have different scales; z-scores make "
-                                  "a weight mean what it says.")
-    constrained = st.multiselect("Constraints: objective ≥ threshold", objectives,
-                                 key="explore_constrained")
-    constraints = []
-    for o in constrained:
-        k = objectives.index(o)
-        default = float(np.round(np.quantile(explorer.values(standardized)[:, k], 0.25), 2))
-        tau = st.number_input(f"{plain(o)} ≥", value=default, step=0.1, key=f"explore_tau_{o}",
-                              help="in z-score units" if standardized else "in raw score units")
-        constraints.append(Constraint(o, float(tau)))
+    st.toggle("Normalize weights to sum 1", key="explore_simplex")
+    st.radio("Scalarizer", list(SCALARIZER_NAMES), key="explore_method",
+             format_func=SCALARIZER_NAMES.get)
+    st.toggle("Standardize scores (model's mean and std)", key="explore_std",
+              disabled=not explorer.can_standardize,
+              help="Objectives' raw scores have different scales; z-scores make a weight "
+                   "mean what it says.")
+    st.multiselect("Constraints: objective ≥ threshold", objectives, key="explore_constrained")
+    for c in choice.constraints:
+        st.number_input(f"{plain(c.objective)} ≥", step=0.1, key=f"explore_tau_{c.objective}",
+                        help="in z-score units" if choice.standardized else "in raw score units")
     with st.popover("Save as preset", icon=":material/bookmark_add:",
                     disabled=presenting()):
         pname = st.text_input("Preset name", key="explore_preset_name")
         if st.button("Save", key="explore_preset_save", disabled=not pname):
             try:
                 preset = save_preset(ws, WeightPreset(
-                    pname, {o: float(st.session_state[wkey(o)]) for o in objectives}, method,
-                    bool(standardized), [{"objective": c.objective, "threshold": c.threshold}
-                                         for c in constraints]))
+                    pname, dict(choice.weights), choice.method, bool(choice.standardized),
+                    [{"objective": c.objective, "threshold": c.threshold}
+                     for c in choice.constraints]))
             except MormError as e:
                 st.error(plain(e))
             else:
                 st.toast(f"Saved preset {plain(preset.name)}.")
                 st.rerun()  # the whole page, so the preset list shows it
-    weights = {o: float(st.session_state[wkey(o)]) for o in objectives}
-    return Choice.of(weights, method, standardized, constraints, simplex)
 
 
 def previous(sel: Selection) -> Selection | None:
@@ -285,7 +298,6 @@ def headline(sel: Selection, prev: Selection | None) -> None:
 def scatter(sel: Selection) -> None:
     """The scatter of two (or three) objectives; points selected on the 2D view filter the
     winners table (`scatter_selection`)."""
-    frame = explorer.frame
     a, b, c, d = st.columns(4)
     x = a.selectbox("x", objectives, index=0, key="explore_x")
     y = b.selectbox("y", objectives, index=min(1, K - 1), key="explore_y")
@@ -297,12 +309,12 @@ def scatter(sel: Selection) -> None:
         z = d.selectbox("z", objectives, index=2, key="explore_z")
         fig = ef.scatter_3d(explorer.raw, objectives, (x, y, z), front=front,
                             winners=sel.is_winner, hover=explorer.labels,
-                            color=frame["source"], max_points=SCATTER_POINTS)
+                            color=explorer.sources, max_points=SCATTER_POINTS)
         st.plotly_chart(fig, key="explore_scatter3d")
         st.caption("Select points on the 2D view to filter the table.")
     else:
         fig = ef.scatter_2d(explorer.raw, objectives, x, y, front=front, winners=sel.is_winner,
-                            hover=explorer.labels, color=frame["source"],
+                            hover=explorer.labels, color=explorer.sources,
                             max_points=SCATTER_POINTS)
         st.plotly_chart(fig, key="explore_scatter", on_select="rerun",
                         selection_mode=("box", "lasso", "points"))
@@ -441,22 +453,25 @@ def one_prompt(sel: Selection) -> None:
 def weights_and_winners() -> None:
     """A slider step (or any control below the preset) reruns this alone, not the page: the
     scores, fronts and weight maps it reads are prepared once per (model, set)."""
-    with st.sidebar:
-        choice = controls()
+    choice = read_choice()
     try:
         sel = explorer.select(choice)
     except MormError as e:
+        with st.sidebar:
+            draw_controls(choice)
         st.warning(f"{plain(e)}. Move at least one weight slider above 0.")
         return
     prev = previous(sel)
-    with st.sidebar:
-        st.caption("Weights used: " + ", ".join(f"{plain(o)} {w:.2f}" for o, w in
-                                                zip(objectives, sel.weights, strict=True)))
+    # What a step changes reaches the browser first: the headline and the winners table, then
+    # the sidebar's widgets (drawn after their values were read), the prompt's detail, and the
+    # figures, which take longest to build, into their place above the table.
     headline(sel, prev)
-    # The figures take longest to build: they are drawn last, into their place above the
-    # table, so the winners reach the browser first.
     figure_slot = st.container()
     winners(sel, prev, scatter_selection())
+    with st.sidebar:
+        draw_controls(choice)
+        st.caption("Weights used: " + ", ".join(f"{plain(o)} {w:.2f}" for o, w in
+                                                zip(objectives, sel.weights, strict=True)))
     one_prompt(sel)
     with figure_slot:
         figures(sel, prev)

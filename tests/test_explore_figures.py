@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
@@ -71,6 +72,26 @@ def test_scatter_2d_layers_and_customdata():
     assert fig.layout.dragmode == "lasso"
     assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("helpful", "honest")
     assert "showing" not in fig.layout.title.text
+
+
+def test_scatter_2d_color_as_categorical_matches_text():
+    """A factorized ``color`` (the page's, built once per set) draws what its texts draw:
+    unused categories drop out, a missing source is a category of its own."""
+    scores, front, winners, color = _data(300)
+    color[7] = None
+    cat = pd.Categorical(color, categories=["unused", "sft", "ppo", "base"])
+    a = ef.scatter_2d(scores, OBJS, "helpful", "honest", front=front, winners=winners,
+                      color=color)
+    b = ef.scatter_2d(scores, OBJS, "helpful", "honest", front=front, winners=winners,
+                      color=cat)
+    assert [t.name for t in a.data] == [t.name for t in b.data]
+    assert "nan" in [t.name for t in b.data] and "unused" not in [t.name for t in b.data]
+    for ta, tb in zip(a.data, b.data, strict=True):
+        np.testing.assert_array_equal(np.asarray(ta.customdata), np.asarray(tb.customdata))
+        assert ta.marker.color == tb.marker.color
+    with pytest.raises(ValueError, match="one entry per candidate"):
+        ef.scatter_2d(scores, OBJS, "helpful", "honest", front=front, winners=winners,
+                      color=cat[:10])
 
 
 def test_scatter_2d_without_color_or_line():

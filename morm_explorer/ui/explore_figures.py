@@ -135,12 +135,25 @@ def _display_rows(n: int, keep: np.ndarray, max_points: int, seed: int,
     return np.sort(np.concatenate(rows))
 
 
-def _categories(color: Sequence[str] | None, n: int) -> tuple[np.ndarray, list[str]]:
-    """(N,) codes into the sorted category names; one category ``CANDIDATES`` without color."""
-    a = _per_row(color, n, "color")
-    if a is None:
-        return np.zeros(n, dtype=int), [CANDIDATES]
-    codes, uniques = pd.factorize(a, use_na_sentinel=False)  # O(N) hashing, no sort of N
+def _categories(color: Sequence[str] | pd.Categorical | None, n: int
+                ) -> tuple[np.ndarray, list[str]]:
+    """(N,) codes into the sorted category names; one category ``CANDIDATES`` without color.
+    A `pd.Categorical` (e.g. factorized once per candidate set) brings its codes, so a redraw
+    need not hash N texts again."""
+    if isinstance(color, pd.Categorical):
+        if color.shape != (n,):
+            raise ValueError(f"color must have one entry per candidate ({n}), "
+                             f"got shape {color.shape}")
+        color = color.remove_unused_categories()
+        codes, uniques = color.codes.astype(int), list(color.categories)
+        if (codes < 0).any():  # missing values: a category of their own, as below
+            codes = np.where(codes < 0, len(uniques), codes)
+            uniques.append(np.nan)
+    else:
+        a = _per_row(color, n, "color")
+        if a is None:
+            return np.zeros(n, dtype=int), [CANDIDATES]
+        codes, uniques = pd.factorize(a, use_na_sentinel=False)  # O(N) hashing, no sort of N
     names = [str(u) for u in uniques]
     order = np.argsort(names, kind="stable")
     rank = np.empty(len(names), dtype=int)
@@ -149,7 +162,8 @@ def _categories(color: Sequence[str] | None, n: int) -> tuple[np.ndarray, list[s
 
 
 def _split(s: np.ndarray, front: np.ndarray, winners: np.ndarray, hover: Sequence[str] | None,
-           color: Sequence[str] | None, max_points: int, seed: int) -> tuple[list, str]:
+           color: Sequence[str] | pd.Categorical | None, max_points: int, seed: int
+           ) -> tuple[list, str]:
     """The shown rows as (name, role, rows, text, point colors) per marker trace, and a title
     suffix saying how many are shown."""
     n = len(s)
@@ -194,7 +208,7 @@ def _template(refs: Sequence[str], with_text: bool) -> str:
 
 def scatter_2d(scores: np.ndarray, objectives: list[str], x: str, y: str, *, front: np.ndarray,
                winners: np.ndarray, hover: Sequence[str] | None = None,
-               color: Sequence[str] | None = None, front_line: bool = True,
+               color: Sequence[str] | pd.Categorical | None = None, front_line: bool = True,
                max_points: int = 4000, seed: int = 0) -> go.Figure:
     """Candidates on two objectives: faint points per ``color`` category, front points as
     outlined diamonds, winners as red stars, and (``front_line``) a step line through the
@@ -227,7 +241,7 @@ def scatter_2d(scores: np.ndarray, objectives: list[str], x: str, y: str, *, fro
 
 def scatter_3d(scores: np.ndarray, objectives: list[str], axes: tuple[str, str, str], *,
                front: np.ndarray, winners: np.ndarray, hover: Sequence[str] | None = None,
-               color: Sequence[str] | None = None, max_points: int = 4000,
+               color: Sequence[str] | pd.Categorical | None = None, max_points: int = 4000,
                seed: int = 0) -> go.Figure:
     """The layers of `scatter_2d` on three objectives (no front line). Plotly has no box or
     lasso selection in 3D scenes; ``customdata`` still holds each point's row for clicks."""
