@@ -315,6 +315,44 @@ def test_saved_policy_merged_or_adapter(tiny_dir, tmp_path):
     assert not list((tmp_path / "merged").glob("adapter*"))
 
 
+def test_lora_on_chosen_layers_saved_in_float16_loads_as_the_trained_policy(tiny_dir,
+                                                                             tmp_path):
+    from safetensors import safe_open
+
+    from morm_explorer.policy.load import load_policy
+    from morm_explorer.policy.ppo import build_policy, lora_targets
+    from morm_explorer.policy.ppo_checkpoint import save_policy
+    from morm_explorer.policy.ppo_rollout import forward
+
+    cfg, _, _, roll = _lora_policy(tiny_dir)
+    cfg = PPOConfig(**{**cfg.to_dict(), "lora_target_modules": ["q_proj", "v_proj"],
+                       "merge_lora": False, "adapter_dtype": "float16"})
+    assert cfg.lora_target_modules == ("q_proj", "v_proj")
+    model, _, tok = build_policy(cfg, None)
+    adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters()
+               if ".lora_" in n}
+    assert adapted == {"q_proj", "v_proj"}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+        trained = forward(model, roll, slice(None), 1.0)[0]
+    out = save_policy(tmp_path / "adapter", model, tok, cfg, OBJECTIVES, [])
+    with safe_open(str(out / "adapter_model.safetensors"), framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    loaded, _ = load_policy(str(out), dtype="float32")
+    with torch.no_grad():  # float16 rounding of the adapter only: close, not equal
+        got = forward(loaded, roll, slice(None), 1.0)[0]
+    assert torch.allclose(got, trained, atol=2e-2)
+    assert not torch.allclose(got, forward(load_policy(tiny_dir)[0], roll, slice(None),
+                                           1.0)[0].detach(), atol=2e-2)
+    with pytest.raises(MormError, match="no linear layer named nope"):
+        lora_targets(load_policy(tiny_dir)[0], ("q_proj", "nope"))
+    with pytest.raises(MormError, match="adapter_dtype"):
+        PPOConfig(adapter_dtype="int8")
+
+
 # -- the job -------------------------------------------------------------------------------
 
 

@@ -101,10 +101,19 @@ class ValueHead(nn.Module):
         return self.linear(hidden.float())
 
 
-def lora_targets(model: nn.Module) -> list[str]:
-    """The attention and MLP projection names of ``model`` that LoRA adapts."""
-    found = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-             if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in LORA_TARGETS}
+def lora_targets(model: nn.Module, wanted: tuple[str, ...] = ()) -> list[str]:
+    """The linear layer names of ``model`` that LoRA adapts: ``wanted`` (each checked to be a
+    linear layer of the model), or else every attention and MLP projection."""
+    linear = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+              if isinstance(module, nn.Linear)}
+    if wanted:
+        missing = [m for m in wanted if m not in linear]
+        if missing:
+            raise MormError(f"the policy has no linear layer named {', '.join(missing)} for "
+                            f"LoRA (it has {', '.join(sorted(linear))})",
+                            field="lora_target_modules")
+        return sorted(wanted)
+    found = linear & set(LORA_TARGETS)
     if not found:
         raise MormError("no attention or MLP projection layers found for LoRA; train the "
                         "whole model (lora = false)", field="lora")
@@ -125,7 +134,8 @@ def build_policy(config: PPOConfig, workspace: Workspace | None):
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                      target_modules=lora_targets(model), task_type="CAUSAL_LM")
+                      target_modules=lora_targets(model, config.lora_target_modules),
+                      task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     model.eval()  # no dropout anywhere: old and new log-probs must agree at the start
     return model, None, tokenizer

@@ -40,7 +40,7 @@ CHECKPOINT = "checkpoint"
 STATE = "state.json"
 # Settings that may change between a run and its resumption; any other change is refused.
 RESUMABLE = frozenset({"steps", "checkpoint_every", "sample_every", "device", "report_to",
-                       "logging_dir"})
+                       "logging_dir", "adapter_dtype"})
 MANIFEST = "morm_ppo.json"  # in the policy folder: the config, weights and metrics of the run
 
 
@@ -229,12 +229,22 @@ def save_policy(out: Path, model: nn.Module, tokenizer, config: PPOConfig,
     return out
 
 
+def _cast_adapter(path: Path, dtype: torch.dtype) -> None:
+    """Rewrite the adapter's floating-point tensors in ``dtype`` (PEFT casts them back to the
+    base model's dtype when it loads them)."""
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v
+               for k, v in read_tensors(path).items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
 def _write_policy(tmp: Path, model: nn.Module, tokenizer, config: PPOConfig,
                   objectives: list[str], history: list[dict]) -> None:
     if config.lora and config.merge_lora:
         # merging changes the weights in place; the run is over, so the model is ours to change
         model = model.merge_and_unload()
     model.save_pretrained(tmp)
+    if config.lora and not config.merge_lora and config.adapter_dtype != "float32":
+        _cast_adapter(tmp / "adapter_model.safetensors", getattr(torch, config.adapter_dtype))
     tokenizer.save_pretrained(tmp)
     manifest = {
         "format": "morm-ppo-policy", "morm_version": __version__, "created_at": time.time(),

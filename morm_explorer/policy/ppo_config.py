@@ -33,6 +33,7 @@ ALGORITHMS = ("ppo", "grpo", "rloo")
 GROUP_ALGORITHMS = ("grpo", "rloo")  # G responses per prompt, group baselines, no value head
 AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")  # TRL's multi_objective_aggregation
 LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")  # TRL's GRPO loss_type, the ones used here
+ADAPTER_DTYPES = ("float32", "float16")  # bfloat16's 8-bit mantissa would round small updates
 MAX_STEPS = 1_000_000  # beyond any run this tool is for; a typo, not a plan
 MAX_BATCH = 65_536
 
@@ -93,8 +94,14 @@ class PPOConfig:
     """LoRA rank."""
     lora_alpha: int = 32
     """LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)."""
+    lora_target_modules: tuple[str, ...] = ()
+    """Names of the linear layers LoRA adapts, e.g. q_proj,v_proj (empty: every attention and
+    MLP projection of the policy)."""
     merge_lora: bool = True
     """Save the policy with the adapters merged into its weights (else the adapter folder)."""
+    adapter_dtype: str = "float32"
+    """dtype of the saved adapter's weights when merge_lora is off: float32, or float16 (half
+    the folder's size; training stays in float32)."""
     kl_coef: float = 0.05
     """beta of the per-token KL penalty -beta * (log pi - log pi_ref) (initial value when
     adaptive)."""
@@ -197,6 +204,7 @@ class PPOConfig:
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
             raise MormError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
                             field="device")
+        self._check_lora()
         for name in ("standardize", "lora", "merge_lora", "adaptive_kl", "whiten_advantages"):
             if not isinstance(getattr(self, name), bool):
                 raise MormError(f"{name} must be true or false", field=name)
@@ -230,6 +238,19 @@ class PPOConfig:
         if self.algorithm == "ppo" and self.kl_in != "reward":
             raise MormError("ppo puts the KL penalty in the per-token reward: kl_in must be "
                             "reward", field="kl_in")
+
+    def _check_lora(self) -> None:
+        modules = self.lora_target_modules
+        if isinstance(modules, str):  # "q_proj,v_proj" as a flag or in JSON
+            modules = tuple(m.strip() for m in modules.split(",") if m.strip())
+        if not isinstance(modules, (list, tuple)) or not all(
+                isinstance(m, str) and m.strip() for m in modules):
+            raise MormError("lora_target_modules must be layer names such as q_proj,v_proj, "
+                            f"got {self.lora_target_modules!r}", field="lora_target_modules")
+        object.__setattr__(self, "lora_target_modules", tuple(dict.fromkeys(modules)))
+        if self.adapter_dtype not in ADAPTER_DTYPES:
+            raise MormError(f"adapter_dtype must be one of {', '.join(ADAPTER_DTYPES)}, got "
+                            f"{self.adapter_dtype!r}", field="adapter_dtype")
 
     def _check_schedule(self) -> None:
         if not isinstance(self.weight_schedule, list):
