@@ -3,6 +3,7 @@
     python benchmarks/demo_policies.py --workspace WS [--algorithm grpo] [--steps 12]
         [--batch-size 4] [--group-size 4] [--lr 1e-3] [--kl-coef 0.02] [--max-new-tokens 32]
         [--compare-samples 4] [--compare-tokens 64] [--threads 0] [--out result.json]
+    python benchmarks/demo_policies.py --workspace WS --comparison demo
 
 The workspace must hold the demo's reward model ``demo-rm`` and held-out judge ``demo-judge``
 (`morm demo build` or the Overview's build makes them). The script trains the two runs the demo
@@ -15,6 +16,11 @@ paired-bootstrap 95% interval (`morm_explorer.evaluation.stats.paired_mean_diff`
 passes when, for helpful and for harmless, the interval excludes zero on the leaned-on side
 under both the reward model and the judge. Wall times are from this machine; the load average
 is printed at the start and the end.
+
+``--comparison NAME`` trains nothing and reads the workspace's comparison NAME of the base policy
+and the helpful- and harmless-leaning runs, in that order: ``demo``, made by the demo build
+(`morm demo --full` or `--write-bundle --build-dir WS`), which trains the same two runs with the
+demo's settings and compares them the same way (24 held-out prompts x 4 samples of 64 tokens).
 """
 
 from __future__ import annotations
@@ -88,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-train", action="store_true", help="compare the runs already there")
     p.add_argument("--skip-compare", action="store_true", help="read the comparison already "
                    "there (with --skip-train)")
+    p.add_argument("--comparison", default="", help="read this comparison of the base and "
+                   "the two runs (e.g. the demo build's `demo`) instead of training")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.comparison:
+        args.skip_train = args.skip_compare = True
     if args.threads:
         torch.set_num_threads(args.threads)
     ws = Workspace(args.workspace)
@@ -128,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         finals[name] = res["history"][-1]
         print(f"{name}: {times[name]:.0f} s", flush=True)
     t0 = time.perf_counter()
-    cmp_name = f"{args.tag}-heldout"
+    cmp_name = args.comparison or f"{args.tag}-heldout"
     if not args.skip_compare:
         run_compare(ws, CompareJob(name=cmp_name, policies=[args.policy, *runs.values()],
                                    reward_model=RM, judge_model=JUDGE,
@@ -143,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     diffs = differences(frame, {n: o for n, o in LEANS.items()})
     passed = all(d["low"] > 0 for d in diffs.values())
     cols = [c for c in frame.columns if c.startswith(("rm:", "judge:"))]
-    means = prompt_means(frame, cols + ["n_tokens"]).groupby(level="policy", sort=False).mean()
+    extra = [c for c in ("n_tokens", "kl") if c in frame.columns]  # kl: k1 nats from the base
+    means = prompt_means(frame, cols + extra).groupby(level="policy", sort=False).mean()
     print(means.round(3).to_string())
     for key, d in diffs.items():
         print(f"{key:16s} {d['run']} - {d['other']}: {d['diff']:+.3f} "

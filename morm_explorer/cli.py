@@ -277,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "here instead of installing the shipped demo (uses real HH-RLHF when the "
                    "hub answers)")
     p.add_argument("--write-bundle", metavar="PATH", default="", help="build the full demo "
-                   "from scratch in a fresh workspace (built-in data) and pack it into PATH "
-                   "(the shipped one is morm_explorer/data/demo_bundle.tar.xz)")
+                   "from scratch in a fresh workspace (built-in data) and pack it, fine-tuned "
+                   "policies included, into PATH (the shipped one is "
+                   "morm_explorer/data/demo_bundle.tar.xz)")
     p.add_argument("--build-dir", default="", help="with --write-bundle: build in this folder "
                    "and keep it, instead of a temporary one (run again, it goes on from the "
                    "parts already there)")

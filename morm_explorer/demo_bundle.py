@@ -1,8 +1,8 @@
 """The full demo, made once and shipped: `write_bundle` packs it, `install_bundle` unpacks it.
 
 Building the demo's fine-tuned policies takes the better part of a quarter of an hour on a
-2-core CPU, and sampling SmolLM2 for its candidate sets and comparison a few minutes more. So
-the project ships the result: ``morm_explorer/data/demo_bundle.tar.xz``, made by
+2-core CPU, and sampling SmolLM2 for its candidate sets and comparison ten minutes more. So the
+project ships the result: ``morm_explorer/data/demo_bundle.tar.xz``, made by
 
     morm demo --write-bundle morm_explorer/data/demo_bundle.tar.xz
 
@@ -12,16 +12,18 @@ defaults, the built-in preference data, the CPU) and packs:
 - the reward model ``demo-rm`` and the judge ``demo-judge`` (config, heads, tokenizer; not the
   training embeddings kept for the out-of-distribution check, which are megabytes and optional);
 - the candidate sets ``smollm2-demo`` and ``compare-demo`` with their scores under both models;
-- the curves and samples of the runs ``demo-helpful`` and ``demo-harmless`` (Fine-tune shows them);
+- the fine-tuned policies ``demo-helpful`` and ``demo-harmless``: LoRA adapter folders (q_proj
+  and v_proj at r16, float16: about 1.8 MB each; loaded over the base policy their
+  ``morm_ppo.json`` names), and their runs' curves and samples (Fine-tune shows them);
 - the comparison ``demo`` (the base policy and both runs on the held-out prompts, every sample
   with its scores under both models);
 - ``bundle.json``: the job spec it was built with, the versions, each file's SHA-256, the build
   time of each part.
 
-Not the fine-tuned policies themselves: their LoRA adapters (every linear layer, r16) are 19 MB
-each, more than the rest of the bundle many times over, so the build trains them on the spot
-(12 GRPO steps each; about ten minutes for both on a 2-core CPU), after everything else is in
-place. `write_bundle(..., with_policies=True)` packs them too, for a bundle kept elsewhere.
+The policies' adapters make up most of the bundle's few MiB (an adapter on every linear layer
+in float32 would be 19 MB each, which is why the demo's runs adapt two layers and save float16).
+`write_bundle(..., with_policies=False)` leaves them out; the build then trains them on the spot
+(12 GRPO steps each; about ten minutes for both on a 2-core CPU).
 
 The demo build (`morm_explorer.demo_jobs`) installs the parts that are missing from the
 workspace when the bundle's spec is the build's own (a changed default means a stale bundle: the
@@ -55,7 +57,7 @@ VERSION = 1
 BUNDLE_FILE = "demo_bundle.tar.xz"
 MANIFEST = "bundle.json"
 MAX_BUNDLE_BYTES = 64 * 2**20  # no bundle this version writes is near this; a bigger one is a
-# mistake (the shipped one, without policies, is checked against a far smaller bound in tests)
+# mistake (the shipped one is checked against a far smaller bound in tests)
 SKIP = ("reference.safetensors",)  # optional, large: the OOD check's training embeddings
 # The spec fields that do not change what the demo holds (where it runs, where data comes
 # from when the hub is not asked: the bundle is always made from the built-in data).
@@ -77,7 +79,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def demo_parts_to_pack(ws: Workspace, with_policies: bool = False) -> dict[str, list[str]]:
+def demo_parts_to_pack(ws: Workspace, with_policies: bool = True) -> dict[str, list[str]]:
     """Part name -> the workspace-relative files that make it, for a workspace holding the full
     demo. Folder parts list every file but `SKIP`; the policies' folders only ``with_policies``
     (their runs' curves and samples always)."""
@@ -118,7 +120,7 @@ def demo_parts_to_pack(ws: Workspace, with_policies: bool = False) -> dict[str, 
 
 
 def write_bundle(ws: Workspace, out: str | Path, spec: Any, timings: dict[str, float],
-                 command: str = "", with_policies: bool = False) -> dict:
+                 command: str = "", with_policies: bool = True) -> dict:
     """Pack the full demo of ``ws`` (built with ``spec``) into ``out`` (written atomically);
     returns the manifest."""
     import platform
@@ -207,12 +209,16 @@ class Bundle:
         return data
 
     def matches(self, spec: Any) -> bool:
-        """Whether the bundle was built with ``spec``'s content-deciding fields."""
+        """Whether the bundle was built with ``spec``'s content-deciding fields (a bundle made
+        before a field existed does not say which value it was made with: no match)."""
         from morm_explorer.demo_jobs import PrepareDemoJob
 
+        names = {f.name for f in fields(PrepareDemoJob)}
+        recorded = self.manifest.get("spec", {})
+        if not isinstance(recorded, dict) or not set(spec_key(spec)) <= set(recorded):
+            return False
         try:
-            built = PrepareDemoJob(**{k: v for k, v in self.manifest["spec"].items()
-                                      if k in {f.name for f in fields(PrepareDemoJob)}})
+            built = PrepareDemoJob(**{k: v for k, v in recorded.items() if k in names})
         except (MormError, TypeError):
             return False
         return spec_key(built) == spec_key(spec)

@@ -16,13 +16,15 @@ its result is already there (so a job that died is simply submitted again):
 4. two short RL runs, ``demo-helpful`` and ``demo-harmless`` (weights leaning each way), on the
    ``demo-train`` prompts; the algorithm and settings were chosen by measurement
    (`benchmarks/demo_policies.py`, docs/benchmarks.md): on the held-out prompts each run beats
-   the other on the objective it leans on, under the reward model and under the judge;
+   the other on the objective it leans on, under the reward model and under the judge. Each
+   saves a LoRA adapter on q_proj and v_proj in float16 (about 1.8 MB), small enough to ship;
 5. the comparison ``demo`` of the base policy and the two runs on the ``demo-heldout`` prompts
    (which no run trains on), judged by ``demo-judge``.
 
-Built from scratch on a 2-core CPU the job takes a quarter of an hour or more (`PART_SECONDS`);
-when the shipped demo (`morm_explorer.demo_bundle`) was made with the job's settings, its parts
-are installed first, in seconds, and only what is still missing is built. The app is usable
+Built from scratch on a 2-core CPU the job takes half an hour or more (`PART_SECONDS`); when
+the shipped demo (`morm_explorer.demo_bundle`, policies included) was made with the job's
+settings, its parts are installed first, in seconds, and only what is still missing is built
+(the demo candidates' scores, half a minute). The app is usable
 meanwhile and the Overview lists what is ready and what is still being prepared, with the time
 left. Sizes are fields, so tests run it on tiny models in seconds.
 """
@@ -87,6 +89,11 @@ class PrepareDemoJob(JobSpec):
     """beta of the KL to the base policy"""
     rl_new_tokens: int = 32
     """response length while training"""
+    lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    """layers the runs' LoRA adapters adapt (empty: every attention and MLP projection)"""
+    adapter_dtype: str = "float16"
+    """dtype of the saved adapters (float16: about 1.8 MB each with q_proj, v_proj at r16,
+    small enough to ship)"""
     compare_prompts: int = 24
     """held-out prompts in the demo comparison (at most the 24 of demo-heldout)"""
     compare_samples: int = 4
@@ -108,11 +115,20 @@ class PrepareDemoJob(JobSpec):
                   "compare_samples": (1, 64)}
         for name, (low, high) in limits.items():
             check_int(name, getattr(self, name), low, high)
-        from morm_explorer.policy.ppo_config import ALGORITHMS
+        from morm_explorer.policy.ppo_config import ADAPTER_DTYPES, ALGORITHMS
 
         if self.algorithm not in ALGORITHMS:
             raise MormError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got "
                             f"{self.algorithm!r}", field="algorithm")
+        modules = self.lora_target_modules
+        if not isinstance(modules, (list, tuple)) or not all(
+                isinstance(m, str) and m for m in modules):
+            raise MormError(f"lora_target_modules must be a list of layer names, got "
+                            f"{modules!r}", field="lora_target_modules")
+        object.__setattr__(self, "lora_target_modules", tuple(modules))  # JSON gives a list
+        if self.adapter_dtype not in ADAPTER_DTYPES:
+            raise MormError(f"adapter_dtype must be one of {', '.join(ADAPTER_DTYPES)}, got "
+                            f"{self.adapter_dtype!r}", field="adapter_dtype")
         check_number("rl_lr", self.rl_lr, low=0.0, high=1.0)
         check_number("kl_coef", self.kl_coef, low=0.0, high=100.0)
         if not isinstance(self.use_bundle, bool):
@@ -296,7 +312,8 @@ def demo_run_settings(spec: PrepareDemoJob) -> dict:
             "mini_batch_size": responses if grouped else max(1, responses // 2),
             "multi_objective_aggregation": "normalize_then_sum", "lr": spec.rl_lr,
             "kl_coef": spec.kl_coef, "max_new_tokens": spec.rl_new_tokens,
-            "checkpoint_every": max(1, spec.rl_steps // 3), "merge_lora": False}
+            "checkpoint_every": max(1, spec.rl_steps // 3), "merge_lora": False,
+            "lora_target_modules": spec.lora_target_modules, "adapter_dtype": spec.adapter_dtype}
 
 
 def _train_reward_models(spec: PrepareDemoJob, ws, device: str, data: DemoData,

@@ -618,6 +618,14 @@ for _id, _kind, _data, _msg, _bug in [
      None),
     ("prepare_demo rl_lr -1", "prepare_demo", {"rl_lr": -1}, "rl_lr", None),
     ("prepare_demo group_size 0", "prepare_demo", {"group_size": 0}, "group_size", None),
+    ("prepare_demo lora_target_modules text", "prepare_demo",
+     {"lora_target_modules": "q_proj"}, "lora_target_modules must be a list", None),
+    ("prepare_demo adapter_dtype int8", "prepare_demo", {"adapter_dtype": "int8"},
+     "adapter_dtype must be one of", None),
+    ("ppo lora_target_modules [1]", "ppo", {"config": {"lora_target_modules": [1]}},
+     "lora_target_modules must be layer names", None),
+    ("ppo adapter_dtype bfloat16", "ppo", {"config": {"adapter_dtype": "bfloat16"}},
+     "adapter_dtype must be one of float32, float16", None),
 ]:
     case("jobs.spec_from_dict", _id, _spec(_kind, _data), _msg, bug=_bug)
 

@@ -1,6 +1,6 @@
 """The shipped demo: packing a built demo, installing it into a fresh workspace, refusing a
-damaged or stale bundle; and the shipped bundle itself against the current code (a slice of it
-made again)."""
+damaged or stale bundle; and the shipped bundle itself against the current code (a slice of its
+scores and of its comparison's samples made again, the latter with the shipped policies)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ def test_the_bundle_installs_the_whole_demo_into_a_fresh_workspace(built, tmp_pa
                                                                    monkeypatch):
     from morm_explorer.data.candidates import load_candidate_set
     from morm_explorer.evaluation.compare import load_comparison
+    from morm_explorer.policy.load import load_policy
     from morm_explorer.policy.ppo_jobs import run_history
     from morm_explorer.scoring import read_cached_scores
 
@@ -69,12 +70,16 @@ def test_the_bundle_installs_the_whole_demo_into_a_fresh_workspace(built, tmp_pa
     assert info.status == "succeeded", info.error
     assert sorted(info.result["built"]) == sorted(
         [JUDGE, RM, SAMPLED, "compare-" + COMPARISON, *POLICIES, COMPARISON])
-    # only the policies were trained here: they do not ship
-    assert set(info.result["timings_s"]) <= {"shipped demo", "scores", *POLICIES}
-    assert not any(f.startswith("policies/") for f in manifest["files"])
+    # nothing was trained or sampled here: the policies ship too
+    assert set(info.result["timings_s"]) <= {"shipped demo", "scores"}
     assert demo_complete(ws)
     for name in POLICIES:
         assert not run_history(ws, name)[0].empty  # Fine-tune's curves came along
+        adapter = f"policies/{name}/adapter_model.safetensors"
+        assert (ws.root / adapter).read_bytes() == (source.root / adapter).read_bytes()
+        cfg = json.loads((ws.root / f"policies/{name}/adapter_config.json").read_text())
+        assert sorted(cfg["target_modules"]) == ["q_proj", "v_proj"]
+        load_policy(name, workspace=ws)  # over the base its morm_ppo.json names
     a, b = load_comparison(source, COMPARISON), load_comparison(ws, COMPARISON)
     assert a.frame.equals(b.frame) and a.manifest == b.manifest
     for model in (RM, JUDGE):  # the shipped scores are found where scoring looks
@@ -89,6 +94,20 @@ def test_the_bundle_installs_the_whole_demo_into_a_fresh_workspace(built, tmp_pa
 
 
 @pytest.mark.slow
+def test_a_bundle_without_policies_leaves_them_to_the_build(built, tmp_path, monkeypatch):
+    source, spec, _, _ = built
+    out = tmp_path / "no-policies.tar.xz"
+    manifest = write_bundle(source, out, spec, {}, with_policies=False)
+    assert not any(f.startswith("policies/") for f in manifest["files"])
+    monkeypatch.setattr(demo_bundle, "bundle_path", lambda: out)
+    ws = _fresh(tmp_path)
+    info = run_inline(ws, PrepareDemoJob(**{**spec.__dict__, "use_bundle": True}))
+    assert info.status == "succeeded", info.error
+    assert set(POLICIES) <= set(info.result["timings_s"])  # trained here
+    assert demo_complete(ws)
+
+
+@pytest.mark.slow
 def test_a_bundle_made_with_other_settings_is_not_used(built, tmp_path, monkeypatch):
     source, spec, out, _ = built
     monkeypatch.setattr(demo_bundle, "bundle_path", lambda: out)
@@ -96,6 +115,12 @@ def test_a_bundle_made_with_other_settings_is_not_used(built, tmp_path, monkeypa
     assert not Bundle(out).matches(other) and Bundle(out).matches(spec)
     neutral = PrepareDemoJob(**{**spec.__dict__, "device": "auto", "real_pairs": 10})
     assert Bundle(out).matches(neutral)
+    lora = PrepareDemoJob(**{**spec.__dict__, "lora_target_modules": ()})
+    assert not Bundle(out).matches(lora)
+    # a bundle made before a field existed does not say what it held: not a match
+    old = Bundle(out)
+    del old.manifest["spec"]["adapter_dtype"]
+    assert not old.matches(spec)
 
 
 @pytest.mark.slow
@@ -153,7 +178,21 @@ def test_the_shipped_bundle_is_whole_and_made_with_the_current_demo_settings():
         "--write-bundle morm_explorer/data/demo_bundle.tar.xz`")
     for rel in bundle.manifest["files"]:
         bundle.read(rel)  # each against its SHA-256
-    assert bundle_path().stat().st_size < 2 * 2**20  # the repository carries it
+    assert bundle_path().stat().st_size < 8 * 2**20  # the repository carries it
+    for name in POLICIES:  # the policies ship: small LoRA adapters, safetensors only
+        files = bundle.parts[f"policies/{name}"]
+        assert f"policies/{name}/morm_ppo.json" in files
+        assert not any(f.endswith((".bin", ".pt", ".pkl", ".pth")) for f in files)
+        config = json.loads(bundle.read(f"policies/{name}/adapter_config.json"))
+        assert sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+        assert config["r"] == 16
+        run = json.loads(bundle.read(f"policies/{name}/morm_ppo.json"))
+        assert run["config"]["policy"] == "smollm2" and run["reward_model"] == RM
+        assert run["weights"]["weights"] == POLICIES[name]
+        weights = bundle.read(f"policies/{name}/adapter_model.safetensors")
+        assert len(weights) < 2.5 * 2**20
+        header = json.loads(weights[8:8 + int.from_bytes(weights[:8], "little")])
+        assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {"F16"}
 
 
 @shipped
@@ -197,5 +236,47 @@ def test_the_overview_counts_the_shipped_parts_as_seconds(tmp_path):
     left, parts = demo_time_left(ws)
     by_name = {label.split()[-1]: sec for label, _, sec in parts}
     assert by_name[RM] == by_name[JUDGE] == by_name[COMPARISON] == 1.0
-    assert all(by_name[p] > 60 for p in POLICIES)  # the policies do not ship: trained here
+    assert all(by_name[p] == 1.0 for p in POLICIES)  # the policies ship too
     assert left < sum(PART_SECONDS.values())
+
+
+@shipped
+@pytest.mark.slow
+def test_the_shipped_policies_sample_the_shipped_comparison_again(tmp_path):
+    """The first sampling batch of the shipped comparison (its 4 shortest prompts x 4 samples,
+    seeded by the batch), sampled again here from each shipped adapter over SmolLM2, gives the
+    shipped texts: the comparison was made with these policies."""
+    import difflib
+
+    from morm_explorer.evaluation.compare import load_comparison
+    from morm_explorer.policy.config import SamplingConfig
+    from morm_explorer.policy.generate import format_prompt, sample
+    from morm_explorer.policy.load import load_policy
+
+    ws = Workspace(tmp_path / "ws")
+    ensure_demo(ws)
+    bundle = Bundle(bundle_path())
+    demo_bundle.install_bundle(ws, bundle, lambda p: False, log=lambda m: None)
+    comparison = load_comparison(ws, COMPARISON)
+    config = SamplingConfig.from_dict(comparison.manifest["sampling"])
+    frame = comparison.frame
+    prompts = frame.drop_duplicates("prompt_id")[["prompt_id", "prompt"]]
+    assert config.batch_size % config.n == 0 and len(prompts) == PrepareDemoJob().compare_prompts
+    ratios = []
+    for name in POLICIES:
+        model, tok = load_policy(name, workspace=ws)
+        texts = [format_prompt(tok, p, config.system) for p in prompts["prompt"]]
+        special = not getattr(tok, "chat_template", None)
+        lengths = [len(ids) for ids in tok(texts, add_special_tokens=special)["input_ids"]]
+        # `sample`'s first batch: the shortest prompts (ties by position), n copies each
+        first = sorted(sorted(range(len(texts)), key=lambda i: (lengths[i], i))
+                       [:config.batch_size // config.n])
+        again = sample(model, tok, [prompts["prompt"].iloc[i] for i in first], config)
+        for i, samples in zip(first, again, strict=True):
+            rows = frame[(frame["policy"] == name)
+                         & (frame["prompt_id"] == prompts["prompt_id"].iloc[i])]
+            shipped = rows.sort_values("sample")["response"].tolist()
+            ratios += [difflib.SequenceMatcher(None, s["response"], t).ratio()
+                       for s, t in zip(samples, shipped, strict=True)]
+    # the same seeds and batch: the same text, short of a float rounding that flips a token
+    assert np.mean(ratios) > 0.9 and sum(r == 1.0 for r in ratios) >= len(ratios) // 2, ratios
