@@ -2,6 +2,7 @@
 
     python benchmarks/demo_policies.py --workspace WS [--algorithm grpo] [--steps 12]
         [--batch-size 4] [--group-size 4] [--lr 1e-3] [--kl-coef 0.02] [--max-new-tokens 32]
+        [--lora-target-modules q_proj,v_proj]
         [--compare-samples 4] [--compare-tokens 64] [--threads 0] [--out result.json]
     python benchmarks/demo_policies.py --workspace WS --comparison demo
 
@@ -38,7 +39,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from morm_explorer.demo_jobs import JUDGE, POLICIES, RM  # noqa: E402
+from morm_explorer.demo_jobs import JUDGE, POLICIES, RM, PrepareDemoJob  # noqa: E402
 from morm_explorer.evaluation.compare import CompareJob, load_comparison, run_compare  # noqa: E402
 from morm_explorer.evaluation.stats import paired_mean_diff, prompt_means  # noqa: E402
 from morm_explorer.policy.jobs import DEMO_HELDOUT_PROMPTS, DEMO_TRAIN_PROMPTS  # noqa: E402
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kl-coef", type=float, default=0.02)
     p.add_argument("--aggregation", default="normalize_then_sum")
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--lora-target-modules", default=",".join(
+        PrepareDemoJob().lora_target_modules), help="layers LoRA adapts, comma-separated "
+        "(default: the demo's; empty: every attention and MLP projection)")
     p.add_argument("--lean", type=float, default=0.8, help="weight on the leaned-on objective; "
                    "the rest is shared equally by the others")
     p.add_argument("--compare-samples", type=int, default=4)
@@ -123,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                         ppo_epochs=args.ppo_epochs, lr=args.lr, kl_coef=args.kl_coef,
                         multi_objective_aggregation=args.aggregation,
                         max_new_tokens=args.max_new_tokens, device=args.device, seed=args.seed,
+                        lora_target_modules=args.lora_target_modules, merge_lora=False,
+                        adapter_dtype=PrepareDemoJob().adapter_dtype,
                         checkpoint_every=0, sample_every=0, report_to=[])
 
         def show(step: int, m: dict, name=name) -> None:
