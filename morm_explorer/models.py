@@ -19,6 +19,10 @@ SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ALIASES = {"minilm": MINILM, "all-minilm-l6-v2": MINILM, "smollm2": SMOLLM2}
 
 
+# The packaged SmolLM2 converted for transformers, under <workspace>/models/ (policy.load).
+SMOLLM2_DIR = "smollm2-135m-instruct"
+
+
 def _package_dir(module: str) -> Path | None:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:

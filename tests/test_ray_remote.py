@@ -240,20 +240,24 @@ def test_node2_killed_mid_run_the_rl_job_resumes_on_the_head(cluster, remote_ws)
 
     ws = remote_ws
     policy = _save_tiny(cluster.app_dir / "long-policy")
-    steps = 80
+    steps = 160  # long enough on a quiet machine for the kill to land mid-run
     cfg = PPOConfig(name="survivor", policy=policy, reward_model="rm", steps=steps,
                     batch_size=2, mini_batch_size=2, ppo_epochs=1, max_new_tokens=4,
-                    lora=False, prompt_limit=4, checkpoint_every=2, sample_every=1000,
+                    lora=False, prompt_limit=4, checkpoint_every=20, sample_every=1000,
                     device="cpu")
     backend = RayBackend(ws, address=cluster.dashboard_url)
     job_id = backend.submit(PPOJob(config=cfg.to_dict()), prefer_node=cluster.node2_node_id)
     wait_for(lambda: any(line.startswith("checkpoint of runs/ppo/survivor received")
                          for line in backend.logs(job_id)), 300, every=0.2)
     assert cluster.node2_node_id[:12] in _ran_on(backend, job_id)[0]
+    at = backend.get(job_id).progress
+    assert at < 0.5, (f"the run was {at:.0%} done at its first checkpoint",
+                      [f"{t:.2f} {x[:80]}" for t, x in backend.store.log_entries(job_id)])
     t0 = time.monotonic()
     cluster.kill_node2()
     info = backend.wait(job_id, timeout=400, poll=0.3)
-    print(f"\nnode 2 killed: the job ended {info.status} {time.monotonic() - t0:.1f} s later")
+    print(f"\nnode 2 killed at {at:.0%}: the job ended {info.status} "
+          f"{time.monotonic() - t0:.1f} s later")
     assert info.status == "succeeded", (info.error, backend.logs(job_id)[-20:])
     ran = _ran_on(backend, job_id)
     assert len(ran) == 2 and cluster.head_node_id[:12] in ran[1] and "attempt 2" in ran[1]

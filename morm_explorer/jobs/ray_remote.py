@@ -51,6 +51,7 @@ FORWARD_S = 0.5  # how often the node sends the job's new progress, logs and met
 CANCEL_WAIT_S = 15.0  # after a cancel, how long the task has to stop itself before Ray kills it
 DEFAULT_RETRIES = 3  # task retries when its node or worker dies
 CHECKPOINT = "checkpoint"  # ppo_checkpoint.CHECKPOINT: a run folder's resumable state
+CHECKPOINT_STATE = "state.json"  # ppo_checkpoint.STATE: its step, config, RNG and controllers
 
 
 def node_cache_root() -> Path:
@@ -164,16 +165,23 @@ class JobRelay:
 
 
 def _checkpoint_step(run_dir: Path) -> int | None:
+    """The step of a run folder's checkpoint, read without importing the RL code (torch): the
+    relay answers the node while it runs."""
     try:
-        from morm_explorer.policy.ppo_jobs import MANIFEST
-
-        data = json.loads((run_dir / CHECKPOINT / MANIFEST).read_text(encoding="utf-8"))
-        return int(data.get("step"))
-    except (OSError, ValueError, TypeError, ImportError):
+        state = json.loads((run_dir / CHECKPOINT / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+        return int(state["step"])
+    except (OSError, ValueError, TypeError, KeyError):
         return None
 
 
 # -- on the node ----------------------------------------------------------------------------------
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 class _Forwarder(threading.Thread):
     """Sends what the job records in the node's store to the relay; syncs checkpoints."""
 
@@ -226,19 +234,26 @@ class _Forwarder(threading.Thread):
             ckpt = folder / CHECKPOINT
             if not line.strip() or not ckpt.is_dir():
                 continue
+            snap = self.scratch / f"snap-{secrets.token_hex(4)}"
+            tar = self.scratch / f"sync-{secrets.token_hex(4)}.tar"
             try:
                 rel = folder.resolve().relative_to(root).as_posix()
                 transfer.check_unit(rel)
                 sig = transfer.PackCache.signature(ckpt)
                 if sig == self.signatures.get(rel):
                     continue
-                tar = self.scratch / f"sync-{secrets.token_hex(4)}.tar"
-                transfer.pack(folder, tar, rewrite=self.to_app)
+                # Hard links first (milliseconds), packed after: a run that checkpoints more
+                # often than a pack takes still has each of its checkpoints caught whole.
+                shutil.copytree(folder, snap, copy_function=_link_or_copy,
+                                ignore=shutil.ignore_patterns(".*"))
                 if transfer.PackCache.signature(ckpt) != sig:
-                    tar.unlink(missing_ok=True)
                     continue  # a save was under way: the next round takes it whole
-            except (OSError, ValueError, MormError):
+                transfer.pack(snap, tar, rewrite=self.to_app)
+            except (OSError, ValueError, MormError, shutil.Error):
+                tar.unlink(missing_ok=True)
                 continue  # the checkpoint is being replaced right now
+            finally:
+                shutil.rmtree(snap, ignore_errors=True)
             try:
                 if self.storage is not None:
                     key = _sync_key(self.remote_id, rel)

@@ -69,7 +69,7 @@ CHUNK = 1 << 20
 
 def derived_models() -> tuple[str, ...]:
     """Model folders a node makes itself from an installed package: never shipped, either way."""
-    from morm_explorer.policy.load import SMOLLM2_DIR
+    from morm_explorer.models import SMOLLM2_DIR  # light: no torch in the relay or the node
 
     return (f"models/{SMOLLM2_DIR}",)
 

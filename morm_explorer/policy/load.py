@@ -32,7 +32,13 @@ from transformers import (
 )
 
 from morm_explorer.errors import MormError
-from morm_explorer.models import SMOLLM2, canonical_name, resolve_folder_or_hub, smollm2_gguf
+from morm_explorer.models import (
+    SMOLLM2,
+    SMOLLM2_DIR,
+    canonical_name,
+    resolve_folder_or_hub,
+    smollm2_gguf,
+)
 from morm_explorer.policy.source import split_ref
 from morm_explorer.tensor_files import check_model_folder, model_shapes
 from morm_explorer.workspace import Workspace, atomic_write_text, replace_dir
@@ -42,7 +48,6 @@ try:  # advisory lock between converting processes; POSIX only (rename stays ato
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-SMOLLM2_DIR = "smollm2-135m-instruct"  # under <workspace>/models/
 POLICIES = "policies"  # fine-tuned policies: <workspace>/policies/<name>
 PROVENANCE = "morm_conversion.json"  # written into the converted folder: what made it
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
