@@ -120,9 +120,10 @@ def test_a_reward_model_and_an_rl_run_on_node2_report_live_and_commit(cluster, r
     assert "/morm-explorer/node/" not in json.dumps(config)  # no path of the node's left
 
     policy = _save_tiny(cluster.app_dir / "policy")
-    ppo = PPOConfig(name="remote-rl", policy=policy, reward_model="rm-remote", steps=12,
+    # long enough (a few seconds on a quiet machine) to be seen running between two forwards
+    ppo = PPOConfig(name="remote-rl", policy=policy, reward_model="rm-remote", steps=48,
                     batch_size=2, mini_batch_size=2, ppo_epochs=1, max_new_tokens=4,
-                    lora=False, prompt_limit=4, checkpoint_every=2, device="cpu")
+                    lora=False, prompt_limit=4, checkpoint_every=12, device="cpu")
     t0 = time.monotonic()
     rl_job = backend.submit(PPOJob(config=ppo.to_dict()), resources={"node2": 1})
     live = wait_for(lambda: _live(backend, rl_job) or backend.get(rl_job).done, 240, every=0.2)
@@ -139,7 +140,7 @@ def test_a_reward_model_and_an_rl_run_on_node2_report_live_and_commit(cluster, r
     ready = [line for line in logs if line.startswith("inputs ready")][0]
     fetched = float(ready.split("(")[1].split(" MiB")[0])
     assert fetched < total, (sent, ready)
-    assert info.result["steps"] == 12
+    assert info.result["steps"] == 48
     folder = ws.root / "policies" / "remote-rl"
     manifest = json.loads((folder / "morm_ppo.json").read_text())
     assert manifest["config"]["policy"] == policy  # the app's path, not the node's copy
