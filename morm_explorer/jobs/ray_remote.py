@@ -519,7 +519,7 @@ def drive(store: JobStore, hb, job: JobInfo, options: dict[str, Any],
                                   job_id=job.id, worker_id=hb.worker.id)
         except MormError as e:
             return {"status": "failed", "error": str(e)}
-        result = transfer.shadow_to_app(out["result"] or {}, out["shadow"],
+        result = transfer.replace_in(out["result"] or {}, out["shadow"],
                                         str(ws.root.resolve()))
         return {"status": "succeeded", "result": result}
     finally:

@@ -363,13 +363,7 @@ def check_input_rel(rel: str) -> list[str]:
 
 def resolve_shadow(value: Any, root: Path) -> Any:
     """``value`` (a spec or part of one) with `SHADOW` replaced by the node's workspace."""
-    if isinstance(value, str):
-        return value.replace(SHADOW, str(root))
-    if isinstance(value, dict):
-        return {k: resolve_shadow(v, root) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [resolve_shadow(v, root) for v in value]
-    return value
+    return replace_in(value, SHADOW, str(root))
 
 
 # -- on the node ---------------------------------------------------------------------------------
@@ -595,14 +589,15 @@ def commit_units(ws: Workspace, units: list[Unit], rows: dict[str, list[dict]], 
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
-def shadow_to_app(value: Any, shadow: str, app: str) -> Any:
-    """A job's result with the node's workspace paths turned into the app's."""
+def replace_in(value: Any, old: str, new: str) -> Any:
+    """``value`` (JSON-like: text, dicts, lists) with ``old`` replaced by ``new`` in every
+    string: the node's workspace for `SHADOW` in a spec, the app's for the node's in a result."""
     if isinstance(value, str):
-        return value.replace(shadow, app)
+        return value.replace(old, new)
     if isinstance(value, dict):
-        return {k: shadow_to_app(v, shadow, app) for k, v in value.items()}
+        return {k: replace_in(v, old, new) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [shadow_to_app(v, shadow, app) for v in value]
+        return [replace_in(v, old, new) for v in value]
     return value
 
 
