@@ -39,8 +39,8 @@ from pages.common import follow_page_job, job_page, presenting, queue_note, show
 from pages.explore_sets import import_tab, sample_tab
 
 INLINE_SCORING = 1000  # candidates scored in the page; larger sets run as a job
-# Points drawn on the scatter: a slider step redraws it from scratch (Streamlit remounts a chart
-# whose figure changed), and the browser's time for that grows with the points.
+# Points drawn on the 2D scatter, and at most as many winners; a slider step only replaces its
+# winners' data (ef.scatter_2d), but the 3D view is redrawn from scratch.
 SCATTER_POINTS = 2000
 SCALARIZER_NAMES = {"weighted_sum": "Weighted sum", "chebyshev": "Chebyshev (reaches "
                     "non-convex fronts)", "min": "Worst objective (max-min)"}
@@ -114,12 +114,17 @@ set_name = c2.selectbox("Candidate set", list(sets), key="explore_set",
 
 
 if not presenting():
-    with st.expander("Add a candidate set", expanded=not sets):
-        t1, t2 = st.tabs(["Import a file", "Sample from a policy"])
-        with t1:
-            import_tab(ws)
-        with t2:
-            sample_tab(ws, launch)
+    # Drawn only while open: every element on the page is redrawn when a slider step starts,
+    # and the import and sampling forms are a quarter of them.
+    add = st.expander("Add a candidate set", expanded=not sets, key="explore_add_set",
+                      on_change="rerun")
+    if add.open:
+        with add:
+            t1, t2 = st.tabs(["Import a file", "Sample from a policy"])
+            with t1:
+                import_tab(ws)
+            with t2:
+                sample_tab(ws, launch)
 if not set_name:
     st.stop()
 
@@ -313,21 +318,30 @@ def scatter(sel: Selection) -> None:
         st.plotly_chart(fig, key="explore_scatter3d")
         st.caption("Select points on the 2D view to filter the table.")
     else:
-        fig = ef.scatter_2d(explorer.raw, objectives, x, y, front=front, winners=sel.is_winner,
-                            hover=explorer.labels, color=explorer.sources,
-                            max_points=SCATTER_POINTS)
-        st.plotly_chart(fig, key="explore_scatter", on_select="rerun",
-                        selection_mode=("box", "lasso", "points"))
-    st.caption(f"{int(front.sum()):,} candidates on the front over {scope}; "
+        spec = ef.scatter_2d(explorer.raw, objectives, x, y, front=front, winners=sel.is_winner,
+                             hover=explorer.labels, color=explorer.sources,
+                             max_points=SCATTER_POINTS)
+        # Keyed by its axes: a box drawn on other axes selects nothing here.
+        st.vega_lite_chart(spec, key=scatter_key(x, y), on_select="rerun",
+                           selection_mode=[ef.BRUSH])
+    st.caption(f"{int(front.sum()):,} candidates on the front over {scope} (diamonds); "
                f"{int(explorer.front_in_prompt.sum()):,} are on their own prompt's front. "
-               "Winners are marked in red; lasso or box-select points to filter the table.")
+               "Winners are the red stars. Drag a box to filter the table; the wheel zooms, "
+               "shift-drag pans, a double click resets.")
+
+
+def scatter_key(x: str, y: str) -> str:
+    return f"explore_scatter|{x}|{y}"
 
 
 def scatter_selection() -> np.ndarray:
-    """The rows selected on the 2D scatter, read before it is drawn (it is drawn after the
-    table, see `weights_and_winners`); none while the scatter is not shown."""
-    state = st.session_state.get("explore_scatter")
-    return ef.selected_rows(state.get("selection") if state else None)
+    """The candidates inside the box drawn on the 2D scatter, read before it is drawn (it is
+    drawn after the table, see `weights_and_winners`); none while the scatter is not shown."""
+    x, y = st.session_state.get("explore_x"), st.session_state.get("explore_y")
+    state = st.session_state.get(scatter_key(x, y)) if x in objectives and y in objectives \
+        else None
+    return ef.brushed_rows(explorer.raw, objectives, x, y, state.get("selection")
+                           if state else None)
 
 
 def weight_map(sel: Selection) -> None:
@@ -389,14 +403,11 @@ def winners(sel: Selection, prev: Selection | None, selected: np.ndarray) -> Non
     frame = explorer.frame
     st.subheader("Winners per prompt")
     table = explorer.winners_table(sel, prev)
-    f1, f2 = st.columns(2)
-    only_changed = f1.toggle("Only prompts whose winner changed", key="explore_only_changed",
-                             disabled=prev is None)
-    if len(selected):
-        picked = set(frame["prompt_id"].to_numpy()[selected])
+    filters = st.container()  # drawn after the table, which a step's browser update leads with
+    only_changed = bool(st.session_state.get("explore_only_changed")) and prev is not None
+    picked = set(frame["prompt_id"].to_numpy()[selected]) if len(selected) else None
+    if picked is not None:
         table = table[table["prompt_id"].isin(picked)]
-        f2.caption(f"Filtered to the {len(picked):,} prompts of the {len(selected):,} "
-                   "candidates selected on the scatter (clear the selection to see all).")
     if only_changed:
         table = table[table["changed"]]
     shown = table.assign(changed=np.where(table["changed"], "✱", ""))[
@@ -407,12 +418,24 @@ def winners(sel: Selection, prev: Selection | None, selected: np.ndarray) -> Non
         selection_mode="single-row",
         column_config={"changed": st.column_config.TextColumn("", width=30,
                                                               help="winner changed"),
+                       # Every width given: the grid need not measure cells on each step.
+                       "prompt_id": st.column_config.TextColumn(width="small"),
                        "prompt": st.column_config.TextColumn(width="medium"),
                        "response": st.column_config.TextColumn(width="large"),
                        "source": st.column_config.TextColumn(width="medium"),
-                       **{o: st.column_config.NumberColumn(format="%.3f") for o in objectives},
-                       "utility": st.column_config.NumberColumn(format="%.3f"),
-                       "n": st.column_config.NumberColumn("N", help="candidates of the prompt")})
+                       **{o: st.column_config.NumberColumn(format="%.3f", width="small")
+                          for o in objectives},
+                       "utility": st.column_config.NumberColumn(format="%.3f", width="small"),
+                       "feasible": st.column_config.CheckboxColumn(width="small"),
+                       "category": st.column_config.TextColumn(width="small"),
+                       "n": st.column_config.NumberColumn("N", width=40,
+                                                          help="candidates of the prompt")})
+    f1, f2 = filters.columns(2)
+    f1.toggle("Only prompts whose winner changed", key="explore_only_changed",
+              disabled=prev is None)
+    if picked is not None:
+        f2.caption(f"Filtered to the {len(picked):,} prompts of the {len(selected):,} "
+                   "candidates in the box on the scatter (double-click it to clear).")
     rows = event.selection.rows if event else []
     if rows:
         st.session_state["explore_prompt"] = shown.iloc[rows[0]]["prompt_id"]
@@ -462,12 +485,14 @@ def weights_and_winners() -> None:
         st.warning(f"{plain(e)}. Move at least one weight slider above 0.")
         return
     prev = previous(sel)
-    # What a step changes reaches the browser first: the headline and the winners table, then
-    # the sidebar's widgets (drawn after their values were read), the prompt's detail, and the
-    # figures, which take longest to build, into their place above the table.
-    headline(sel, prev)
-    figure_slot = st.container()
+    # What a step changes reaches the browser first: the winners table (the browser applies
+    # each element of a run as it comes, so fewer go first), then the headline, the sidebar's
+    # widgets (drawn after their values were read), the prompt's detail, and the figures,
+    # which take longest to build, each into its place.
+    headline_slot, figure_slot = st.container(), st.container()
     winners(sel, prev, scatter_selection())
+    with headline_slot:
+        headline(sel, prev)
     with st.sidebar:
         draw_controls(choice)
         st.caption("Weights used: " + ", ".join(f"{plain(o)} {w:.2f}" for o, w in

@@ -91,7 +91,7 @@ def _sample_button(at):
 
 
 def test_explore_samples_from_a_local_folder(rm_ws, tiny_policy, tmp_path):
-    at = open_app_page("pages/explore.py")
+    at = open_app_page("pages/explore.py", explore_add_set=True)  # the "Add a set" expander
     at.selectbox(key="explore_policy").set_value(OTHER).run()
     at.text_input(key="explore_policy_other").input(str(tmp_path / "nope")).run()
     _sample_button(at).click().run()
@@ -114,7 +114,7 @@ def test_explore_runs_a_model_of_its_own_code_only_with_the_checkbox(rm_ws, tiny
     config.update(model_type="mine", auto_map={"AutoModelForCausalLM": "my_model.MyModel"})
     (custom / "config.json").write_text(json.dumps(config))
     (custom / "my_model.py").write_text("raise SystemExit('remote code ran')\n")
-    at = open_app_page("pages/explore.py")
+    at = open_app_page("pages/explore.py", explore_add_set=True)  # the "Add a set" expander
     at.selectbox(key="explore_policy").set_value(OTHER).run()
     at.text_input(key="explore_policy_other").input(str(custom)).run()
     _sample_button(at).click().run()
@@ -125,7 +125,7 @@ def test_explore_runs_a_model_of_its_own_code_only_with_the_checkbox(rm_ws, tiny
     assert not at.exception and not at.error
     (job,) = JobStore(rm_ws).list(kind="sample_candidates")
     assert (job.spec["policy"], job.spec["trust_remote_code"]) == (str(custom), True)
-    assert str(custom) in open_app_page("pages/explore.py").selectbox(
+    assert str(custom) in open_app_page("pages/explore.py", explore_add_set=True).selectbox(
         key="explore_policy").options
     assert str(custom) not in open_app_page("pages/finetune.py").selectbox(
         key="ft_policy").options  # PPO runs no model code of its own

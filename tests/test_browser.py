@@ -240,6 +240,46 @@ def test_explore_a_slider_step_reruns_only_what_follows_the_weights(page, app_se
     assert_no_exception(page, app_server)
 
 
+SCATTER = '[data-testid="stVegaLiteChart"]'
+WINNER_MARKS = f'{SCATTER} path[fill="#E03131"]'  # ef.WINNER_COLOR: the winners' stars
+
+
+def test_explore_the_scatter_moves_its_winners_in_place_and_a_box_filters_the_table(
+        page, app_server):
+    """A slider step replaces the scatter's winners in the chart already drawn (the same SVG
+    node, not a new chart); a box dragged on it filters the winners table to its prompts, and
+    a double click clears it."""
+    open_app(page, app_server, "explore")
+    chart = page.locator(SCATTER)
+    svg = chart.locator("svg").first
+    svg.wait_for()
+    prompts = int(winners_table(page).locator("table").get_attribute("aria-rowcount")) - 1
+    expect(page.locator(WINNER_MARKS)).to_have_count(prompts)
+    svg.evaluate("e => { e.__before_step = true; }")
+    page.get_by_role("slider", name="helpful").press("End")
+    expect(metric(page, "Winners changed")).not_to_have_text("–")
+    wait_idle(page)
+    assert svg.evaluate("e => e.isConnected && e.__before_step === true")
+    expect(page.locator(WINNER_MARKS)).to_have_count(prompts)
+
+    box = svg.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.1)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.8, steps=5)
+    page.mouse.up()
+    note = page.locator('[data-testid="stCaptionContainer"]').filter(has_text="in the box")
+    expect(note).to_be_visible()
+    picked = int(re.search(r"Filtered to the ([\d,]+) prompts", note.inner_text())
+                 .group(1).replace(",", ""))
+    assert 0 < picked <= prompts
+    table = winners_table(page).locator("table")
+    expect(table).to_have_attribute("aria-rowcount", str(picked + 1))
+    svg.dblclick(position={"x": box["width"] * 0.5, "y": box["height"] * 0.5})
+    expect(note).to_have_count(0)
+    expect(table).to_have_attribute("aria-rowcount", str(prompts + 1))
+    assert_no_exception(page, app_server)
+
+
 # -- Fine-tune ---------------------------------------------------------------------------------
 def choose(page, label: str, option: str) -> None:
     page.locator('[data-testid="stSelectbox"]').filter(has_text=label).click()

@@ -3,6 +3,7 @@ and winner is drawn, hover text is escaped, and each builder's shape matches its
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -47,31 +48,61 @@ def test_escape_hover_hand_cases():
     assert _escape_hover(42) == "42"
 
 
-def test_scatter_2d_layers_and_customdata():
+def _layer(spec: dict, dataset: str, role: str | None = None) -> dict:
+    return next(layer for layer in spec["layer"] if layer["data"]["name"] == dataset
+                and (role is None or f"'{role}'" in json.dumps(layer.get("transform", []))))
+
+
+def test_scatter_2d_datasets_and_rows():
     scores, front, winners, color = _data(300)
     before = scores.copy()
-    fig = ef.scatter_2d(scores, OBJS, "helpful", "honest", front=front, winners=winners,
-                        color=color)
+    spec = ef.scatter_2d(scores, OBJS, "helpful", "honest", front=front, winners=winners,
+                         color=color)
     np.testing.assert_array_equal(scores, before)
-    assert all(isinstance(t, go.Scatter) for t in fig.data)
-    names = [t.name for t in fig.data]
-    assert names == [ef.FRONT_LINE, "base", "ppo", "sft", ef.FRONT, ef.WINNERS]
-    for t in _markers(fig):  # every point's customdata is its row in the full arrays
-        rows = np.asarray(t.customdata, dtype=int)
-        np.testing.assert_array_equal(t.x, scores[rows, 0])
-        np.testing.assert_array_equal(t.y, scores[rows, 2])
-        if t.name in ("base", "ppo", "sft"):
-            assert {color[r] for r in rows} == {t.name}
-    by_name = {t.name: np.asarray(t.customdata, dtype=int) for t in fig.data}
-    np.testing.assert_array_equal(np.sort(_rows(fig)), np.arange(300))  # each row once
-    np.testing.assert_array_equal(by_name[ef.WINNERS], np.flatnonzero(winners))
-    np.testing.assert_array_equal(by_name[ef.FRONT], np.flatnonzero(front & ~winners))
-    line = fig.data[0]
-    assert line.line.shape == "vh" and np.all(np.diff(line.x) >= 0)
-    assert sorted(by_name[ef.FRONT_LINE]) == list(np.flatnonzero(front))
-    assert fig.layout.dragmode == "lasso"
-    assert (fig.layout.xaxis.title.text, fig.layout.yaxis.title.text) == ("helpful", "honest")
-    assert "showing" not in fig.layout.title.text
+    d = spec["datasets"]
+    points, line, wins = d["points"], d["front_line"], d["winners"]
+    np.testing.assert_array_equal(points["row"], np.arange(300))  # each row once, in order
+    for t in (points, line, wins):  # every row's x and y are its scores on the two axes
+        np.testing.assert_array_equal(t["x"], scores[t["row"], 0])
+        np.testing.assert_array_equal(t["y"], scores[t["row"], 2])
+    np.testing.assert_array_equal(points["role"] == "front", front)
+    assert list(points["source"]) == color
+    np.testing.assert_array_equal(wins["row"], np.flatnonzero(winners))
+    assert sorted(line["row"]) == list(np.flatnonzero(front))
+    assert line["x"].is_monotonic_increasing
+    assert _layer(spec, "front_line")["mark"]["interpolate"] == "step-before"
+    assert _layer(spec, "winners")["mark"]["fill"] == ef.WINNER_COLOR
+    assert _layer(spec, "points", "candidate")["params"][0]["name"] == ef.BRUSH
+    enc = _layer(spec, "points", "front")["encoding"]
+    assert (enc["x"]["title"], enc["y"]["title"]) == ("helpful", "honest")
+    assert enc["color"]["scale"]["domain"] == ["base", "ppo", "sft"]
+    assert spec["title"] == "honest vs helpful"
+
+
+def test_scatter_2d_only_the_winners_follow_the_weights():
+    """A slider step changes the winners only: the spec and the other datasets stay equal,
+    so Streamlit swaps the winners' data in the drawn chart rather than drawing a new one."""
+    scores, front, winners, color = _data(5000, n_front=40, n_win=500)
+    moved = np.roll(winners, 7)
+    a, b = (ef.scatter_2d(scores, OBJS, "helpful", "harmless", front=front, winners=w,
+                          color=color, max_points=1000, max_winners=300)
+            for w in (winners, moved))
+    da, db = a.pop("datasets"), b.pop("datasets")
+    assert json.dumps(a) == json.dumps(b)
+    for name in ("points", "front_line"):
+        pd.testing.assert_frame_equal(da[name], db[name])
+    assert not da["winners"]["row"].equals(db["winners"]["row"])
+    assert len(da["points"]) == 1000
+    assert set(np.flatnonzero(front)) <= set(da["points"]["row"])
+    assert "showing 1,000 of 5,000" in a["title"]
+    # Winners beyond the cap: a sample fixed per row, so most stay drawn when a few change.
+    drawn = set(da["winners"]["row"])
+    assert len(drawn) == 300 and drawn <= set(np.flatnonzero(winners))
+    few = winners.copy()
+    few[np.flatnonzero(winners)[:10]] = False
+    again = ef.scatter_2d(scores, OBJS, "helpful", "harmless", front=front, winners=few,
+                          max_points=1000, max_winners=300)["datasets"]["winners"]["row"]
+    assert len(set(again) & drawn) > 0.9 * 300
 
 
 def test_scatter_2d_color_as_categorical_matches_text():
@@ -80,15 +111,11 @@ def test_scatter_2d_color_as_categorical_matches_text():
     scores, front, winners, color = _data(300)
     color[7] = None
     cat = pd.Categorical(color, categories=["unused", "sft", "ppo", "base"])
-    a = ef.scatter_2d(scores, OBJS, "helpful", "honest", front=front, winners=winners,
-                      color=color)
-    b = ef.scatter_2d(scores, OBJS, "helpful", "honest", front=front, winners=winners,
-                      color=cat)
-    assert [t.name for t in a.data] == [t.name for t in b.data]
-    assert "nan" in [t.name for t in b.data] and "unused" not in [t.name for t in b.data]
-    for ta, tb in zip(a.data, b.data, strict=True):
-        np.testing.assert_array_equal(np.asarray(ta.customdata), np.asarray(tb.customdata))
-        assert ta.marker.color == tb.marker.color
+    a, b = (ef.scatter_2d(scores, OBJS, "helpful", "honest", front=front, winners=winners,
+                          color=c) for c in (color, cat))
+    pd.testing.assert_frame_equal(a["datasets"]["points"], b["datasets"]["points"])
+    domain = _layer(b, "points", "front")["encoding"]["color"]["scale"]["domain"]
+    assert "nan" in domain and "unused" not in domain
     with pytest.raises(ValueError, match="one entry per candidate"):
         ef.scatter_2d(scores, OBJS, "helpful", "honest", front=front, winners=winners,
                       color=cat[:10])
@@ -96,39 +123,48 @@ def test_scatter_2d_color_as_categorical_matches_text():
 
 def test_scatter_2d_without_color_or_line():
     scores, front, winners, _ = _data(50, n_front=5, n_win=5)
-    fig = ef.scatter_2d(scores, OBJS, "harmless", "helpful", front=front, winners=winners,
-                        front_line=False)
-    assert [t.name for t in fig.data] == [ef.CANDIDATES, ef.FRONT, ef.WINNERS]
-    assert "%{text}" not in fig.data[0].hovertemplate
+    spec = ef.scatter_2d(scores, OBJS, "harmless", "helpful", front=front, winners=winners,
+                         front_line=False)
+    assert len(spec["datasets"]["front_line"]) == 0
+    assert set(spec["datasets"]["points"]["source"]) == {ef.CANDIDATES}
+    tooltip = _layer(spec, "winners")["encoding"]["tooltip"]
+    assert [t["field"] for t in tooltip] == ["row", "x", "y"]  # no text without hover or color
 
 
-def test_scatter_2d_downsampling_keeps_front_and_winners():
-    scores, front, winners, color = _data(20_000, n_front=200, n_win=500)
-    fig = ef.scatter_2d(scores, OBJS, "helpful", "harmless", front=front, winners=winners,
-                        color=color, max_points=4000, seed=3)
-    rows = _rows(fig)
-    assert len(rows) == 4000 and len(np.unique(rows)) == 4000
-    assert set(np.flatnonzero(front | winners)) <= set(rows)
-    assert "showing 4,000 of 20,000" in fig.layout.title.text
-    for t in _markers(fig):
-        cd = np.asarray(t.customdata, dtype=int)
-        np.testing.assert_array_equal(t.x, scores[cd, 0])
-    again = ef.scatter_2d(scores, OBJS, "helpful", "harmless", front=front, winners=winners,
-                          color=color, max_points=4000, seed=3)
-    np.testing.assert_array_equal(np.sort(_rows(again)), np.sort(rows))
-    # New winners (a slider move) keep the background sample nearly where it was.
-    moved = winners.copy()
-    moved[np.flatnonzero(~winners)[:50]] = True
-    shifted = _rows(ef.scatter_2d(scores, OBJS, "helpful", "harmless", front=front,
-                                  winners=moved, max_points=4000, seed=3))
-    assert len(set(rows) & set(shifted)) > 0.95 * 4000
+def test_scatter_2d_labels_are_plain_text_cut_short():
+    """Vega writes tooltip values as text, so labels are not HTML-escaped (an escaped "&lt;"
+    would show as written); whitespace is collapsed and long texts are cut."""
+    scores, front, winners, color = _data(40, n_front=3, n_win=3)
+    hover = [f"reply {i}" for i in range(40)]
+    hover[0] = "<script>alert('x')</script> &\n <b>bold</b>"
+    hover[1] = "word " * 100
+    points = ef.scatter_2d(scores, OBJS, "helpful", "harmless", front=front, winners=winners,
+                           hover=hover, color=color)["datasets"]["points"]
+    labels = dict(zip(points["row"], points["label"], strict=True))
+    assert labels[0] == f"{color[0]} · <script>alert('x')</script> & <b>bold</b>"
+    assert len(labels[1]) == ef.HOVER_CHARS and labels[1].endswith("…")
+    assert labels[5] == f"{color[5]} · reply 5"
+
+
+def test_brushed_rows_are_every_candidate_in_the_box():
+    scores, _, _, _ = _data(2000, n_front=5, n_win=5)
+    box = {ef.BRUSH: {"x": [0.5, -0.5], "y": [-1.0, 1.0]}}  # either order
+    rows = ef.brushed_rows(scores, OBJS, "helpful", "honest", box)
+    inside = (np.abs(scores[:, 0]) <= 0.5) & (np.abs(scores[:, 2]) <= 1.0)
+    np.testing.assert_array_equal(rows, np.flatnonzero(inside))
+    for empty in (None, {}, {ef.BRUSH: {}}, {ef.BRUSH: {"x": [0, 1]}}):
+        assert len(ef.brushed_rows(scores, OBJS, "helpful", "honest", empty)) == 0
+
+
+AXES = ("helpful", "harmless", "honest")
 
 
 def test_downsampling_beyond_budget_keeps_the_front_then_samples_the_winners():
-    """One winner per prompt: 10,000 prompts make 10,000 winners, more than a scatter draws
-    fluidly. Every front point is drawn, winners up to half the budget left, then the rest."""
+    """`scatter_3d` (`scatter_2d` samples its winners apart). One winner per prompt: 10,000
+    prompts make 10,000 winners, more than a scatter draws fluidly. Every front point is
+    drawn, winners up to half the budget left, then the rest."""
     scores, front, winners, _ = _data(1000, n_front=0, n_win=600)
-    fig = ef.scatter_2d(scores, OBJS, "helpful", "harmless", front=front, winners=winners,
+    fig = ef.scatter_3d(scores, OBJS, AXES, front=front, winners=winners,
                         max_points=500)
     rows = _rows(fig)
     assert len(rows) == 500 and len(set(rows) & set(np.flatnonzero(winners))) == 250
@@ -136,27 +172,13 @@ def test_downsampling_beyond_budget_keeps_the_front_then_samples_the_winners():
     moved = winners.copy()  # a slider move: most winners stay, so do most drawn ones
     moved[np.flatnonzero(winners)[:30]] = False
     moved[np.flatnonzero(~winners)[:30]] = True
-    again = _rows(ef.scatter_2d(scores, OBJS, "helpful", "harmless", front=front,
+    again = _rows(ef.scatter_3d(scores, OBJS, AXES, front=front,
                                 winners=moved, max_points=500))
     assert len(set(rows) & set(again)) > 0.8 * 500
     scores, front, winners, _ = _data(1000, n_front=520, n_win=100)
-    rows = _rows(ef.scatter_2d(scores, OBJS, "helpful", "harmless", front=front,
+    rows = _rows(ef.scatter_3d(scores, OBJS, AXES, front=front,
                                winners=winners, max_points=500))
     np.testing.assert_array_equal(np.sort(rows), np.flatnonzero(front))  # the front, whole
-
-
-def test_hover_is_escaped_and_truncated():
-    scores, front, winners, color = _data(40, n_front=3, n_win=3)
-    hover = [f"reply {i}" for i in range(40)]
-    hover[0] = "<script>alert('x')</script> & <b>bold</b>"
-    hover[1] = "word " * 100
-    fig = ef.scatter_2d(scores, OBJS, "helpful", "harmless", front=front, winners=winners,
-                        hover=hover, color=color)
-    texts = {int(r): s for t in _markers(fig) for r, s in zip(t.customdata, t.text, strict=True)}
-    assert "<" not in "".join(texts.values())
-    assert "&lt;script&gt;" in texts[0] and texts[0].startswith(color[0] + " · ")
-    assert len(texts[1]) <= 120 and texts[1].endswith("…")
-    assert texts[5] == f"{color[5]} · reply 5"
 
 
 def test_scatter_3d_layers_and_downsampling():
@@ -258,18 +280,6 @@ def test_winner_shift_bar():
     assert list(fig.data[1].text) == ["+0.50", "-0.25", ""]
     with pytest.raises(ValueError, match="shape"):
         ef.winner_shift_bar(np.zeros(2), np.zeros(3), OBJS)
-
-
-def test_selected_rows_from_streamlit_selection():
-    scores, front, winners, _ = _data(100, n_front=5, n_win=5)
-    fig = ef.scatter_2d(scores, OBJS, "helpful", "harmless", front=front, winners=winners)
-    # What Streamlit returns for a lasso over the winners trace (point_index is per trace).
-    win = fig.data[-1]
-    points = [{"curve_number": len(fig.data) - 1, "point_index": i, "customdata": int(r)}
-              for i, r in enumerate(win.customdata)]
-    points.append({"curve_number": 0, "point_index": 0, "customdata": [int(win.customdata[0])]})
-    np.testing.assert_array_equal(ef.selected_rows({"points": points}), np.flatnonzero(winners))
-    assert len(ef.selected_rows(None)) == 0
 
 
 def test_import_leaves_streamlit_out():

@@ -137,9 +137,7 @@ def _explore_figures():
     hover = [f"{EVIL} prompt · {EVIL} response"] * 40
     color = [POLICIES[i % 3] for i in range(40)]
     grid = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1 / 3, 1 / 3, 1 / 3]])
-    return [
-        ef.scatter_2d(scores, OBJS, OBJS[0], OBJS[1], front=front, winners=winners,
-                      hover=hover, color=color),
+    return [  # (the 2D scatter is a Vega-Lite chart: Vega draws its texts as text)
         ef.scatter_3d(scores, OBJS, tuple(OBJS), front=front, winners=winners, hover=hover,
                       color=color),
         ef.ternary_map(grid, np.arange(4.0), tuple(OBJS), current=grid[3],
@@ -168,8 +166,8 @@ def test_names_stay_out_of_hover_templates_and_come_from_meta():
     fig = _explore_figures()[0]
     marker = next(t for t in fig.data if t.hovertemplate)
     assert marker.hovertemplate.startswith("row %{customdata}<br>%{meta[0]}: %{x:.3f}")
-    assert list(marker.meta) == [plotly_text(OBJS[0]), plotly_text(OBJS[1])]
-    ternary = _explore_figures()[2].data[0]
+    assert list(marker.meta) == [plotly_text(o) for o in OBJS]
+    ternary = _explore_figures()[1].data[0]
     assert "%{meta[4]}: %{customdata[2]:.3f}" in ternary.hovertemplate
     assert ternary.meta[4] == plotly_text(OBJS[0])
     space = _compare_figures()[0]
@@ -191,13 +189,10 @@ def test_plotly_draws_hostile_names_as_text(tmp_path):
         (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(reason)
     from playwright.sync_api import sync_playwright
 
-    scatter = _explore_figures()[0]
     space = _compare_figures()[0]
     page_html = tmp_path / "figs.html"
-    page_html.write_text("<html><body>" + scatter.to_html(full_html=False, include_plotlyjs=True,
-                                                          div_id="scatter")
-                         + space.to_html(full_html=False, include_plotlyjs=False,
-                                         div_id="space") + "</body></html>")
+    page_html.write_text("<html><body>" + space.to_html(full_html=False, include_plotlyjs=True,
+                                                        div_id="space") + "</body></html>")
     with sync_playwright() as pw:
         browser = launch_chromium(pw)
         try:
@@ -205,7 +200,7 @@ def test_plotly_draws_hostile_names_as_text(tmp_path):
             page.goto(page_html.as_uri())
             page.wait_for_selector("#space .legend")
             drawn = {}
-            for div, trace in (("scatter", 1), ("space", 2)):  # a marker trace of each
+            for div, trace in (("space", 2),):  # a marker trace
                 page.evaluate(f"Plotly.Fx.hover('{div}', [{{curveNumber: {trace}, "
                               "pointNumber: 0}])")
                 page.wait_for_selector(f"#{div} .hoverlayer .hovertext")
@@ -219,8 +214,5 @@ def test_plotly_draws_hostile_names_as_text(tmp_path):
             browser.close()
     for div, d in drawn.items():
         assert d["links"] == 0 and d["bold"] == 0, (div, d)
-    assert f"{EVIL} o0: " in drawn["scatter"]["hover"]  # EVIL's "&amp;" stays as written
-    assert f"{EVIL[:39]}…" in drawn["scatter"]["legend"]  # sources are cut to 40 characters
-    assert f"{EVIL} o1 vs {EVIL} o0" in drawn["scatter"]["titles"]
     assert f"{EVIL} p0 : (" in drawn["space"]["hover"]  # the baseline, without weights
     assert f"{EVIL} p2 ({EVIL} o0 0.33" in drawn["space"]["legend"]

@@ -1,25 +1,29 @@
-"""Plotly figures of the Explore page: N candidates scored on K objectives (all maximised), their
+"""Figures of the Explore page: N candidates scored on K objectives (all maximised), their
 Pareto front and the best-of-N winners under the current weights, the weight simplex, and how the
 winners move when the weights do. Each builder takes numpy arrays, never modifies them, and
-returns a Figure; nothing here touches Streamlit.
+returns a Plotly Figure, or for the 2D scatter a Vega-Lite spec (a dict); nothing here touches
+Streamlit.
 
 Conventions the page relies on:
 
-- Row indices. In `scatter_2d` and `scatter_3d` every marker (and the front line) carries
-  ``customdata`` = its row index into the full (N, K) arrays, whatever was downsampled or split
-  into traces, so `selected_rows` maps a Streamlit ``on_select`` selection back to candidates
-  (Streamlit's ``point_indices`` are per trace and must not be used). In `ternary_map`
-  ``customdata[0]`` is the grid row.
-- Traces. Each shown row sits in exactly one marker trace: winners in ``WINNERS``, other front
-  points in ``FRONT``, the rest in one trace per ``color`` value (or ``CANDIDATES``), so the
-  legend toggles sources. Trace ``uid`` = name and a fixed ``uirevision`` keep zoom and legend
-  state across reruns.
-- Display downsampling keeps every front point, then winners up to half the budget left, then
-  a sample of the rest, each drawn by one seeded priority per row, so the background stays put
-  while the weights move.
-- Hover text is plain text: whitespace collapsed, cut to ``HOVER_CHARS``, then `plotly_text`.
-  Every name shown (objectives, sources, labels) passes through `plotly_text` too; hover
-  templates hold no such name: a trace's ``meta`` does, and the template reads ``%{meta[i]}``.
+- Row indices. In `scatter_3d` every marker carries ``customdata`` = its row index into the
+  full (N, K) arrays, whatever was downsampled or split into traces; in `scatter_2d` every
+  dataset row carries ``row``. In `ternary_map` ``customdata[0]`` is the grid row.
+- `scatter_2d` keeps what the weights move (the winners) in a dataset of its own, so a slider
+  step changes that dataset only and the browser updates the drawn chart in place; its box
+  selection maps back to candidates with `brushed_rows`.
+- Traces (`scatter_3d`). Each shown row sits in exactly one marker trace: winners in
+  ``WINNERS``, other front points in ``FRONT``, the rest in one trace per ``color`` value (or
+  ``CANDIDATES``), so the legend toggles sources. Trace ``uid`` = name and a fixed
+  ``uirevision`` keep zoom and legend state across reruns.
+- Display downsampling keeps every front point, then (`scatter_3d`, `parallel_coordinates`)
+  winners up to half the budget left, then a sample of the rest, each drawn by one seeded
+  priority per row, so the background stays put while the weights move.
+- Plotly hover text is plain text: whitespace collapsed, cut to ``HOVER_CHARS``, then
+  `plotly_text`. Every name shown (objectives, sources, labels) passes through `plotly_text`
+  too; hover templates hold no such name: a trace's ``meta`` does, and the template reads
+  ``%{meta[i]}``. Vega draws its labels and tooltips as text, so `scatter_2d`'s are not
+  escaped.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from morm_explorer.ui.reward_figures import LAYOUT, LAYOUT_XTITLE, PALETTE, objective_color
+from morm_explorer.ui.reward_figures import LAYOUT, PALETTE, objective_color
 from morm_explorer.ui.text import plotly_text
 
 CANDIDATES = "candidates"
@@ -206,37 +210,126 @@ def _template(refs: Sequence[str], with_text: bool) -> str:
     return "<br>".join(lines + (["%{text}"] if with_text else []))
 
 
+# A five-pointed star (Vega's symbol shapes have none), in the unit square Vega scales.
+STAR_PATH = ("M0,-1L0.2245,-0.309L0.9511,-0.309L0.3633,0.118L0.5878,0.809L0,0.382"
+             "L-0.5878,0.809L-0.3633,0.118L-0.9511,-0.309L-0.2245,-0.309Z")
+BRUSH = "brush"  # the scatter's box selection, as `scatter_2d` names it
+
+
+def _plain_label(category: str | None, body: str | None) -> str:
+    """A point's tooltip text, "category · body", whitespace collapsed and cut to
+    ``HOVER_CHARS``. Plain text: Vega's tooltip writes values as text, never as HTML."""
+    s = " ".join(" · ".join(str(p) for p in (category, body) if p is not None)
+                 [: HOVER_CHARS * 4].split())
+    return s if len(s) <= HOVER_CHARS else s[: HOVER_CHARS - 1].rstrip() + "…"
+
+
 def scatter_2d(scores: np.ndarray, objectives: list[str], x: str, y: str, *, front: np.ndarray,
                winners: np.ndarray, hover: Sequence[str] | None = None,
                color: Sequence[str] | pd.Categorical | None = None, front_line: bool = True,
-               max_points: int = 4000, seed: int = 0) -> go.Figure:
-    """Candidates on two objectives: faint points per ``color`` category, front points as
-    outlined diamonds, winners as red stars, and (``front_line``) a step line through the
-    ``front`` points sorted by x, which is the 2D front only if ``front`` was computed on x and
-    y. ``scores`` (N, K); ``front``, ``winners`` (N,) bool; ``hover``, ``color`` (N,) text.
-    Lasso selection by default; ``customdata`` of every point is its row in ``scores``."""
+               max_points: int = 4000, max_winners: int = 2000, seed: int = 0) -> dict:
+    """Candidates on two objectives as a Vega-Lite spec: faint points per ``color`` category,
+    ``front`` points as outlined diamonds, a step line through them sorted by x (the 2D front
+    only if ``front`` was computed on x and y, ``front_line``), and the winners as red stars.
+
+    Only the winners depend on the weights, and they are a dataset of their own
+    (``datasets["winners"]``): the spec and the other datasets stay the same while the
+    weights move, so Streamlit updates the drawn chart's data in place instead of drawing a
+    new chart. For that the points drawn never depend on the winners: every front point, then
+    a seeded sample of the rest, ``max_points`` in all (more only if the front alone exceeds
+    it); winners beyond ``max_winners`` are sampled the same way. Every dataset row carries
+    ``row``, its index into ``scores``. A box (drag) is the selection named `BRUSH`
+    (`brushed_rows` maps it back to candidates); the wheel zooms, shift-drag pans, a double
+    click resets."""
+    s = _check_scores(scores, objectives)
+    n = len(s)
+    cx, cy = _columns(objectives, [x, y])
+    front, win = _mask(front, n, "front"), _mask(winners, n, "winners")
+    hover_rows = _per_row(hover, n, "hover")
+    codes, names = _categories(color, n)
+    palette = ([CANDIDATE_COLOR] if color is None else
+               [CATEGORY_PALETTE[i % len(CATEGORY_PALETTE)] for i in range(len(names))])
+
+    def table(rows: np.ndarray, role: str | None = None) -> pd.DataFrame:
+        cats = [names[c] for c in codes[rows]]
+        bodies = hover_rows[rows] if hover_rows is not None else [None] * len(rows)
+        out = pd.DataFrame({"row": rows, "x": s[rows, cx], "y": s[rows, cy], "source": cats,
+                            "label": [_plain_label(c if color is not None else None, b)
+                                      for c, b in zip(cats, bodies, strict=True)]})
+        if role is not None:
+            out["role"] = np.where(front[rows], "front", role)
+        return out
+
+    shown = _display_rows(n, front, max_points, seed)
+    win_rows = _sample(np.flatnonzero(win), max_winners, seed + 1)
+    on_front = np.flatnonzero(front)
+    line = on_front[np.argsort(s[on_front, cx], kind="stable")] if front_line else on_front[:0]
+    tx, ty = str(x), str(y)
+    tooltip = [{"field": "row", "title": "row"},
+               {"field": "x", "title": tx, "format": ".3f"},
+               {"field": "y", "title": ty, "format": ".3f"},
+               *([{"field": "label", "title": "text"}] if hover is not None or color is not None
+                 else [])]
+    enc = {"x": {"field": "x", "type": "quantitative", "title": tx,
+                 "scale": {"zero": False}},
+           "y": {"field": "y", "type": "quantitative", "title": ty,
+                 "scale": {"zero": False}}}
+    colour = {"field": "source", "type": "nominal", "title": "source",
+              "scale": {"domain": names, "range": palette},
+              **({} if color is not None else {"legend": None})}
+    title = f"{ty} vs {tx}" + (f" · showing {len(shown):,} of {n:,}" if len(shown) < n else "")
+    layers = [
+        {"data": {"name": "points"}, "transform": [{"filter": "datum.role == 'candidate'"}],
+         "params": [
+             {"name": BRUSH, "select": {"type": "interval", "encodings": ["x", "y"],
+                                        "on": "[pointerdown[!event.shiftKey], window:pointerup]"
+                                              " > window:pointermove!"}},
+             {"name": "zoom", "bind": "scales",
+              "select": {"type": "interval", "encodings": ["x", "y"], "zoom": "wheel!",
+                         "translate": "[pointerdown[event.shiftKey], window:pointerup] > "
+                                      "window:pointermove!"}}],
+         "mark": {"type": "circle", "size": 28, "opacity": 0.35},
+         "encoding": {**enc, "color": colour, "tooltip": tooltip}},
+        {"data": {"name": "front_line"},
+         "mark": {"type": "line", "interpolate": "step-before", "color": EDGE_COLOR,
+                  "strokeWidth": 1.5, "strokeDash": [4, 3]},
+         "encoding": {**enc, "order": {"field": "x", "type": "quantitative"}}},
+        {"data": {"name": "points"}, "transform": [{"filter": "datum.role == 'front'"}],
+         "mark": {"type": "point", "shape": "diamond", "filled": True, "size": 90,
+                  "opacity": 1, "stroke": EDGE_COLOR, "strokeWidth": 1.5},
+         "encoding": {**enc, "color": colour, "tooltip": tooltip}},
+        {"data": {"name": "winners"},
+         "mark": {"type": "point", "shape": STAR_PATH, "filled": True, "size": 200,
+                  "opacity": 1, "fill": WINNER_COLOR, "stroke": EDGE_COLOR, "strokeWidth": 1},
+         "encoding": {**enc, "tooltip": tooltip}},
+    ]
+    return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+            "title": title, "height": 480, "layer": layers,
+            "datasets": {"points": table(shown, "candidate"),
+                         "front_line": table(line)[["row", "x", "y"]],
+                         "winners": table(win_rows)}}
+
+
+def _sample(rows: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """At most ``k`` of ``rows``, sorted, by a seeded priority fixed per row index."""
+    if len(rows) <= k:
+        return rows
+    priority = np.random.default_rng(seed).random(int(rows.max()) + 1)[rows]
+    return np.sort(rows[np.argpartition(priority, k)[:k]])
+
+
+def brushed_rows(scores: np.ndarray, objectives: list[str], x: str, y: str,
+                 selection: Mapping | None) -> np.ndarray:
+    """Sorted rows of every candidate (drawn or not) inside the box of a Streamlit
+    ``on_select`` selection of `scatter_2d` on axes ``x`` and ``y``; none without a box."""
+    box = ((selection or {}).get(BRUSH) or {})
+    if not box or "x" not in box or "y" not in box:
+        return np.zeros(0, dtype=int)
     s = _check_scores(scores, objectives)
     cx, cy = _columns(objectives, [x, y])
-    traces, suffix = _split(s, front, winners, hover, color, max_points, seed)
-    fig = go.Figure()
-    on_front = np.flatnonzero(_mask(front, len(s), "front"))
-    if front_line and len(on_front) > 1:
-        line = on_front[np.argsort(s[on_front, cx], kind="stable")]
-        # "vh": at x between two front points the best dominated y is the right point's y.
-        fig.add_scatter(x=s[line, cx], y=s[line, cy], mode="lines", name=FRONT_LINE,
-                        uid=FRONT_LINE, customdata=line, hoverinfo="skip",
-                        line=dict(color=EDGE_COLOR, width=1.5, dash="dot", shape="vh"))
-    template = _template(["x", "y"], hover is not None or color is not None)
-    tx, ty = plotly_text(x), plotly_text(y)
-    for name, role, rows, text, colors in traces:
-        marker = {**_STYLE_2D[role], **({"color": colors} if colors is not None else {})}
-        fig.add_scatter(x=s[rows, cx], y=s[rows, cy], mode="markers", name=name, uid=name,
-                        customdata=rows, text=text, marker=marker, meta=[tx, ty],
-                        hovertemplate=template)
-    fig.update_layout(title=f"{ty} vs {tx}{suffix}", xaxis_title=tx, yaxis_title=ty,
-                      dragmode="lasso", uirevision=f"2d|{tx}|{ty}", legend_itemsizing="constant",
-                      **{**LAYOUT_XTITLE, "height": 480})
-    return fig
+    (x0, x1), (y0, y1) = sorted(box["x"][:2]), sorted(box["y"][:2])
+    inside = (s[:, cx] >= x0) & (s[:, cx] <= x1) & (s[:, cy] >= y0) & (s[:, cy] <= y1)
+    return np.flatnonzero(inside)
 
 
 def scatter_3d(scores: np.ndarray, objectives: list[str], axes: tuple[str, str, str], *,
@@ -383,14 +476,3 @@ def winner_shift_bar(before: np.ndarray, after: np.ndarray, objectives: list[str
     fig.update_layout(title="Winners' mean score: previous vs current weights", barmode="group",
                       **{**LAYOUT, "height": 260})
     return fig
-
-
-def selected_rows(selection: Mapping | None) -> np.ndarray:
-    """Sorted unique rows of the points in a Streamlit ``on_select`` selection of `scatter_2d`
-    or `scatter_3d` (their ``customdata``; its first entry where it is a list)."""
-    rows = []
-    for p in (selection or {}).get("points", []):
-        cd = p.get("customdata")
-        if cd is not None:
-            rows.append(int(cd[0] if isinstance(cd, list | tuple) else cd))
-    return np.unique(np.asarray(rows, dtype=int))
