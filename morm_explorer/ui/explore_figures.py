@@ -216,9 +216,11 @@ STAR_PATH = ("M0,-1L0.2245,-0.309L0.9511,-0.309L0.3633,0.118L0.5878,0.809L0,0.38
 BRUSH = "brush"  # the scatter's box selection, as `scatter_2d` names it
 
 
+@lru_cache(maxsize=HOVER_CACHE)
 def _plain_label(category: str | None, body: str | None) -> str:
     """A point's tooltip text, "category · body", whitespace collapsed and cut to
-    ``HOVER_CHARS``. Plain text: Vega's tooltip writes values as text, never as HTML."""
+    ``HOVER_CHARS``. Plain text: Vega's tooltip writes values as text, never as HTML. Cached,
+    as a slider step draws mostly the same points."""
     s = " ".join(" · ".join(str(p) for p in (category, body) if p is not None)
                  [: HOVER_CHARS * 4].split())
     return s if len(s) <= HOVER_CHARS else s[: HOVER_CHARS - 1].rstrip() + "…"
