@@ -12,6 +12,8 @@ defaults, the built-in preference data, the CPU) and packs:
 - the reward model ``demo-rm`` and the judge ``demo-judge`` (config, heads, tokenizer; not the
   training embeddings kept for the out-of-distribution check, which are megabytes and optional);
 - the candidate sets ``smollm2-demo`` and ``compare-demo`` with their scores under both models;
+- the scores of Explore's demo set ``demo-candidates`` under ``demo-rm`` (the set itself is made
+  from the built-in data on every first start, and is the same each time);
 - the fine-tuned policies ``demo-helpful`` and ``demo-harmless``: LoRA adapter folders (q_proj
   and v_proj at r16, float16: about 1.8 MB each; loaded over the base policy their
   ``morm_ppo.json`` names), and their runs' curves and samples (Fine-tune shows them);
@@ -84,6 +86,7 @@ def demo_parts_to_pack(ws: Workspace, with_policies: bool = True) -> dict[str, l
     demo. Folder parts list every file but `SKIP`; the policies' folders only ``with_policies``
     (their runs' curves and samples always)."""
     from morm_explorer.data.candidates import candidate_set_info, load_candidate_set
+    from morm_explorer.data.demo_candidates import DEMO_CANDIDATE_SET
     from morm_explorer.demo_jobs import COMPARISON, JUDGE, POLICIES, RM, SAMPLED
     from morm_explorer.evaluation.compare import COMPARISONS, candidate_set_name
     from morm_explorer.policy.ppo_jobs import METRICS, SAMPLES, run_dir
@@ -109,6 +112,14 @@ def demo_parts_to_pack(ws: Workspace, with_policies: bool = True) -> dict[str, l
             if path.is_file():
                 files.append(str(path.relative_to(ws.root)))
         parts[f"candidates/{cset}"] = files
+    # Explore's demo set is made from the built-in data on every first start, but its scores
+    # under the demo reward model ship: Explore answers as soon as the bundle is in.
+    demo = load_candidate_set(ws, DEMO_CANDIDATE_SET)
+    scores = cache_path(ws, ws.root / "reward_models" / RM, demo)
+    if not scores.is_file():
+        raise MormError(f"the workspace has no scores of {DEMO_CANDIDATE_SET} under {RM}: "
+                        "build the full demo first", file=str(scores))
+    parts[f"scores/{DEMO_CANDIDATE_SET}"] = [str(scores.relative_to(ws.root))]
     for name in POLICIES:
         if with_policies:
             parts[f"policies/{name}"] = folder(f"policies/{name}")
@@ -250,7 +261,7 @@ def install_bundle(ws: Workspace, bundle: Bundle, present: Callable[[str], bool]
             for rel in files:
                 if rel.startswith("cache/"):
                     atomic_write_bytes(ws.root / rel, bundle.read(rel))
-        elif group == "runs":
+        elif group in ("runs", "scores"):
             for rel in files:
                 atomic_write_bytes(ws.root / rel, bundle.read(rel))
         else:

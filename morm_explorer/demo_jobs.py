@@ -228,6 +228,7 @@ def run_prepare_demo(spec: PrepareDemoJob, ctx: JobContext) -> dict:
                 log=ctx.log)
         built.append(COMPARISON)
     ctx.log(f"demo ready; built {', '.join(built) or 'nothing (all there)'}")
+    ctx.progress(1.0, f"demo ready: all {len(steps)} parts")  # not the last part's message
     return {"built": built, "timings_s": {k: round(v, 1) for k, v in timings.items()}}
 
 
@@ -293,11 +294,13 @@ def _install_shipped(spec: PrepareDemoJob, ws, part: _Part, log) -> list[str]:
             return name in sets
         if group == "runs":
             return (run_dir(ws, name.split("/")[-1]) / METRICS).is_file()
+        if group == "scores":
+            return all((ws.root / rel).is_file() for rel in bundle.parts[p])
         return name in comparisons
 
     part.progress(0.0, "installing the shipped demo")
     done = install_bundle(ws, bundle, present, progress=part.progress, log=log)
-    return [p.split("/")[-1] for p in done if not p.startswith("runs/")]
+    return [p.split("/")[-1] for p in done if not p.startswith(("runs/", "scores/"))]
 
 
 def demo_run_settings(spec: PrepareDemoJob) -> dict:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import morm_explorer.demo_bundle as demo_bundle
+from morm_explorer.data.demo_candidates import DEMO_CANDIDATE_SET
 from morm_explorer.demo import ensure_demo
 from morm_explorer.demo_bundle import Bundle, bundle_path, write_bundle
 from morm_explorer.demo_jobs import (
@@ -89,6 +90,13 @@ def test_the_bundle_installs_the_whole_demo_into_a_fresh_workspace(built, tmp_pa
                                  load_candidate_set(ws, SAMPLED))
         assert (got is None) == (want is None) and (model == JUDGE or got is not None)
         assert got is None or np.array_equal(got.values, want.values)
+    # Explore's demo set (made here from the built-in data) has the shipped scores: found by
+    # the fingerprints of the installed model and of the set made here, not scored again.
+    demo = load_candidate_set(ws, DEMO_CANDIDATE_SET)
+    got = read_cached_scores(ws, ws.root / "reward_models" / RM, demo)
+    want = read_cached_scores(source, source.root / "reward_models" / RM,
+                              load_candidate_set(source, DEMO_CANDIDATE_SET))
+    assert got is not None and np.array_equal(got.values, want.values)
     again = run_inline(ws, PrepareDemoJob(**{**spec.__dict__, "use_bundle": True}))
     assert again.status == "succeeded" and again.result["built"] == []
 
@@ -223,6 +231,13 @@ def test_a_slice_of_the_shipped_demo_made_again_matches(tmp_path):
     again = score_candidate_set(ws, RM, head, device="cpu")
     np.testing.assert_allclose(again.values, shipped_scores.values[:8],
                                atol=1e-4)
+    demo = load_candidate_set(ws, DEMO_CANDIDATE_SET)  # made here from the built-in data
+    shipped_demo = read_cached_scores(ws, ws.root / "reward_models" / RM, demo)
+    assert shipped_demo is not None, "the demo set's scores do not ship (or no longer match)"
+    rows = np.linspace(0, len(demo) - 1, 8).astype(int)
+    head = CandidateSet(demo.frame.iloc[rows].reset_index(drop=True), origin="slice")
+    again = score_candidate_set(ws, RM, head, device="cpu")
+    np.testing.assert_allclose(again.values, shipped_demo.values[rows], atol=1e-4)
     manifest = json.loads(json.dumps(bundle.manifest))
     assert manifest["spec"]["policy"] == "smollm2"
 

@@ -48,6 +48,7 @@ def test_prepare_demo_builds_everything_then_nothing(ws, tiny_bert, tmp_path):
     assert disjoint and DEMO_JUDGE_DATASET in note and "disjoint" in note
     again = run_inline(ws, spec)
     assert again.status == "succeeded" and again.result["built"] == []
+    assert again.message == "demo ready: all 8 parts"  # not the last part's "scoring ..."
 
 
 class _Stop(Exception):
