@@ -245,7 +245,10 @@ def install_bundle(ws: Workspace, bundle: Bundle, present: Callable[[str], bool]
     from morm_explorer.data.candidates import CandidateSet, save_candidate_set
 
     installed = []
-    todo = [p for p in bundle.parts if not present(p)]
+    # Scores first: they are keyed by the model's fingerprint, so they are found the moment
+    # the model lands, and a page that sees the model never scores the set itself meanwhile.
+    todo = sorted((p for p in bundle.parts if not present(p)),
+                  key=lambda p: not p.startswith("scores/"))
     for i, part in enumerate(todo):
         if progress:
             progress(i / max(len(todo), 1), f"installing {part}")

@@ -108,7 +108,21 @@ def job_page(title: str, caption: str):
                    f"background ({plain(building[0].message or building[0].status)}); its models, "
                    "policies and comparison appear here as they are ready (progress on "
                    "Overview and Jobs).")
+        st.fragment(demo_watch, run_every=3.0)(ws, backend, building[0].id, ready_demo_parts(ws))
     return ws, backend
+
+
+def ready_demo_parts(ws) -> tuple[str, ...]:
+    from morm_explorer.demo_jobs import demo_parts
+
+    return tuple(label for label, ready in demo_parts(ws) if ready)
+
+
+def demo_watch(ws, backend, job_id: str, ready: tuple[str, ...]) -> None:
+    """While the demo build runs: the whole page again when a part of the demo lands or the
+    build ends, so what the page lists appears without a click."""
+    if backend.get(job_id).done or ready_demo_parts(ws) != ready:
+        st.rerun(scope="app")
 
 
 def follow_page_job(backend, key: str, kinds: set[str] | None = None) -> str | None:
