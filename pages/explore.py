@@ -318,16 +318,29 @@ def scatter(sel: Selection) -> None:
         st.plotly_chart(fig, key="explore_scatter3d")
         st.caption("Select points on the 2D view to filter the table.")
     else:
-        spec = ef.scatter_2d(explorer.raw, objectives, x, y, front=front, winners=sel.is_winner,
-                             hover=explorer.labels, color=explorer.sources,
-                             max_points=SCATTER_POINTS)
+        chart = scatter_chart(model_name, model_fp, set_name, info.fingerprint, x, y,
+                              scope == "all objectives")
         # Keyed by its axes: a box drawn on other axes selects nothing here.
-        st.vega_lite_chart(spec, key=scatter_key(x, y), on_select="rerun",
-                           selection_mode=[ef.BRUSH])
+        st.vega_lite_chart(chart.spec(sel.is_winner), key=scatter_key(x, y),
+                           on_select="rerun", selection_mode=[ef.BRUSH])
     st.caption(f"{int(front.sum()):,} candidates on the front over {scope} (diamonds); "
                f"{int(explorer.front_in_prompt.sum()):,} are on their own prompt's front. "
                "Winners are the red stars. Drag a box to filter the table; the wheel zooms, "
                "shift-drag pans, a double click resets.")
+
+
+@st.cache_resource(max_entries=12, show_spinner=False)
+def scatter_chart(model: str, model_fp: str, cset: str, cset_fp: str, x: str, y: str,
+                  whole_front: bool) -> ef.Scatter2D:
+    """The 2D scatter without its winners, built once per (scores, axes, front): its points
+    and front line, already in Arrow, are what a slider step sends again unchanged."""
+    from streamlit.dataframe_util import convert_pandas_df_to_arrow_bytes
+
+    ex = explorer_for(model, model_fp, cset, cset_fp)
+    return ef.Scatter2D(ex.raw, ex.objectives, x, y,
+                        front=ex.front if whole_front else ex.front_of((x, y)),
+                        hover=ex.labels, color=ex.sources, max_points=SCATTER_POINTS,
+                        max_winners=SCATTER_POINTS, encode=convert_pandas_df_to_arrow_bytes)
 
 
 def scatter_key(x: str, y: str) -> str:

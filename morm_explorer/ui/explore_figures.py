@@ -28,8 +28,9 @@ Conventions the page relies on:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -226,90 +227,109 @@ def _plain_label(category: str | None, body: str | None) -> str:
     return s if len(s) <= HOVER_CHARS else s[: HOVER_CHARS - 1].rstrip() + "…"
 
 
-def scatter_2d(scores: np.ndarray, objectives: list[str], x: str, y: str, *, front: np.ndarray,
-               winners: np.ndarray, hover: Sequence[str] | None = None,
-               color: Sequence[str] | pd.Categorical | None = None, front_line: bool = True,
-               max_points: int = 4000, max_winners: int = 2000, seed: int = 0) -> dict:
+class Scatter2D:
     """Candidates on two objectives as a Vega-Lite spec: faint points per ``color`` category,
     ``front`` points as outlined diamonds, a step line through them sorted by x (the 2D front
     only if ``front`` was computed on x and y, ``front_line``), and the winners as red stars.
 
-    Only the winners depend on the weights, and they are a dataset of their own
-    (``datasets["winners"]``): the spec and the other datasets stay the same while the
-    weights move, so Streamlit updates the drawn chart's data in place instead of drawing a
-    new chart. For that the points drawn never depend on the winners: every front point, then
-    a seeded sample of the rest, ``max_points`` in all (more only if the front alone exceeds
-    it); winners beyond ``max_winners`` are sampled the same way. Every dataset row carries
-    ``row``, its index into ``scores``. A box (drag) is the selection named `BRUSH`
-    (`brushed_rows` maps it back to candidates); the wheel zooms, shift-drag pans, a double
-    click resets."""
-    s = _check_scores(scores, objectives)
-    n = len(s)
-    cx, cy = _columns(objectives, [x, y])
-    front, win = _mask(front, n, "front"), _mask(winners, n, "winners")
-    hover_rows = _per_row(hover, n, "hover")
-    codes, names = _categories(color, n)
-    palette = ([CANDIDATE_COLOR] if color is None else
-               [CATEGORY_PALETTE[i % len(CATEGORY_PALETTE)] for i in range(len(names))])
+    Only the winners depend on the weights, and they are a dataset of their own: built once,
+    this holds the spec and the other datasets (``base``), and `spec` adds the winners of a
+    step, so the spec and the other datasets stay the same while the weights move and
+    Streamlit updates the drawn chart's data in place instead of drawing a new chart. For that
+    the points drawn never depend on the winners: every front point, then a seeded sample of
+    the rest, ``max_points`` in all (more only if the front alone exceeds it); winners beyond
+    ``max_winners`` are sampled the same way. Every dataset row carries ``row``, its index into
+    ``scores``. ``encode`` (e.g. to Arrow bytes) is applied once to the datasets that stay. A
+    box (drag) is the selection named `BRUSH` (`brushed_rows` maps it back to candidates); the
+    wheel zooms, shift-drag pans, a double click resets."""
 
-    def table(rows: np.ndarray, role: str | None = None) -> pd.DataFrame:
-        cats = [names[c] for c in codes[rows]]
-        bodies = hover_rows[rows] if hover_rows is not None else [None] * len(rows)
-        out = pd.DataFrame({"row": rows, "x": s[rows, cx], "y": s[rows, cy], "source": cats,
-                            "label": [_plain_label(c if color is not None else None, b)
-                                      for c, b in zip(cats, bodies, strict=True)]})
-        if role is not None:
-            out["role"] = np.where(front[rows], "front", role)
-        return out
+    def __init__(self, scores: np.ndarray, objectives: list[str], x: str, y: str, *,
+                 front: np.ndarray, hover: Sequence[str] | None = None,
+                 color: Sequence[str] | pd.Categorical | None = None, front_line: bool = True,
+                 max_points: int = 4000, max_winners: int = 2000, seed: int = 0,
+                 encode: Callable[[pd.DataFrame], Any] | None = None) -> None:
+        s = self._s = _check_scores(scores, objectives)
+        n = len(s)
+        self._cx, self._cy = _columns(objectives, [x, y])
+        self._front = front = _mask(front, n, "front")
+        self._hover = _per_row(hover, n, "hover")
+        self._colored = color is not None
+        self._codes, names = _categories(color, n)
+        self._names = names
+        self._max_winners, self._seed = max_winners, seed
+        palette = ([CANDIDATE_COLOR] if color is None else
+                   [CATEGORY_PALETTE[i % len(CATEGORY_PALETTE)] for i in range(len(names))])
+        shown = _display_rows(n, front, max_points, seed)
+        on_front = np.flatnonzero(front)
+        line = on_front[np.argsort(s[on_front, self._cx], kind="stable")] if front_line \
+            else on_front[:0]
+        tx, ty = str(x), str(y)
+        tooltip = [{"field": "row", "title": "row"},
+                   {"field": "x", "title": tx, "format": ".3f"},
+                   {"field": "y", "title": ty, "format": ".3f"},
+                   *([{"field": "label", "title": "text"}] if hover is not None
+                     or color is not None else [])]
+        enc = {"x": {"field": "x", "type": "quantitative", "title": tx,
+                     "scale": {"zero": False}},
+               "y": {"field": "y", "type": "quantitative", "title": ty,
+                     "scale": {"zero": False}}}
+        colour = {"field": "source", "type": "nominal", "title": "source",
+                  "scale": {"domain": names, "range": palette},
+                  **({} if color is not None else {"legend": None})}
+        title = f"{ty} vs {tx}" + (f" · showing {len(shown):,} of {n:,}" if len(shown) < n
+                                   else "")
+        drag = "[pointerdown[{}event.shiftKey], window:pointerup] > window:pointermove!"
+        layers = [
+            {"data": {"name": "points"}, "transform": [{"filter": "datum.role == 'candidate'"}],
+             "params": [
+                 {"name": BRUSH, "select": {"type": "interval", "encodings": ["x", "y"],
+                                            "on": drag.format("!")}},
+                 {"name": "zoom", "bind": "scales",
+                  "select": {"type": "interval", "encodings": ["x", "y"], "zoom": "wheel!",
+                             "translate": drag.format("")}}],
+             "mark": {"type": "circle", "size": 28, "opacity": 0.35},
+             "encoding": {**enc, "color": colour, "tooltip": tooltip}},
+            {"data": {"name": "front_line"},
+             "mark": {"type": "line", "interpolate": "step-before", "color": EDGE_COLOR,
+                      "strokeWidth": 1.5, "strokeDash": [4, 3]},
+             "encoding": {**enc, "order": {"field": "x", "type": "quantitative"}}},
+            {"data": {"name": "points"}, "transform": [{"filter": "datum.role == 'front'"}],
+             "mark": {"type": "point", "shape": "diamond", "filled": True, "size": 90,
+                      "opacity": 1, "stroke": EDGE_COLOR, "strokeWidth": 1.5},
+             "encoding": {**enc, "color": colour, "tooltip": tooltip}},
+            {"data": {"name": "winners"},
+             "mark": {"type": "point", "shape": STAR_PATH, "filled": True, "size": 200,
+                      "opacity": 1, "fill": WINNER_COLOR, "stroke": EDGE_COLOR,
+                      "strokeWidth": 1},
+             "encoding": {**enc, "tooltip": tooltip}},
+        ]
+        points = self._table(shown)
+        points["role"] = np.where(front[shown], "front", "candidate")
+        stay = {"points": points, "front_line": self._table(line)[["row", "x", "y"]]}
+        self.base = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+                     "title": title, "height": 480, "layer": layers,
+                     "datasets": {k: encode(v) if encode else v for k, v in stay.items()}}
 
-    shown = _display_rows(n, front, max_points, seed)
-    win_rows = _sample(np.flatnonzero(win), max_winners, seed + 1)
-    on_front = np.flatnonzero(front)
-    line = on_front[np.argsort(s[on_front, cx], kind="stable")] if front_line else on_front[:0]
-    tx, ty = str(x), str(y)
-    tooltip = [{"field": "row", "title": "row"},
-               {"field": "x", "title": tx, "format": ".3f"},
-               {"field": "y", "title": ty, "format": ".3f"},
-               *([{"field": "label", "title": "text"}] if hover is not None or color is not None
-                 else [])]
-    enc = {"x": {"field": "x", "type": "quantitative", "title": tx,
-                 "scale": {"zero": False}},
-           "y": {"field": "y", "type": "quantitative", "title": ty,
-                 "scale": {"zero": False}}}
-    colour = {"field": "source", "type": "nominal", "title": "source",
-              "scale": {"domain": names, "range": palette},
-              **({} if color is not None else {"legend": None})}
-    title = f"{ty} vs {tx}" + (f" · showing {len(shown):,} of {n:,}" if len(shown) < n else "")
-    layers = [
-        {"data": {"name": "points"}, "transform": [{"filter": "datum.role == 'candidate'"}],
-         "params": [
-             {"name": BRUSH, "select": {"type": "interval", "encodings": ["x", "y"],
-                                        "on": "[pointerdown[!event.shiftKey], window:pointerup]"
-                                              " > window:pointermove!"}},
-             {"name": "zoom", "bind": "scales",
-              "select": {"type": "interval", "encodings": ["x", "y"], "zoom": "wheel!",
-                         "translate": "[pointerdown[event.shiftKey], window:pointerup] > "
-                                      "window:pointermove!"}}],
-         "mark": {"type": "circle", "size": 28, "opacity": 0.35},
-         "encoding": {**enc, "color": colour, "tooltip": tooltip}},
-        {"data": {"name": "front_line"},
-         "mark": {"type": "line", "interpolate": "step-before", "color": EDGE_COLOR,
-                  "strokeWidth": 1.5, "strokeDash": [4, 3]},
-         "encoding": {**enc, "order": {"field": "x", "type": "quantitative"}}},
-        {"data": {"name": "points"}, "transform": [{"filter": "datum.role == 'front'"}],
-         "mark": {"type": "point", "shape": "diamond", "filled": True, "size": 90,
-                  "opacity": 1, "stroke": EDGE_COLOR, "strokeWidth": 1.5},
-         "encoding": {**enc, "color": colour, "tooltip": tooltip}},
-        {"data": {"name": "winners"},
-         "mark": {"type": "point", "shape": STAR_PATH, "filled": True, "size": 200,
-                  "opacity": 1, "fill": WINNER_COLOR, "stroke": EDGE_COLOR, "strokeWidth": 1},
-         "encoding": {**enc, "tooltip": tooltip}},
-    ]
-    return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-            "title": title, "height": 480, "layer": layers,
-            "datasets": {"points": table(shown, "candidate"),
-                         "front_line": table(line)[["row", "x", "y"]],
-                         "winners": table(win_rows)}}
+    def _table(self, rows: np.ndarray) -> pd.DataFrame:
+        s, names = self._s, self._names
+        cats = [names[c] for c in self._codes[rows]]
+        bodies = self._hover[rows] if self._hover is not None else [None] * len(rows)
+        return pd.DataFrame({
+            "row": rows, "x": s[rows, self._cx], "y": s[rows, self._cy], "source": cats,
+            "label": [_plain_label(c if self._colored else None, b)
+                      for c, b in zip(cats, bodies, strict=True)]})
+
+    def spec(self, winners: np.ndarray) -> dict:
+        """The chart with these winners (N,) bool; ``base`` is left as it is."""
+        win = _mask(winners, len(self._s), "winners")
+        rows = _sample(np.flatnonzero(win), self._max_winners, self._seed + 1)
+        return {**self.base, "datasets": {**self.base["datasets"], "winners": self._table(rows)}}
+
+
+def scatter_2d(scores: np.ndarray, objectives: list[str], x: str, y: str, *, front: np.ndarray,
+               winners: np.ndarray, **kwargs: Any) -> dict:
+    """`Scatter2D` built and drawn once, with ``winners``: the Vega-Lite spec."""
+    return Scatter2D(scores, objectives, x, y, front=front, **kwargs).spec(winners)
 
 
 def _sample(rows: np.ndarray, k: int, seed: int) -> np.ndarray:
