@@ -4,7 +4,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.common import ensure_demo_workspace
+from morm_explorer.ui.warm import warm_imports
+
+warm_imports(Path(__file__).parent / "pages")  # once per server, before any page (see there)
+
+from pages.common import ensure_demo_workspace  # noqa: E402
 
 LOGO = str(Path(__file__).parent / "assets" / "logo.svg")
 st.set_page_config(page_title="MORM Explorer", page_icon=LOGO, layout="wide")
