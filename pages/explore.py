@@ -40,7 +40,7 @@ from pages.explore_sets import import_tab, sample_tab
 
 INLINE_SCORING = 1000  # candidates scored in the page; larger sets run as a job
 # Points drawn on the 2D scatter, and at most as many winners; a slider step only replaces its
-# winners' data (ef.scatter_2d), but the 3D view is redrawn from scratch.
+# winners' data (ef.Scatter2D), but the 3D view is redrawn from scratch.
 SCATTER_POINTS = 2000
 SCALARIZER_NAMES = {"weighted_sum": "Weighted sum", "chebyshev": "Chebyshev (reaches "
                     "non-convex fronts)", "min": "Worst objective (max-min)"}
